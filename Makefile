@@ -1,0 +1,35 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine (Debian/Ubuntu, Python 3.11+).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+# e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu for the small CPU-only wheel on a machine without one
+TORCH_INDEX ?=
+
+.PHONY: setup setup-dev demo test lint
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: anything unpinned would pull the newest CUDA build (several GB).
+	$(PIP) install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
+	./scripts/install-system-deps.sh
+
+demo: setup
+	$(VENV)/bin/instructrl demo
+
+test: setup-dev
+	$(VENV)/bin/pytest -q
+
+lint: setup-dev
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,144 @@
+"""Typed stage configs loaded from YAML with `--set KEY=VALUE` overrides.
+
+Each stage defines one pydantic model (`SFTConfig`, `RMConfig`, `PPOConfig`) whose fields carry their own
+docstrings; unknown keys and bad values become a `UserError` naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from instructrl.errors import UserError
+
+C = TypeVar("C", bound="StageConfig")
+
+
+class StageConfig(BaseModel):
+    """Keys every stage has. Stage configs subclass this."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+    seed: int = 0
+    """Seed for data order, validation split, dropout and sampling."""
+    epochs: int = 1
+    """Passes over the training data."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (empty: no cap)."""
+    batch_size: int = 32
+    """Examples per optimizer step, summed over processes and gradient-accumulation micro-batches."""
+    micro_batch_size: int | None = None
+    """Examples per forward pass on one process (empty: batch_size / processes, no accumulation)."""
+    lr: float = 1e-5
+    """Peak learning rate."""
+    max_length: int = 512
+    """Longest prompt + response in tokens (at most the model's context window)."""
+    too_long: str = "skip"
+    """What to do with a prompt that does not fit in max_length: 'skip' (counted in summary.json) or 'error'."""
+    val_fraction: float = 0.05
+    """Share of the data held out for validation when no --val-data is given (split by user_id when present)."""
+    mixed_precision: str = "auto"
+    """'bf16', 'fp16', 'no', or 'auto' (bf16 where the device does it fast: recent CPUs and GPUs)."""
+    checkpoint_every: int = 50
+    """Save a resumable checkpoint every this many optimizer steps (and always on Ctrl-C / SIGTERM)."""
+    log_every: int = 1
+    """Write a metrics.jsonl line every this many optimizer steps."""
+    prompt_template: str = "{prompt}\n"
+    """How a prompt is turned into model input; the response follows it directly. Must contain {prompt}."""
+
+    def model_post_init(self, _context: Any) -> None:
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain {prompt}")
+        if self.too_long not in ("skip", "error"):
+            raise ValueError("too_long must be 'skip' or 'error'")
+        if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
+            raise ValueError("mixed_precision must be one of auto, bf16, fp16, no")
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line per key with its default and docstring, for `instructrl STAGE --help-config`."""
+        lines = []
+        for name, field in cls.model_fields.items():
+            lines.append(f"{name} (default {field.default!r}): {field.description or ''}")
+        return "\n".join(lines)
+
+
+def _key_lines(path: Path, text: str) -> dict[str, int]:
+    """Line number of each top-level key in a YAML mapping (for error messages)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _unknown_key_error(cls: type[StageConfig], key: str, where: str) -> UserError:
+    close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return UserError(
+        f"{where}: unknown config key '{key}' for `{cls.__name__}`.{hint} "
+        f"Run with --help-config to list the keys."
+    )
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'lr=3e-5' -> ('lr', 3e-5). The value is read as YAML, so 'kl_target=' gives None."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, for example --set lr=3e-5")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {text!r}: the value is not valid YAML ({e})") from None
+    return key.strip(), value
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Build a stage config from defaults <- YAML file <- --set overrides, validating every key."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        text = path.read_text(encoding="utf-8")
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        lines = _key_lines(path, text)
+        for key, value in loaded.items():
+            where = f"{path}:{lines[key]}" if key in lines else str(path)
+            if key not in cls.model_fields:
+                raise _unknown_key_error(cls, str(key), where)
+            values[key] = value
+            origin[key] = where
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key not in cls.model_fields:
+            raise _unknown_key_error(cls, key, f"--set {text}")
+        values[key] = value
+        origin[key] = f"--set {text}"
+    try:
+        return cls(**values)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = str(err["loc"][0]) if err["loc"] else ""
+            where = origin.get(key, "config")
+            problems.append(f"{where}: key '{key}': {err['msg']}" if key else f"{where}: {err['msg']}")
+        raise UserError("invalid config:\n  " + "\n  ".join(problems)) from None
+
+
+def dump_config(config: StageConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

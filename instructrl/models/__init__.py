@@ -1,0 +1,1 @@
+"""Models: loading Hugging Face checkpoints, the one `score()` function, log-probs, values and generation."""

@@ -1,0 +1,186 @@
+"""Batched sampling with a KV cache (Hugging Face `generate`), where every sample has its own seed.
+
+Row b's token at step t is drawn by inverse-CDF sampling with a uniform number that is a pure function of
+(seeds[b], t). So a prompt's sample does not depend on which other prompts share its batch, on the batch
+size, or on how many processes split the work: 1 process and 2 processes generate the same text, and the
+same prompts before and after training see the same random numbers (common random numbers for evaluation).
+vLLM's per-request `seed` gives the same property at scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+M32 = 0xFFFFFFFF
+M64 = (1 << 64) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """splitmix64 over the parts -> a 63-bit seed (deterministic across runs and machines)."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (p & M64)) & M64
+        x = (x + 0x9E3779B97F4A7C15) & M64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+        x ^= x >> 31
+    return x & ((1 << 63) - 1)
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 (Wellons) on int64 tensors holding 32-bit values; int64 products wrap, low bits stay right."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & M32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & M32
+    return x ^ (x >> 16)
+
+
+def uniform_from_seeds(seeds: torch.Tensor, step: int) -> torch.Tensor:
+    """(B,) float64 in (0, 1), a pure function of (seed, step)."""
+    lo, hi = seeds & M32, (seeds >> 32) & M32
+    h = _hash32(lo ^ _hash32(hi + 0x632BE5AB))
+    h = _hash32(h ^ _hash32(torch.full_like(h, step & M32) + 0x85EBCA6B))
+    h2 = _hash32(h + 0x27D4EB2F)  # a second word for 53 bits of precision
+    return ((h << 21 | h2 >> 11).double() + 0.5) / float(1 << 53)
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return logits
+
+
+class SeededSampler(LogitsProcessor):
+    """Turns `generate`'s greedy step into seeded sampling: the chosen token gets 0, all others -inf."""
+
+    def __init__(self, seeds: torch.Tensor, prompt_len: int, temperature=1.0, top_k=0, top_p=1.0):
+        self.seeds, self.prompt_len = seeds, prompt_len
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.prompt_len
+        probs = filter_logits(scores, self.temperature, self.top_k, self.top_p).double().softmax(-1)  # (B, V)
+        cdf = probs.cumsum(-1)  # (B, V)
+        u = uniform_from_seeds(self.seeds.to(scores.device), step).unsqueeze(-1) * cdf[:, -1:]  # (B, 1)
+        token = torch.searchsorted(cdf, u).clamp(max=scores.shape[-1] - 1)  # (B, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, token, 0.0)
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    seeds: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """Sample responses for left-padded prompts (B, P); returns (B, R) ids, R <= max_new_tokens,
+    with `pad_token_id` after each row's EOS."""
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        use_cache=True,
+    )
+    sampler = SeededSampler(seeds, input_ids.shape[1], temperature, top_k, top_p)
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        generation_config=config,
+        logits_processor=LogitsProcessorList([sampler]),
+    )
+    return out[:, input_ids.shape[1] :]  # (B, R)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], template: str = "{prompt}\n") -> list[list[int]]:
+    return [tokenizer(template.format(prompt=p)).input_ids for p in prompts]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def response_mask(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """1 for response tokens up to and including the first EOS, 0 after it. (B, R)"""
+    is_eos = (response_ids == eos_token_id).long()
+    after_eos = (is_eos.cumsum(-1) - is_eos) > 0
+    return (~after_eos).long()
+
+
+def decode_responses(tokenizer, response_ids: torch.Tensor) -> list[str]:
+    mask = response_mask(response_ids, tokenizer.eos_token_id)
+    texts = []
+    for row, m in zip(response_ids.tolist(), mask.tolist(), strict=True):
+        kept = [t for t, keep in zip(row, m, strict=True) if keep and t != tokenizer.eos_token_id]
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+    return texts
+
+
+def sample_responses(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    k: int = 1,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 64,
+    prompt_template: str = "{prompt}\n",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[str]]:
+    """K sampled responses for each prompt (a list of K strings per prompt), in batches.
+
+    Sample j of prompt i uses seed mix_seed(seed, i, j), whatever the batching.
+    """
+    model.eval()
+    encoded = encode_prompts(tokenizer, prompts, prompt_template)
+    jobs = [(i, j) for i in range(len(prompts)) for j in range(k)]
+    out: list[list[str]] = [[""] * k for _ in prompts]
+    for start in range(0, len(jobs), batch_size):
+        batch = jobs[start : start + batch_size]
+        ids, mask = left_pad([encoded[i] for i, _ in batch], tokenizer.pad_token_id)
+        seeds = torch.tensor([mix_seed(seed, i, j) for i, j in batch], dtype=torch.long)
+        resp = generate(
+            model,
+            ids,
+            mask,
+            seeds=seeds,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        for (i, j), text in zip(batch, decode_responses(tokenizer, resp), strict=True):
+            out[i][j] = text
+        if progress is not None:
+            progress(min(start + batch_size, len(jobs)), len(jobs))
+    return out

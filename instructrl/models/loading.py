@@ -1,0 +1,106 @@
+"""Loading Hugging Face checkpoints (any causal LM directory) with clear errors for the user's mistakes."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from instructrl.errors import UserError
+
+# Attribute names under which architectures keep the dropout applied to each residual branch.
+RESIDUAL_DROPOUT_KEYS = (
+    "resid_pdrop",
+    "hidden_dropout",
+    "hidden_dropout_prob",
+    "residual_dropout",
+    "dropout",
+)
+META_FILE = "instructrl.json"
+
+
+def quiet_transformers() -> None:
+    """Drop transformers' per-load progress bars and reports; instructrl prints its own progress."""
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
+
+
+def check_model_dir(path: str | Path, what: str = "model") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: {what} directory does not exist")
+    if not (path / "config.json").is_file():
+        raise UserError(
+            f"{path}: not a Hugging Face {what} directory (no config.json). "
+            f"Pass a directory written by save_pretrained, e.g. RUN_DIR/final"
+        )
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    """instructrl's own notes saved next to a checkpoint (stage, prompt template)."""
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def load_tokenizer(path: str | Path) -> transformers.PreTrainedTokenizerBase:
+    path = check_model_dir(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.eos_token_id is None:
+        raise UserError(f"{path}: the tokenizer has no eos_token; set one so responses can end")
+    if tok.pad_token_id is None:
+        # instructrl never infers positions from the pad id (it uses attention masks), so EOS can stand in.
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def set_residual_dropout(config: transformers.PretrainedConfig, p: float) -> str | None:
+    """Set the residual-branch dropout (InstructGPT SFT used 0.2); returns the key set, None if none exists."""
+    for key in RESIDUAL_DROPOUT_KEYS:
+        if hasattr(config, key) and isinstance(getattr(config, key), int | float):
+            setattr(config, key, p)
+            return key
+    return None
+
+
+def load_causal_lm(path: str | Path, residual_dropout: float | None = None) -> transformers.PreTrainedModel:
+    path = check_model_dir(path)
+    quiet_transformers()
+    config = transformers.AutoConfig.from_pretrained(path)
+    if (
+        residual_dropout is not None
+        and set_residual_dropout(config, residual_dropout) is None
+        and residual_dropout > 0
+    ):
+        warnings.warn(
+            f"{config.model_type} has no residual dropout setting; residual_dropout ignored", stacklevel=2
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: could not load a causal language model: {e}") from None
+    return model
+
+
+def load_reward_model(path: str | Path) -> transformers.PreTrainedModel:
+    """A causal LM or reward-model directory as a one-output sequence classifier.
+
+    From an SFT checkpoint this drops the unembedding and adds a fresh scalar head, as InstructGPT's RM did.
+    """
+    path = check_model_dir(path)
+    quiet_transformers()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: could not load as a reward model: {e}") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = (
+            model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
+        )
+    return model

@@ -1,0 +1,114 @@
+"""Forward passes shared by every stage: the reward `score()`, per-token values and response log-probs.
+
+All of them take (B, T) token ids with an attention mask and work the same for left or right padding,
+because positions come from the mask, never from the pad id.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last attended token of each row, for left- or right-padded batches."""
+    T = attention_mask.shape[1]
+    return T - 1 - attention_mask.long().flip(-1).argmax(-1)  # (B,)
+
+
+def backbone(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Final hidden states of a *ForSequenceClassification model's transformer (after its last norm)."""
+    out = model.base_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+    )
+    return out.last_hidden_state  # (B, T, H)
+
+
+def reward_offset(model: nn.Module) -> float:
+    """Bias kept in the config for architectures whose final norm has no bias to fold it into."""
+    return float(getattr(model.config, "reward_bias", 0.0) or 0.0)
+
+
+def score(reward_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """r(x, y): the reward model's scalar on the last token of each prompt+response sequence."""
+    hidden = backbone(reward_model, input_ids, attention_mask)  # (B, T, H)
+    last = last_token_index(attention_mask)  # (B,)
+    h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+    return reward_model.score(h_last).squeeze(-1).float() + reward_offset(reward_model)  # (B,)
+
+
+def values(value_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """V(s_t) for every position: the scalar head applied to every hidden state."""
+    hidden = backbone(value_model, input_ids, attention_mask)  # (B, T, H)
+    return value_model.score(hidden).squeeze(-1).float() + reward_offset(value_model)  # (B, T)
+
+
+def _final_norm(model: nn.Module) -> nn.Module | None:
+    """The norm applied just before the head, if it has a bias (GPT-2's ln_f, GPT-NeoX's final_layer_norm)."""
+    norm = None
+    for module in model.base_model.modules():
+        if "norm" in type(module).__name__.lower():
+            norm = module
+    return norm if norm is not None and getattr(norm, "bias", None) is not None else None
+
+
+@torch.no_grad()
+def add_reward_bias(reward_model: nn.Module, bias: float) -> str:
+    """Shift every reward by `bias`, so that a plain Hugging Face load of the saved RM sees the shift too.
+
+    With a biased final norm, adding d = bias * w / |w|^2 to the norm's bias shifts w.h by exactly `bias`
+    (only the scalar head reads that norm's output). Otherwise the bias goes to `config.reward_bias`,
+    which `score()` adds.
+    """
+    norm = _final_norm(reward_model)
+    w = reward_model.score.weight[0].float()  # (H,)
+    if norm is not None and w.norm() > 0:
+        norm.bias.add_((bias * w / w.dot(w)).to(norm.bias.dtype))
+        return "final_norm_bias"
+    reward_model.config.reward_bias = reward_offset(reward_model) + bias
+    return "config.reward_bias"
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[labels] without materialising the (B, T, V) log-softmax."""
+    logits = logits.float()
+    return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, T)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    logz = torch.logsumexp(logits, dim=-1, keepdim=True)
+    p = torch.exp(logits - logz)
+    return logz.squeeze(-1) - (p * logits).sum(-1)  # (B, T)
+
+
+def response_logits(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int
+) -> torch.Tensor:
+    """Logits that predict the last `response_len` tokens of each row (the unembedding runs on those only)."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=response_len + 1,
+        use_cache=False,
+    )
+    return out.logits[:, :-1]  # (B, R, V)
+
+
+def response_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_len: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """log π(y_t | x, y_<t) for the last `response_len` tokens of each row."""
+    logits = response_logits(model, input_ids, attention_mask, response_len) / temperature
+    return token_logprobs(logits, input_ids[:, -response_len:])  # (B, R)

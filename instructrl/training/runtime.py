@@ -1,0 +1,112 @@
+"""Accelerator set-up, batch planning and stop signals shared by SFT, RM and PPO.
+
+Batches are planned from the seed alone, so every process knows the whole global batch: losses are
+normalised by global counts and 1 process = 2 processes = any gradient-accumulation split.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from instructrl.config import StageConfig
+from instructrl.errors import UserError
+
+
+def resolve_mixed_precision(setting: str, cpu: bool) -> str:
+    """'auto' -> bf16 where the hardware multiplies bf16 fast (AVX512-BF16/AMX CPUs, Ampere+ GPUs)."""
+    if setting != "auto":
+        return setting
+    if cpu:
+        fast = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return "bf16" if fast else "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_accelerator(config: StageConfig) -> Accelerator:
+    cpu = not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(config.mixed_precision, cpu))
+    seed_everything(config.seed + accelerator.process_index)
+    return accelerator
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def micro_batch_size(config: StageConfig, world_size: int) -> int:
+    """Examples per forward pass on one process; checks that the global batch splits evenly."""
+    per_process, rest = divmod(config.batch_size, world_size)
+    if rest or per_process == 0:
+        raise UserError(
+            f"batch_size={config.batch_size} does not split over {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    micro = config.micro_batch_size or per_process
+    if per_process % micro:
+        raise UserError(
+            f"micro_batch_size={micro} does not divide the per-process batch {per_process} "
+            f"(batch_size {config.batch_size} / {world_size} processes)"
+        )
+    return micro
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
+    """Global batches of one epoch: a seeded permutation cut into full batches (the remainder is dropped and
+    lands in other batches in other epochs)."""
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
+    else:
+        order = list(range(n))
+    return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def local_micro_batches(
+    global_batch: Sequence[int], world_size: int, rank: int, micro: int
+) -> list[list[int]]:
+    """This process's share of a global batch (every world_size-th example), cut into micro-batches."""
+    mine = list(global_batch[rank::world_size])
+    return [mine[i : i + micro] for i in range(0, len(mine), micro)]
+
+
+def shard(items: Sequence[int], world_size: int, rank: int) -> list[int]:
+    return list(items[rank::world_size])
+
+
+class StopSignal:
+    """Ctrl-C / SIGTERM set a flag; the loop checks it between steps, saves a checkpoint and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            signal.signal(signum, self._previous.get(signum) or signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def should_stop(self, accelerator: Accelerator) -> bool:
+        """True on every process once any process got a signal."""
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            flag = accelerator.reduce(flag, "max")
+        return bool(flag.item())
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Stopped(Exception):
+    """Raised after a checkpoint was saved because of a stop signal; the CLI exits with 130."""
