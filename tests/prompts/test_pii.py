@@ -1,0 +1,56 @@
+"""Personal-information detectors: what each one catches and the look-alikes it must leave alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from instructrl.prompts.pii import find_pii, luhn_valid, pii_kinds
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "found"),
+    [
+        ("write to john.doe@example.com today", "email", "john.doe@example.com"),
+        ("call +1 (555) 123-4567 after six", "phone", "+1 (555) 123-4567"),
+        ("my number is 555-123-4567.", "phone", "555-123-4567"),
+        ("ring +44 20 7946 0958", "phone", "+44 20 7946 0958"),
+        ("charge 4111 1111 1111 1111 please", "card", "4111 1111 1111 1111"),
+        ("card 5500-0000-0000-0004", "card", "5500-0000-0000-0004"),
+        ("ssn 123-45-6789", "ssn", "123-45-6789"),
+        ("I live at 221 Baker Street, London", "street_address", "221 Baker Street"),
+        ("send it to 1600 Pennsylvania Ave", "street_address", "1600 Pennsylvania Ave"),
+        ("ping 192.168.0.12 for me", "ip_address", "192.168.0.12"),
+    ],
+)
+def test_each_detector_finds_its_kind(text, kind, found):
+    matches = find_pii(text)
+    assert [(m.kind, m.text) for m in matches] == [(kind, found)]
+    assert text[matches[0].start : matches[0].end] == found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "In 2021 there were 1,000 people at 3 events",
+        "what is 3.14159 times 2?",
+        "list 10 ways to cook rice",
+        "card 4111 1111 1111 1112",  # fails the Luhn check, and is not a phone number either
+        "version 1.2.3 of the library",
+        "the years 1999-2000",
+        "Write a poem about the sea",
+    ],
+)
+def test_look_alikes_are_not_personal_information(text):
+    assert find_pii(text) == []
+
+
+def test_luhn_checksum():
+    assert luhn_valid("4111111111111111")
+    assert luhn_valid("79927398713")
+    assert not luhn_valid("4111111111111112")
+    assert not luhn_valid("79927398710")
+
+
+def test_pii_kinds_lists_distinct_kinds_sorted():
+    text = "mail a@b.co or c@d.org, or call 555-123-4567"
+    assert pii_kinds(text) == ["email", "phone"]
