@@ -1,0 +1,203 @@
+"""The database tables. Every submission is one row written in the transaction that marks its assignment done.
+
+A task's content (prompt, responses) is immutable once created; labelers' work lives in `submissions`,
+one per assignment, found again by its client-generated `submission_key` when a request is retried.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+ROLES = ("admin", "labeler")
+TASK_KINDS = ("demonstration", "ranking", "ab")
+DEFAULT_GROUP = "default"
+HELDOUT_GROUP = "heldout"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    """'admin' or 'labeler'."""
+    group: Mapped[str] = mapped_column("labeler_group", String(32), default=DEFAULT_GROUP)
+    """'default', or 'heldout': work kept for evaluation only (not exported for training)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuthSession(Base):
+    """A login. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Intake(Base):
+    """One prompt upload and its report (what was kept, what was dropped and why)."""
+
+    __tablename__ = "intakes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    report: Mapped[dict[str, Any]]
+    dropped: Mapped[dict[str, Any]]
+    """Dropped prompts by reason, as `IntakeResult.dropped`."""
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    """Who wrote the prompt (a customer / API user id, not a labeler): the unit of the split and the cap."""
+    split: Mapped[str] = mapped_column(String(16), index=True)
+    pii: Mapped[list[Any]] = mapped_column(default=list)
+    """Kinds of personal information found when intake keeps them flagged."""
+    intake_id: Mapped[int | None] = mapped_column(ForeignKey("intakes.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Task(Base):
+    """Something to label: write a demonstration, rank K responses, or compare two responses (A/B)."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    responses: Mapped[list[Any] | None]
+    """Ranking: the K candidate responses."""
+    model: Mapped[str | None] = mapped_column(String(255))
+    """Ranking: the model that wrote the responses (never shown to labelers)."""
+    response_a: Mapped[str | None] = mapped_column(Text)
+    response_b: Mapped[str | None] = mapped_column(Text)
+    model_a: Mapped[str | None] = mapped_column(String(255))
+    model_b: Mapped[str | None] = mapped_column(String(255))
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    """Labelers wanted per labeler group (more than 1 for the overlap that measures agreement)."""
+    source: Mapped[str] = mapped_column(String(255))
+    """Where the task came from: 'prompts', 'upload:FILE', 'generation:JOB_ID'."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prompt: Mapped[Prompt] = relationship(lazy="joined")
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("task_id", "labeler_id", name="uq_assignment_task_labeler"),
+        Index("ix_assignments_labeler_status", "labeler_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    group: Mapped[str] = mapped_column("labeler_group", String(32))
+    """The labeler's group when assigned (the per-group quota counts it)."""
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """'pending' or 'done'."""
+    swap: Mapped[bool] = mapped_column(Boolean, default=False)
+    """A/B: show response_b on the left (display order randomised per assignment)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
+
+    task: Mapped[Task] = relationship(lazy="joined")
+    labeler: Mapped[User] = relationship(lazy="joined")
+
+
+class Submission(Base):
+    """A labeler's answer to one assignment. `submission_key` is the client's idempotency key."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_key: Mapped[str] = mapped_column(String(64), unique=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"), unique=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    response: Mapped[str | None] = mapped_column(Text)
+    """Demonstration: the labeler's response."""
+    ranking: Mapped[list[Any] | None]
+    """Ranking: indices into the task's responses, best first."""
+    labels: Mapped[list[Any] | None]
+    """Ranking: per response (task order) {"likert": 1..7, "flags": [...]}."""
+    preferred: Mapped[str | None] = mapped_column(String(8))
+    """A/B: 'a', 'b' or 'tie', in the task's (not the display's) order."""
+    note: Mapped[str | None] = mapped_column(Text)
+    """The labeler's flag for review (unclear prompt, personal information left in, ...)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    assignment: Mapped[Assignment] = relationship(lazy="joined")
+
+
+class GenerationJob(Base):
+    """Sampling K responses per prompt from a checkpoint, in the background, then queueing ranking tasks."""
+
+    __tablename__ = "generation_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checkpoint: Mapped[str] = mapped_column(Text)
+    model_name: Mapped[str] = mapped_column(String(255))
+    prompt_ids: Mapped[list[Any]]
+    k: Mapped[int]
+    max_new_tokens: Mapped[int]
+    temperature: Mapped[float]
+    seed: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    """'queued', 'running', 'done' or 'failed'."""
+    done: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    """Samples drawn so far / to draw (prompts x K)."""
+    tasks_created: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

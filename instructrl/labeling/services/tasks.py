@@ -1,0 +1,357 @@
+"""Tasks, their assignment to labelers, and submissions.
+
+Assignment is pulled: a labeler asks for the next task of a kind and gets the oldest task that still needs
+labelers from their group (`replicas` per group) and that they have not had. The held-out group has its own
+quota, so its labelers see the same tasks as the training labelers without taking their places.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from instructrl.errors import UserError
+from instructrl.labeling.models import Assignment, Prompt, Submission, Task, User, utcnow
+from instructrl.labeling.schemas import (
+    ABUploadItem,
+    AssignmentPublic,
+    RankingUploadItem,
+    SubmissionCreate,
+    TaskView,
+)
+from instructrl.labeling.services import Conflict, NotFound
+
+# --- creating tasks ----------------------------------------------------------------------------------
+
+
+def choose_replicas(*, n: int, overlap_fraction: float, overlap_labelers: int, seed: int) -> list[int]:
+    """Labelers wanted for each of `n` new tasks: exactly round(n * overlap_fraction) of them (chosen by a
+    seeded shuffle) get `overlap_labelers`, the rest 1."""
+    n_overlap = round(n * overlap_fraction)
+    chosen = set(random.Random(seed).sample(range(n), n_overlap))
+    return [overlap_labelers if i in chosen else 1 for i in range(n)]
+
+
+def _prompts_without_task(*, session: Session, kind: str, split: str, limit: int) -> list[Prompt]:
+    has_task = exists().where(Task.prompt_id == Prompt.id, Task.kind == kind)
+    query = select(Prompt).where(~has_task)
+    if split != "all":
+        query = query.where(Prompt.split == split)
+    return list(session.scalars(query.order_by(Prompt.id).limit(limit)))
+
+
+def create_demonstration_tasks(
+    *, session: Session, split: str, limit: int, overlap_fraction: float, overlap_labelers: int, seed: int
+) -> tuple[int, int]:
+    """A demonstration task for each of up to `limit` prompts that have none yet; returns (created, overlapping)."""
+    prompts = _prompts_without_task(session=session, kind="demonstration", split=split, limit=limit)
+    replicas = choose_replicas(
+        n=len(prompts), overlap_fraction=overlap_fraction, overlap_labelers=overlap_labelers, seed=seed
+    )
+    session.add_all(
+        Task(kind="demonstration", prompt_id=p.id, replicas=r, source="prompts")
+        for p, r in zip(prompts, replicas, strict=True)
+    )
+    session.commit()
+    return len(prompts), sum(r > 1 for r in replicas)
+
+
+def prompts_for_generation(*, session: Session, split: str, limit: int) -> list[Prompt]:
+    return _prompts_without_task(session=session, kind="ranking", split=split, limit=limit)
+
+
+def _find_prompts(*, session: Session, texts: Sequence[str], filename: str) -> dict[str, Prompt]:
+    found: dict[str, Prompt] = {}
+    for text in set(texts):
+        prompt = session.scalar(select(Prompt).where(Prompt.text == text).order_by(Prompt.id).limit(1))
+        if prompt is not None:
+            found[text] = prompt
+    missing = [i + 1 for i, t in enumerate(texts) if t not in found]
+    if missing:
+        lines = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise UserError(
+            f"{filename}: line(s) {lines}: prompt not among the imported prompts. Import prompts first "
+            f"(Prompts page or `instructrl label import-prompts`), so each has its user id and split"
+        )
+    return found
+
+
+def create_ranking_tasks(
+    *,
+    session: Session,
+    items: Sequence[RankingUploadItem],
+    source: str,
+    min_k: int,
+    max_k: int,
+    overlap_fraction: float,
+    overlap_labelers: int,
+    seed: int,
+) -> tuple[int, int]:
+    """A ranking task per item (K responses to an imported prompt); returns (created, overlapping)."""
+    for i, item in enumerate(items, start=1):
+        if not min_k <= len(item.responses) <= max_k:
+            raise UserError(
+                f"{source}:{i}: {len(item.responses)} responses; a ranking task needs {min_k} to {max_k}"
+            )
+    prompts = _find_prompts(session=session, texts=[it.prompt for it in items], filename=source)
+    replicas = choose_replicas(
+        n=len(items), overlap_fraction=overlap_fraction, overlap_labelers=overlap_labelers, seed=seed
+    )
+    session.add_all(
+        Task(
+            kind="ranking",
+            prompt_id=prompts[it.prompt].id,
+            responses=list(it.responses),
+            model=it.model,
+            replicas=r,
+            source=source,
+        )
+        for it, r in zip(items, replicas, strict=True)
+    )
+    session.commit()
+    return len(items), sum(r > 1 for r in replicas)
+
+
+def create_ab_tasks(
+    *,
+    session: Session,
+    items: Sequence[ABUploadItem],
+    source: str,
+    overlap_fraction: float,
+    overlap_labelers: int,
+    seed: int,
+) -> tuple[int, int]:
+    prompts = _find_prompts(session=session, texts=[it.prompt for it in items], filename=source)
+    replicas = choose_replicas(
+        n=len(items), overlap_fraction=overlap_fraction, overlap_labelers=overlap_labelers, seed=seed
+    )
+    session.add_all(
+        Task(
+            kind="ab",
+            prompt_id=prompts[it.prompt].id,
+            response_a=it.response_a,
+            response_b=it.response_b,
+            model_a=it.model_a,
+            model_b=it.model_b,
+            replicas=r,
+            source=source,
+        )
+        for it, r in zip(items, replicas, strict=True)
+    )
+    session.commit()
+    return len(items), sum(r > 1 for r in replicas)
+
+
+def task_counts(*, session: Session) -> dict[str, dict[str, int]]:
+    """Per kind: tasks, assignments done, assignments pending."""
+    out = {k: {"tasks": 0, "done": 0, "pending": 0} for k in ("demonstration", "ranking", "ab")}
+    for kind, n in session.execute(select(Task.kind, func.count()).group_by(Task.kind)):
+        out[kind]["tasks"] = n
+    rows = session.execute(
+        select(Task.kind, Assignment.status, func.count())
+        .join(Assignment, Assignment.task_id == Task.id)
+        .group_by(Task.kind, Assignment.status)
+    )
+    for kind, status, n in rows:
+        out[kind][status] = n
+    return out
+
+
+# --- assignment --------------------------------------------------------------------------------------
+
+
+def _ab_swap(*, seed: int, task_id: int, labeler_id: int) -> bool:
+    """Whether this labeler sees response B on the left: a fair coin, fixed per (seed, task, labeler)."""
+    digest = hashlib.sha256(f"{seed}:{task_id}:{labeler_id}".encode()).digest()
+    return digest[0] & 1 == 1
+
+
+def next_assignment(*, session: Session, labeler: User, kind: str, seed: int = 0) -> Assignment | None:
+    """The labeler's open assignment of `kind`, else a new one on the oldest task that still needs their
+    group; None when there is nothing left to do."""
+    pending = session.scalar(
+        select(Assignment)
+        .join(Task, Assignment.task_id == Task.id)
+        .where(Assignment.labeler_id == labeler.id, Assignment.status == "pending", Task.kind == kind)
+        .order_by(Assignment.id)
+        .limit(1)
+    )
+    if pending is not None:
+        return pending
+    mine = exists().where(Assignment.task_id == Task.id, Assignment.labeler_id == labeler.id)
+    taken = (
+        select(func.count())
+        .where(Assignment.task_id == Task.id, Assignment.group == labeler.group)
+        .correlate(Task)
+        .scalar_subquery()
+    )
+    # FOR UPDATE SKIP LOCKED (PostgreSQL): two labelers asking at once lock different tasks, so a task's
+    # quota is never overrun. SQLite serialises writers (BEGIN IMMEDIATE) and ignores the clause.
+    task_id = session.scalar(
+        select(Task.id)
+        .where(Task.kind == kind, ~mine, taken < Task.replicas)
+        .order_by(Task.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if task_id is None:
+        session.rollback()
+        return None
+    assignment = Assignment(
+        task_id=task_id,
+        labeler_id=labeler.id,
+        group=labeler.group,
+        swap=_ab_swap(seed=seed, task_id=task_id, labeler_id=labeler.id) if kind == "ab" else False,
+    )
+    session.add(assignment)
+    session.commit()
+    return assignment
+
+
+def get_assignment(*, session: Session, assignment_id: int, labeler: User) -> Assignment:
+    """The labeler's own assignment; anyone else's is NotFound (labelers cannot probe others' tasks)."""
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None or assignment.labeler_id != labeler.id:
+        raise NotFound(f"assignment {assignment_id} not found")
+    return assignment
+
+
+def list_assignments(*, session: Session, labeler: User, limit: int = 50) -> list[Assignment]:
+    return list(
+        session.scalars(
+            select(Assignment)
+            .where(Assignment.labeler_id == labeler.id)
+            .order_by(Assignment.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def labeler_counts(*, session: Session, labeler: User) -> dict[str, dict[str, int]]:
+    """For the labeler's dashboard, per kind: done by me, pending for me, tasks still open to me."""
+    out: dict[str, dict[str, int]] = {}
+    for kind in ("demonstration", "ranking", "ab"):
+        mine = exists().where(Assignment.task_id == Task.id, Assignment.labeler_id == labeler.id)
+        taken = (
+            select(func.count())
+            .where(Assignment.task_id == Task.id, Assignment.group == labeler.group)
+            .correlate(Task)
+            .scalar_subquery()
+        )
+        available = session.scalar(
+            select(func.count()).select_from(Task).where(Task.kind == kind, ~mine, taken < Task.replicas)
+        )
+        done, pending = 0, 0
+        rows = session.execute(
+            select(Assignment.status, func.count())
+            .join(Task, Assignment.task_id == Task.id)
+            .where(Assignment.labeler_id == labeler.id, Task.kind == kind)
+            .group_by(Assignment.status)
+        )
+        for status, n in rows:
+            done, pending = (n, pending) if status == "done" else (done, n)
+        out[kind] = {"done": done, "pending": pending, "available": available or 0}
+    return out
+
+
+def task_view(assignment: Assignment) -> TaskView:
+    task = assignment.task
+    if task.kind == "ab":
+        left, right = (
+            (task.response_b, task.response_a) if assignment.swap else (task.response_a, task.response_b)
+        )
+        return TaskView(kind="ab", prompt=task.prompt.text, response_left=left, response_right=right)
+    if task.kind == "ranking":
+        return TaskView(kind="ranking", prompt=task.prompt.text, responses=list(task.responses or []))
+    return TaskView(kind="demonstration", prompt=task.prompt.text)
+
+
+def assignment_public(assignment: Assignment) -> AssignmentPublic:
+    return AssignmentPublic(
+        id=assignment.id,
+        status=assignment.status,  # type: ignore[arg-type]
+        task=task_view(assignment),
+        created_at=assignment.created_at,
+    )
+
+
+# --- submissions -------------------------------------------------------------------------------------
+
+
+def _check_answer(task: Task, answer: SubmissionCreate) -> dict[str, object]:
+    """The stored columns for a valid answer to `task`; a UserError naming the field otherwise."""
+    if task.kind == "demonstration":
+        if answer.response is None or not answer.response.strip():
+            raise UserError("field 'response': write a response to the prompt")
+        return {"response": answer.response}
+    if task.kind == "ranking":
+        k = len(task.responses or [])
+        if answer.ranking is None or sorted(answer.ranking) != list(range(k)):
+            raise UserError(
+                f"field 'ranking': must list each of the {k} responses (0..{k - 1}) once, best first"
+            )
+        if answer.labels is not None and len(answer.labels) != k:
+            raise UserError(f"field 'labels': {len(answer.labels)} entries for {k} responses")
+        labels = [lab.model_dump(mode="json") for lab in answer.labels] if answer.labels is not None else None
+        return {"ranking": list(answer.ranking), "labels": labels}
+    if answer.preferred is None:
+        raise UserError("field 'preferred': choose 'a', 'b' or 'tie'")
+    return {"preferred": answer.preferred}  # display order; `submit` maps it to the task's order
+
+
+def submit(
+    *, session: Session, assignment_id: int, labeler: User, answer: SubmissionCreate
+) -> tuple[Submission, bool]:
+    """Store the labeler's answer and mark the assignment done, in one transaction.
+
+    Returns (submission, created). The same `submission_key` again returns the stored submission with
+    created=False (a double click or a retried request stores nothing twice); a different answer to an
+    assignment already done is a Conflict.
+    """
+    replay = _replay(session=session, key=answer.submission_key, labeler=labeler, assignment_id=assignment_id)
+    if replay is not None:
+        return replay, False
+    assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
+    if assignment.status == "done":
+        raise Conflict(f"assignment {assignment_id} was already submitted")
+    columns = _check_answer(assignment.task, answer)
+    if assignment.task.kind == "ab" and assignment.swap:
+        # Stored in the task's order, whatever side each response was shown on.
+        columns["preferred"] = {"a": "b", "b": "a", "tie": "tie"}[str(columns["preferred"])]
+    submission = Submission(
+        submission_key=answer.submission_key,
+        assignment_id=assignment.id,
+        labeler_id=labeler.id,
+        kind=assignment.task.kind,
+        note=answer.note.strip() if answer.note and answer.note.strip() else None,
+        **columns,
+    )
+    session.add(submission)
+    assignment.status = "done"
+    assignment.done_at = utcnow()
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent request with the same key (or for the same assignment) committed first.
+        session.rollback()
+        replay = _replay(
+            session=session, key=answer.submission_key, labeler=labeler, assignment_id=assignment_id
+        )
+        if replay is not None:
+            return replay, False
+        raise Conflict(f"assignment {assignment_id} was already submitted") from None
+    return submission, True
+
+
+def _replay(*, session: Session, key: str, labeler: User, assignment_id: int) -> Submission | None:
+    stored = session.scalar(select(Submission).where(Submission.submission_key == key))
+    if stored is None:
+        return None
+    if stored.labeler_id != labeler.id or stored.assignment_id != assignment_id:
+        raise Conflict("this submission key was already used for another task; generate a new key per form")
+    return stored
