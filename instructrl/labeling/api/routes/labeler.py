@@ -1,0 +1,191 @@
+"""Labelers' pages and API: get the next task, see it, submit it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData
+
+from instructrl.datasets.records import METADATA_FLAGS
+from instructrl.errors import UserError
+from instructrl.labeling.api.deps import (
+    FormDep,
+    LabelerUser,
+    SessionDep,
+    SettingsDep,
+    csrf_protect,
+    form_str,
+    render,
+)
+from instructrl.labeling.schemas import AssignmentPublic, SubmissionCreate, SubmissionPublic, TaskKind
+from instructrl.labeling.services import tasks
+
+KIND_TITLES = {
+    "demonstration": "Write a demonstration",
+    "ranking": "Rank responses",
+    "ab": "Compare two responses",
+}
+MESSAGES = {
+    "submitted": "Saved. Thank you!",
+    "none_left": "There are no more tasks of that kind for you right now.",
+}
+
+pages = APIRouter(dependencies=[Depends(csrf_protect)])
+
+
+@pages.get("/tasks")
+def home(request: Request, user: LabelerUser, session: SessionDep, msg: str = "") -> Response:
+    return render(
+        request,
+        "labeler/home.html",
+        counts=tasks.labeler_counts(session=session, labeler=user),
+        recent=tasks.list_assignments(session=session, labeler=user, limit=20),
+        titles=KIND_TITLES,
+        message=MESSAGES.get(msg),
+    )
+
+
+@pages.get("/tasks/next")
+def next_task(user: LabelerUser, session: SessionDep, settings: SettingsDep, kind: TaskKind) -> Response:
+    assignment = tasks.next_assignment(session=session, labeler=user, kind=kind, seed=settings.seed)
+    if assignment is None:
+        return RedirectResponse("/tasks?msg=none_left", status_code=303)
+    return RedirectResponse(f"/assignments/{assignment.id}", status_code=303)
+
+
+def _task_page(
+    request: Request, assignment_id: int, user: LabelerUser, session: SessionDep, **extra: object
+) -> Response:
+    assignment = tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user)
+    view = tasks.task_view(assignment)
+    extra.setdefault("status_code", 200)
+    return render(
+        request,
+        f"labeler/{view.kind}.html",
+        assignment=assignment,
+        task=view,
+        title=KIND_TITLES[view.kind],
+        flags=METADATA_FLAGS,
+        submission_key=uuid.uuid4().hex,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pages.get("/assignments/{assignment_id}")
+def task_page(request: Request, assignment_id: int, user: LabelerUser, session: SessionDep) -> Response:
+    return _task_page(request, assignment_id, user, session, error=None, values={})
+
+
+def answer_from_form(form: FormData, kind: str) -> SubmissionCreate:
+    """The form fields of a task page as a SubmissionCreate (the same body the JSON API takes)."""
+    data: dict[str, object] = {"submission_key": form_str(form, "submission_key")}
+    note = form_str(form, "note").strip()
+    if note:
+        data["note"] = note
+    if kind == "demonstration":
+        data["response"] = form_str(form, "response")
+    elif kind == "ranking":
+        raw = form_str(form, "ranking")
+        try:
+            data["ranking"] = [int(x) for x in raw.split(",") if x.strip()]
+        except ValueError:
+            raise UserError("field 'ranking': expected response indices separated by commas") from None
+        labels = []
+        for i in range(len(data["ranking"])):  # type: ignore[arg-type]
+            likert = form_str(form, f"likert_{i}")
+            labels.append(
+                {
+                    "likert": int(likert) if likert.isdigit() else None,
+                    "flags": [f for f in form.getlist(f"flags_{i}") if isinstance(f, str)],
+                }
+            )
+        if any(lab["likert"] is None for lab in labels):
+            raise UserError("give every response a score from 1 to 7")
+        data["labels"] = labels
+    else:
+        data["preferred"] = form_str(form, "preferred") or None
+    try:
+        return SubmissionCreate.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_describe(e)) from None
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"field '{loc}': {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+@pages.post("/assignments/{assignment_id}")
+def submit_form(
+    request: Request, assignment_id: int, form: FormDep, user: LabelerUser, session: SessionDep
+) -> Response:
+    assignment = tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user)
+    kind = assignment.task.kind
+    try:
+        answer = answer_from_form(form, kind)
+        tasks.submit(session=session, assignment_id=assignment_id, labeler=user, answer=answer)
+    except UserError as e:
+        if type(e) is not UserError:
+            raise  # NotFound / Conflict: the error page
+        session.rollback()
+        values = {k: form.getlist(k) for k in form}
+        return _task_page(request, assignment_id, user, session, error=str(e), values=values, status_code=422)
+    return RedirectResponse(f"/tasks/next?kind={kind}", status_code=303)
+
+
+# --- JSON API ----------------------------------------------------------------------------------------
+
+api = APIRouter(prefix="/api/v1", tags=["labeler"], dependencies=[Depends(csrf_protect)])
+
+
+class NextIn(BaseModel):
+    kind: Literal["demonstration", "ranking", "ab"]
+
+
+@api.post(
+    "/assignments/next",
+    response_model=AssignmentPublic,
+    responses={204: {"description": "nothing left to do"}},
+)
+def api_next(
+    body: NextIn, user: LabelerUser, session: SessionDep, settings: SettingsDep
+) -> AssignmentPublic | Response:
+    assignment = tasks.next_assignment(session=session, labeler=user, kind=body.kind, seed=settings.seed)
+    if assignment is None:
+        return Response(status_code=204)
+    return tasks.assignment_public(assignment)
+
+
+@api.get("/assignments")
+def api_list(user: LabelerUser, session: SessionDep) -> list[AssignmentPublic]:
+    return [
+        tasks.assignment_public(a) for a in tasks.list_assignments(session=session, labeler=user, limit=200)
+    ]
+
+
+@api.get("/assignments/{assignment_id}")
+def api_get(assignment_id: int, user: LabelerUser, session: SessionDep) -> AssignmentPublic:
+    return tasks.assignment_public(
+        tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user)
+    )
+
+
+@api.post("/assignments/{assignment_id}/submission", status_code=201)
+def api_submit(
+    assignment_id: int, body: SubmissionCreate, response: Response, user: LabelerUser, session: SessionDep
+) -> SubmissionPublic:
+    """Store the answer. 201 when stored now; 200 with the stored submission when this submission_key was
+    already stored (a retry); 409 when the assignment was already answered under another key."""
+    submission, created = tasks.submit(
+        session=session, assignment_id=assignment_id, labeler=user, answer=body
+    )
+    if not created:
+        response.status_code = 200
+    return SubmissionPublic.model_validate(submission)
