@@ -1,0 +1,292 @@
+"""Load benchmark of the labeling app: N simulated labelers submit rankings concurrently on loopback.
+
+    python benchmarks/label_load.py [--clients 50] [--seconds 60] [--db sqlite|postgres|URL ...]
+
+The app runs as `instructrl label serve` in a process of its own (one uvicorn worker); the labelers are
+asyncio tasks in this process, each logged in with its own session, looping "next ranking task" ->
+"submit" as fast as the server answers. Every `retry_every`-th submission is sent twice with the same
+idempotency key, as a double click would. Afterwards the stored submissions are counted against the
+acknowledged ones (201s): they must be equal, with no duplicates and no errors. PostgreSQL is a
+throwaway cluster of its own (fsync on), unless a URL is given. Results: benchmarks/results/label_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SERVE = (
+    "import argparse, sys; from instructrl.labeling import cli; "
+    "p = argparse.ArgumentParser(); cli.register(p.add_subparsers()); a = p.parse_args(); sys.exit(a.func(a))"
+)
+PASSWORD = "load-test-password"
+
+
+@dataclass
+class LoadResult:
+    database: str
+    clients: int
+    seconds: float
+    requests: int = 0
+    acknowledged: int = 0
+    replays: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    stored: int = 0
+    duplicate_keys: int = 0
+    duplicate_assignments: int = 0
+    missing_acknowledged: int = 0
+    requests_per_s: float = 0.0
+    submissions_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p95_submit_ms: float = 0.0
+
+
+def seed_database(db_url: str, *, clients: int, tasks: int) -> None:
+    """Users (one hash, computed once), prompts through the real intake, and ranking tasks that every
+    labeler may take (replicas = clients), enough that nobody runs out."""
+    from instructrl.datasets.records import PromptRecord
+    from instructrl.labeling.core.db import Database
+    from instructrl.labeling.core.security import hash_password
+    from instructrl.labeling.models import Task, User
+    from instructrl.labeling.services.prompts import import_prompts
+    from instructrl.prompts.intake import IntakeSettings
+
+    db = Database(db_url)
+    with db.session() as session:
+        password_hash = hash_password(PASSWORD)
+        session.add_all(
+            User(name=f"lab{i}", password_hash=password_hash, role="labeler") for i in range(clients)
+        )
+        session.commit()
+        records = [
+            PromptRecord(prompt=f"Prompt {i}: explain topic {i} simply.", user_id=f"user{i % 97}")
+            for i in range(tasks)
+        ]
+        intake = import_prompts(session=session, records=records, settings=IntakeSettings(), filename="load")
+        prompt_ids = [p.id for p in intake_prompts(session, intake.id)]
+        session.add_all(
+            Task(kind="ranking", prompt_id=pid, responses=[f"response {j} to prompt {pid}" for j in range(4)],
+                 model="load", replicas=clients, source="load")
+            for pid in prompt_ids
+        )  # fmt: skip
+        session.commit()
+    db.dispose()
+
+
+def intake_prompts(session, intake_id: int):
+    from sqlalchemy import select
+
+    from instructrl.labeling.models import Prompt
+
+    return session.scalars(select(Prompt).where(Prompt.intake_id == intake_id).order_by(Prompt.id))
+
+
+def start_server(db_url: str, port: int, cwd: str) -> subprocess.Popen:
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE, "label", "serve", "--db", db_url, "--port", str(port)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/login", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+    proc.kill()
+    raise RuntimeError("server did not start in 60 s")
+
+
+async def labeler(i: int, base: str, deadline_holder: list[float], result: LoadResult, latencies: list[float],
+                  submit_latencies: list[float], acked: list[str], retry_every: int, ready: asyncio.Barrier) -> None:  # fmt: skip
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        r = await client.post("/api/v1/login", json={"name": f"lab{i}", "password": PASSWORD})
+        r.raise_for_status()
+        headers = {"X-CSRF-Token": r.json()["csrf_token"]}
+        await ready.wait()
+        n = 0
+
+        async def timed(path: str, body: dict, into: list[float] | None = None) -> httpx.Response | None:
+            t = time.perf_counter()
+            try:
+                resp = await client.post(path, json=body, headers=headers)
+            except httpx.HTTPError as e:
+                result.errors += 1
+                result.error_samples.append(f"{path}: {e!r}"[:300])
+                return None
+            ms = (time.perf_counter() - t) * 1000
+            latencies.append(ms)
+            if into is not None:
+                into.append(ms)
+            result.requests += 1
+            return resp
+
+        while time.monotonic() < deadline_holder[0]:
+            nxt = await timed("/api/v1/assignments/next", {"kind": "ranking"})
+            if nxt is None:
+                continue
+            if nxt.status_code == 204:
+                result.errors += 1
+                result.error_samples.append("ran out of tasks")
+                return
+            if nxt.status_code != 200:
+                result.errors += 1
+                result.error_samples.append(f"next: {nxt.status_code} {nxt.text[:200]}")
+                continue
+            aid = nxt.json()["id"]
+            body = {"submission_key": uuid.uuid4().hex, "ranking": [3, 1, 0, 2],
+                    "labels": [{"likert": 4, "flags": []}] * 4}  # fmt: skip
+            n += 1
+            sends = 2 if retry_every and n % retry_every == 0 else 1
+            for attempt in range(sends):
+                resp = await timed(f"/api/v1/assignments/{aid}/submission", body, submit_latencies)
+                if resp is None:
+                    continue
+                if resp.status_code == 201 and attempt == 0:
+                    result.acknowledged += 1
+                    acked.append(body["submission_key"])
+                elif resp.status_code == 200 and attempt == 1:
+                    result.replays += 1
+                else:
+                    result.errors += 1
+                    result.error_samples.append(
+                        f"submit attempt {attempt}: {resp.status_code} {resp.text[:200]}"
+                    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_every: int = 10, tasks: int | None = None,
+             label: str | None = None) -> LoadResult:  # fmt: skip
+    """Seed `db_url` (an empty database), serve it, run the labelers, count what was stored."""
+    from sqlalchemy import func, select
+
+    from instructrl.labeling.core.db import Database
+    from instructrl.labeling.models import Submission
+    from instructrl.labeling.testing import free_port
+
+    tasks = tasks or max(50, int(seconds * 40))
+    seed_database(db_url, clients=clients, tasks=tasks)
+    port = free_port()
+    result = LoadResult(database=label or db_url.split(":", 1)[0], clients=clients, seconds=seconds)
+    latencies: list[float] = []
+    submit_latencies: list[float] = []
+    acked: list[str] = []
+    with tempfile.TemporaryDirectory() as cwd:
+        server = start_server(db_url, port, cwd)
+        try:
+            deadline = [float("inf")]
+
+            async def main() -> float:
+                ready = asyncio.Barrier(clients + 1)
+                jobs = [
+                    asyncio.create_task(labeler(i, f"http://127.0.0.1:{port}", deadline, result, latencies,
+                                                submit_latencies, acked, retry_every, ready))
+                    for i in range(clients)
+                ]  # fmt: skip
+                await ready.wait()  # all logged in: the clock starts now
+                start = time.monotonic()
+                deadline[0] = start + seconds
+                await asyncio.gather(*jobs)
+                return time.monotonic() - start
+
+            elapsed = asyncio.run(main())
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    db = Database(db_url, run_migrations=False)
+    with db.session() as session:
+        keys = list(session.scalars(select(Submission.submission_key)))
+        result.stored = len(keys)
+        result.duplicate_keys = len(keys) - len(set(keys))
+        per_assignment = session.execute(
+            select(Submission.assignment_id).group_by(Submission.assignment_id).having(func.count() > 1)
+        ).all()
+        result.duplicate_assignments = len(per_assignment)
+        result.missing_acknowledged = len(set(acked) - set(keys))
+    db.dispose()
+    result.requests_per_s = result.requests / elapsed
+    result.submissions_per_s = result.acknowledged / elapsed
+    result.p50_ms = percentile(latencies, 0.50)
+    result.p95_ms = percentile(latencies, 0.95)
+    result.p95_submit_ms = percentile(submit_latencies, 0.95)
+    result.error_samples = result.error_samples[:10]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--db", nargs="+", default=["postgres", "sqlite"], help="sqlite, postgres, or URLs of empty databases"
+    )
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "label_load.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    from instructrl.labeling.testing import TempPostgres
+
+    results = []
+    for which in args.db:
+        pg = None
+        with tempfile.TemporaryDirectory() as tmp:
+            if which == "sqlite":
+                url = f"sqlite:///{tmp}/labels.db"
+            elif which == "postgres":
+                pg = TempPostgres(durable=True)
+                pg.start()
+                url = pg.create_database("load")
+            else:
+                url = which
+            try:
+                r = run_load(url, clients=args.clients, seconds=args.seconds, label=which.split(":", 1)[0])
+            finally:
+                if pg is not None:
+                    pg.stop()
+        ok = (
+            r.errors == 0 and r.stored == r.acknowledged and not (r.duplicate_keys or r.duplicate_assignments)
+        )
+        print(
+            f"{r.database:>9}: {r.clients} labelers x {r.seconds:.0f} s: {r.requests_per_s:.0f} requests/s "
+            f"({r.submissions_per_s:.0f} submissions/s), p50 {r.p50_ms:.0f} ms, p95 {r.p95_ms:.0f} ms "
+            f"(submit p95 {r.p95_submit_ms:.0f} ms); acknowledged {r.acknowledged}, stored {r.stored}, "
+            f"replays {r.replays}, errors {r.errors} -> {'OK' if ok else 'FAILED'}"
+        )
+        results.append(asdict(r))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    out.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
