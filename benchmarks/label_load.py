@@ -51,6 +51,7 @@ class LoadResult:
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     p95_submit_ms: float = 0.0
+    server_log_tail: str = ""
 
 
 def seed_database(db_url: str, *, clients: int, tasks: int) -> None:
@@ -96,11 +97,12 @@ def intake_prompts(session, intake_id: int):
 def start_server(db_url: str, port: int, cwd: str) -> subprocess.Popen:
     import httpx
 
+    log = open(Path(cwd) / "server.log", "wb")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE, "label", "serve", "--db", db_url, "--port", str(port)],
         cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -110,7 +112,7 @@ def start_server(db_url: str, port: int, cwd: str) -> subprocess.Popen:
         except httpx.TransportError:
             time.sleep(0.1)
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(f"server exited: {(Path(cwd) / 'server.log').read_text()[-3000:]}")
     proc.kill()
     raise RuntimeError("server did not start in 60 s")
 
@@ -218,7 +220,12 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
             elapsed = asyncio.run(main())
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            result.server_log_tail = (Path(cwd) / "server.log").read_text(errors="replace")[-2000:]
     db = Database(db_url, run_migrations=False)
     with db.session() as session:
         keys = list(session.scalars(select(Submission.submission_key)))

@@ -16,11 +16,11 @@ from labeling.helpers import (
     PROMPTS,
     add_user,
     create_tasks_directly,
+    login,
     make_app,
     ranking_rows,
     serve_process,
     upload_prompts,
-    login,
 )
 
 

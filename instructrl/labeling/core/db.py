@@ -1,16 +1,22 @@
 """Engines for SQLite (the embedded default) and PostgreSQL, and migrations run at start.
 
-SQLite runs in WAL mode with synchronous=FULL (an acknowledged commit survives a crash) and every
-transaction begins IMMEDIATE: writers queue on the busy timeout instead of failing mid-transaction
-with "database is locked" when two of them read then write.
+SQLite runs in WAL mode with synchronous=FULL (an acknowledged commit survives a crash). Reads run in
+deferred transactions (no lock); every write runs inside `write_transaction`, which on SQLite begins
+IMMEDIATE: writers queue on the busy timeout for the one write lock instead of failing with "database is
+locked" when two of them read then write. The lock is taken and released within one service call, never
+held while a request waits for a worker thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextvars
+import functools
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -57,8 +63,50 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_IMMEDIATE = contextvars.ContextVar("sqlite_begin_immediate", default=False)
+
+
 def _sqlite_on_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if _IMMEDIATE.get() else "BEGIN")
+
+
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(engine: Engine) -> AbstractContextManager[Any]:
+    """SQLite has one write lock per file; waiting for it on a Python lock is fair and wakes at once,
+    where SQLite's busy handler polls and can starve a writer under load. Other processes (the CLI)
+    still meet the busy timeout."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _LOCKS_GUARD:
+        return _SQLITE_WRITE_LOCKS.setdefault(engine, threading.Lock())
+
+
+@contextmanager
+def write_transaction(session: Session) -> Iterator[None]:
+    """Run a read-then-write unit in a transaction of its own that holds the write lock from its start
+    (SQLite: BEGIN IMMEDIATE; PostgreSQL: an ordinary transaction), and always ends it inside the block:
+    committed when the block returns, rolled back when it raises."""
+    if session.in_transaction():
+        session.commit()  # end the read snapshot this request may hold (nothing is pending in it)
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with _write_lock(engine):
+        token = _IMMEDIATE.set(True)
+        try:
+            yield
+            if session.in_transaction():
+                session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            _IMMEDIATE.reset(token)
 
 
 def migrate(engine: Engine) -> None:
@@ -78,6 +126,19 @@ def migrate(engine: Engine) -> None:
                 f"database {engine.url.render_as_string()}: {e.__class__.__name__}: {e}"
             ) from None
         raise
+
+
+def writes(fn: Callable[P, T]) -> Callable[P, T]:
+    """Run a service function (called with session=...) inside `write_transaction`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        session = kwargs["session"]
+        assert isinstance(session, Session), "service functions take session= as a keyword"
+        with write_transaction(session):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 class Database:

@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session
 
 from instructrl.errors import UserError
 from instructrl.labeling.core.config import Settings
-from instructrl.labeling.core.db import Database
+from instructrl.labeling.core.db import Database, write_transaction, writes
 from instructrl.labeling.models import GenerationJob, Prompt, Task, utcnow
 from instructrl.labeling.schemas import GenerationJobCreate
 from instructrl.labeling.services.tasks import choose_replicas, prompts_for_generation
 
 
+@writes
 def create_generation_job(
     *, session: Session, job_in: GenerationJobCreate, settings: Settings
 ) -> GenerationJob:
@@ -51,6 +52,7 @@ def list_jobs(*, session: Session) -> list[GenerationJob]:
     return list(session.scalars(select(GenerationJob).order_by(GenerationJob.id.desc())))
 
 
+@writes
 def fail_interrupted_jobs(*, session: Session) -> int:
     """At start: jobs left queued or running by a stopped server are marked failed (start them again)."""
     result = session.execute(
@@ -76,7 +78,7 @@ def start_generation(*, db: Database, job_id: int, settings: Settings) -> thread
 
 
 def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None:
-    with db.session() as session:
+    with db.session() as session, write_transaction(session):
         job = session.get(GenerationJob, job_id)
         assert job is not None
         job.status = "running"
@@ -85,7 +87,7 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
         prompts = [(p.id, p.text) for p in prompt_rows]
 
     def progress(done: int, total: int) -> None:
-        with db.session() as s:
+        with db.session() as s, write_transaction(s):
             s.execute(update(GenerationJob).where(GenerationJob.id == job_id).values(done=done, total=total))
             s.commit()
 
@@ -114,7 +116,7 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
             overlap_labelers=settings.overlap_labelers,
             seed=settings.seed + job_id,
         )
-        with db.session() as session:
+        with db.session() as session, write_transaction(session):
             session.add_all(
                 Task(
                     kind="ranking",
@@ -134,7 +136,7 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
             session.commit()
     except Exception as e:
         message = str(e) if isinstance(e, UserError) else traceback.format_exception_only(e)[-1].strip()
-        with db.session() as session:
+        with db.session() as session, write_transaction(session):
             session.execute(
                 update(GenerationJob)
                 .where(GenerationJob.id == job_id)

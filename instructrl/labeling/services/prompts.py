@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from instructrl.datasets.records import PromptRecord
+from instructrl.labeling.core.db import writes
 from instructrl.labeling.models import Intake, Prompt
 from instructrl.labeling.services.uploads import parse_rows
 from instructrl.prompts.intake import IntakeSettings, KeptPrompt, run_intake
@@ -16,6 +17,7 @@ def parse_prompt_file(*, data: bytes, filename: str, limit: int) -> list[PromptR
     return parse_rows(data=data, filename=filename, model=PromptRecord, limit=limit)
 
 
+@writes
 def import_prompts(
     *,
     session: Session,

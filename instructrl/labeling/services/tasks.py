@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from instructrl.errors import UserError
+from instructrl.labeling.core.db import writes
 from instructrl.labeling.models import Assignment, Prompt, Submission, Task, User, utcnow
 from instructrl.labeling.schemas import (
     ABUploadItem,
@@ -45,6 +46,7 @@ def _prompts_without_task(*, session: Session, kind: str, split: str, limit: int
     return list(session.scalars(query.order_by(Prompt.id).limit(limit)))
 
 
+@writes
 def create_demonstration_tasks(
     *, session: Session, split: str, limit: int, overlap_fraction: float, overlap_labelers: int, seed: int
 ) -> tuple[int, int]:
@@ -81,6 +83,7 @@ def _find_prompts(*, session: Session, texts: Sequence[str], filename: str) -> d
     return found
 
 
+@writes
 def create_ranking_tasks(
     *,
     session: Session,
@@ -117,6 +120,7 @@ def create_ranking_tasks(
     return len(items), sum(r > 1 for r in replicas)
 
 
+@writes
 def create_ab_tasks(
     *,
     session: Session,
@@ -171,6 +175,7 @@ def _ab_swap(*, seed: int, task_id: int, labeler_id: int) -> bool:
     return digest[0] & 1 == 1
 
 
+@writes
 def next_assignment(*, session: Session, labeler: User, kind: str, seed: int = 0) -> Assignment | None:
     """The labeler's open assignment of `kind`, else a new one on the oldest task that still needs their
     group; None when there is nothing left to do."""
@@ -304,6 +309,7 @@ def _check_answer(task: Task, answer: SubmissionCreate) -> dict[str, object]:
     return {"preferred": answer.preferred}  # display order; `submit` maps it to the task's order
 
 
+@writes
 def submit(
     *, session: Session, assignment_id: int, labeler: User, answer: SubmissionCreate
 ) -> tuple[Submission, bool]:

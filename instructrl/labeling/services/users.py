@@ -8,12 +8,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from instructrl.errors import UserError
+from instructrl.labeling.core.db import writes
 from instructrl.labeling.core.security import hash_password, new_token, token_hash, verify_password
 from instructrl.labeling.models import AuthSession, User, utcnow
 from instructrl.labeling.schemas import UserCreate
 from instructrl.labeling.services import Conflict
 
 
+@writes
 def create_user(*, session: Session, user_in: UserCreate) -> User:
     if session.scalar(select(User).where(User.name == user_in.name)) is not None:
         raise Conflict(f"a user named '{user_in.name}' already exists")
@@ -40,6 +42,7 @@ def authenticate(*, session: Session, name: str, password: str) -> User | None:
     return user if ok else None
 
 
+@writes
 def create_login(*, session: Session, user: User, hours: float) -> tuple[str, AuthSession]:
     """A new login for `user`: returns the cookie token (stored only as its hash) and the session row."""
     token = new_token()
@@ -65,6 +68,7 @@ def get_login(*, session: Session, token: str) -> AuthSession | None:
     return auth
 
 
+@writes
 def end_login(*, session: Session, token: str) -> None:
     session.execute(delete(AuthSession).where(AuthSession.token_hash == token_hash(token)))
     session.commit()

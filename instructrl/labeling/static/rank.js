@@ -22,13 +22,16 @@ document.addEventListener("DOMContentLoaded", () => {
     if (moved) status.textContent = `Response ${letter(moved)} is now ranked ${items().indexOf(moved) + 1} of ${items().length}.`;
   }
 
+  let moving = false; // moving a focused node in the DOM blurs it: that is not the user leaving the list
   function move(el, delta) {
     const all = items();
     const to = all.indexOf(el) + delta;
     if (to < 0 || to >= all.length) return;
+    moving = true;
     if (delta < 0) list.insertBefore(el, all[to]);
     else list.insertBefore(el, all[to].nextSibling);
     el.focus();
+    moving = false;
     sync(el);
   }
 
@@ -54,7 +57,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   list.addEventListener("focusout", (e) => {
     const el = e.target.closest(".rank-item");
-    if (el && el === grabbed && !list.contains(e.relatedTarget)) { el.classList.remove("grabbed"); grabbed = null; }
+    if (!moving && el && el === grabbed && !list.contains(e.relatedTarget)) { el.classList.remove("grabbed"); grabbed = null; }
   });
 
   // --- mouse / touch: pointer events on the handle, or anywhere on the card except its controls ---
@@ -66,7 +69,8 @@ document.addEventListener("DOMContentLoaded", () => {
     drag = { el, startY: e.clientY, moved: false };
     el.setPointerCapture(e.pointerId);
   });
-  list.addEventListener("pointermove", (e) => {
+  // Moves and the release are watched on the document: moving the card in the DOM may drop pointer capture.
+  document.addEventListener("pointermove", (e) => {
     if (!drag) return;
     const { el } = drag;
     if (!drag.moved && Math.abs(e.clientY - drag.startY) < 4) return;
@@ -86,8 +90,8 @@ document.addEventListener("DOMContentLoaded", () => {
     if (moved) sync(el);
     el.focus();
   };
-  list.addEventListener("pointerup", end);
-  list.addEventListener("pointercancel", end);
+  document.addEventListener("pointerup", end);
+  document.addEventListener("pointercancel", end);
 
   sync(null);
 });
