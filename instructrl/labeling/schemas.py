@@ -217,7 +217,7 @@ class LabelerThroughput(BaseModel):
     median_seconds: float | None
     """Median time from getting a task to submitting it."""
     per_hour: float | None
-    """Submissions per hour between the labeler's first and last submission."""
+    """Submissions per hour between the labeler's first and last submission (once that is 15 minutes or more)."""
 
 
 class FlaggedItem(BaseModel):

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from instructrl.datasets.io import read_records
@@ -92,12 +93,16 @@ def browser():
         browser.close()
 
 
-def shot(page, name: str, locator=None) -> None:
+def shot(page, name: str, height: int = 940) -> None:
+    """A screenshot of the top of the page, `height` pixels tall (the sticky top bar stays on top)."""
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        (locator or page).screenshot(
-            path=str(Path(SCREENSHOTS) / f"{name}.png"), **({} if locator else {"full_page": True})
-        )
+        size = page.viewport_size
+        page.set_viewport_size({"width": 1280, "height": height})
+        page.mouse.wheel(0, -100_000)
+        page.wait_for_timeout(200)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+        page.set_viewport_size(size)
 
 
 def log_in(page, base: str, name: str) -> None:
@@ -198,9 +203,7 @@ def test_labeling_journey_in_chromium(browser, tmp_path, tiny_model_dir):
         page.fill("#gen-form input[name=max_new_tokens]", "6")
         page.click("#gen-form button[type=submit]")
         page.wait_for_url(f"{base}/admin/jobs/*")
-        page.wait_for_function(
-            "document.getElementById('job-status').textContent === 'done'", timeout=120_000
-        )
+        expect(page.locator("#job-status")).to_have_text("done", timeout=120_000)  # polled by the page's JS
         assert page.inner_text("#job-done") == "8" and page.inner_text("#job-tasks") == "2"
         with db.session() as s:
             generated = list(s.scalars(select(Task).where(Task.source.like("generation:%"))))
@@ -241,7 +244,7 @@ def test_labeling_journey_in_chromium(browser, tmp_path, tiny_model_dir):
             [6, 2, 4, 7, 1, 3],
             {1: ["hallucination", "fails_to_follow_instruction"], 5: ["expresses_opinion"]},
         )
-        shot(page, "ranking")
+        shot(page, "ranking", height=1500)
         with page.expect_navigation():
             page.click("text=Submit ranking")
 
@@ -326,8 +329,18 @@ def test_labeling_journey_in_chromium(browser, tmp_path, tiny_model_dir):
     assert len(read_records(train, "comparisons")) >= 4
     db.dispose()
 
-    # --- the export trains a reward model ---------------------------------------------------------
-    if importlib.util.find_spec("instructrl.reward.cli") is None:
+    EXPORTED["train"] = train
+
+
+EXPORTED: dict[str, Path] = {}
+
+
+def test_the_exported_comparisons_train_a_reward_model(tmp_path, tiny_model_dir):
+    """`instructrl rm` reads the browser journey's export unchanged."""
+    train = EXPORTED.get("train")
+    if train is None:
+        pytest.skip("the browser journey did not run")
+    if not _has_module("instructrl.reward.cli"):
         pytest.skip("`instructrl rm` (instructrl.reward.cli) has not landed on this branch yet")
     run_dir = tmp_path / "rm"
     result = subprocess.run(
@@ -357,6 +370,13 @@ def test_labeling_journey_in_chromium(browser, tmp_path, tiny_model_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0.0 <= summary["val_accuracy"] <= 1.0
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _submit_default(page) -> None:

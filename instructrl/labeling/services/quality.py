@@ -110,7 +110,7 @@ def throughput(*, session: Session) -> list[LabelerThroughput]:
                 ab=s["kinds"]["ab"],
                 total=total,
                 median_seconds=statistics.median(s["secs"]),
-                per_hour=(total - 1) / span_h if total > 1 and span_h > 0 else None,
+                per_hour=(total - 1) / span_h if total > 1 and span_h >= 0.25 else None,
             )
         )
     return out
