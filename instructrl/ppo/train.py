@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 
 from instructrl.datasets.io import read_pretrain, read_prompts
 from instructrl.datasets.tokenize import Example, prompt_ids, split_by_user, tokenize_texts
@@ -61,8 +60,10 @@ from instructrl.training.runtime import (
     Stopped,
     StopSignal,
     epoch_batches,
+    finish,
     make_accelerator,
     micro_batch_size,
+    progress,
     shard,
 )
 
@@ -379,9 +380,7 @@ def run_ppo(
         run.log({"iteration": 0, **{f"eval/{k}": v for k, v in state["initial"].items()}})
 
     stop = StopSignal()
-    bar = tqdm(
-        total=iterations, initial=state["iteration"], desc="ppo", disable=not accelerator.is_main_process
-    )
+    bar = progress(iterations, state["iteration"], "ppo", accelerator)
     per_epoch = len(train_q) // config.rollout_batch_size
     try:
         for it in range(state["iteration"], iterations):
@@ -538,7 +537,7 @@ def run_ppo(
         summary["pretrain_loss_initial"] = initial["pretrain_loss"]
         summary["pretrain_loss_final"] = final["pretrain_loss"]
     run.write_summary(summary)
-    accelerator.end_training()
+    finish(accelerator)
     return summary
 
 

@@ -25,7 +25,7 @@ from instructrl.reward.loss import ranking_loss_sum, ranking_pairs
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import make_accelerator, shard
+from instructrl.training.runtime import finish, make_accelerator, shard
 
 
 def rank_forward(model, examples: Sequence[RankedExample], pad_id: int, device: torch.device):
@@ -198,5 +198,5 @@ def run_rm(
         "time_s": time.perf_counter() - t_start,
     }
     run.write_summary(summary)
-    accelerator.end_training()
+    finish(accelerator)
     return summary

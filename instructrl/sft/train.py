@@ -17,7 +17,7 @@ from instructrl.sft.config import SFTConfig
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import make_accelerator, shard
+from instructrl.training.runtime import finish, make_accelerator, shard
 
 
 def batch_nll(
@@ -157,5 +157,5 @@ def run_sft(
         "time_s": time.perf_counter() - t_start,
     }
     run.write_summary(summary)
-    accelerator.end_training()
+    finish(accelerator)
     return summary

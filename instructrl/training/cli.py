@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 
 from instructrl.training.runtime import Stopped
@@ -20,5 +21,7 @@ def stopped_exit():
 
 
 def report(out: str, summary: dict) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch, the main process reports
+        return
     print(json.dumps(summary, indent=2))
     print(f"wrote {out}/final, {out}/summary.json, {out}/metrics.jsonl", file=sys.stderr)

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from instructrl.config import StageConfig
 from instructrl.errors import UserError
@@ -28,6 +27,7 @@ from instructrl.training.runtime import (
     epoch_batches,
     local_micro_batches,
     micro_batch_size,
+    progress,
 )
 
 
@@ -93,7 +93,7 @@ def fit(
     if run.has_checkpoint():
         state = run.load_checkpoint()
     stop = StopSignal()
-    bar = tqdm(total=total_steps, initial=state["step"], desc=desc, disable=not accelerator.is_main_process)
+    bar = progress(total_steps, state["step"], desc, accelerator)
     t0, last_val = time.perf_counter(), {}
     batches, batches_epoch = None, None
     try:
