@@ -133,7 +133,9 @@ def read_records(paths: str | Path | Iterable[str | Path], kind: str) -> list[Re
     for path in files:
         for lineno, obj in iter_json_lines(path):
             try:
-                out.append(model.model_validate(normalise(kind, obj)))
+                record = model.model_validate(normalise(kind, obj))
+                record._source = f"{path}:{lineno}"
+                out.append(record)
             except ValidationError as e:
                 problems = "; ".join(_describe(err) for err in e.errors())
                 raise UserError(f"{path}:{lineno}: {problems}") from None

@@ -62,7 +62,7 @@ def tokenize_demonstrations(
     stats, out = TokenizeStats(), []
     for i, d in enumerate(demos):
         p = prompt_ids(tokenizer, d.prompt, template)
-        if not _prompt_fits(len(p), max_length, too_long, f"demonstration {i + 1}", stats):
+        if not _prompt_fits(len(p), max_length, too_long, d.where(f"demonstration {i + 1}"), stats):
             continue
         r = response_ids(tokenizer, d.response)
         if len(p) + len(r) > max_length:
@@ -91,7 +91,7 @@ def tokenize_comparisons(
     stats, out = TokenizeStats(), []
     for i, c in enumerate(comparisons):
         p = prompt_ids(tokenizer, c.prompt, template)
-        if not _prompt_fits(len(p), max_length, too_long, f"comparison {i + 1}", stats):
+        if not _prompt_fits(len(p), max_length, too_long, c.where(f"comparison {i + 1}"), stats):
             continue
         seqs = []
         for resp in c.responses:

@@ -247,7 +247,7 @@ def load_prompt_queries(
         if len(q) > limit:
             if config.too_long == "error":
                 raise UserError(
-                    f"{what} prompt {i + 1} is {len(q)} tokens; with max_new_tokens={config.max_new_tokens} it "
+                    f"{rec.where(f'{what} prompt {i + 1}')}: prompt is {len(q)} tokens; with max_new_tokens={config.max_new_tokens} it "
                     f"does not fit max_length={config.max_length}. Shorten it or --set too_long=skip"
                 )
             skipped += 1
