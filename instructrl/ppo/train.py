@@ -107,8 +107,10 @@ def sample_and_score(
     tokenizer: Any,
     config: PPOConfig,
     accelerator: Accelerator,
+    timings: dict[str, float] | None = None,
 ) -> Rollout:
     """This process's episodes: responses from the policy and every no-grad forward pass PPO needs."""
+    t0 = time.perf_counter()
     device = accelerator.device
     query, query_mask = left_pad(queries, tokenizer.pad_token_id)  # (B, P)
     query, query_mask = query.to(device), query_mask.to(device)
@@ -124,6 +126,7 @@ def sample_and_score(
             temperature=config.temperature,
             top_p=config.top_p,
         )  # (B, R)
+    t_generated = time.perf_counter()
     mask = response_mask(response, tokenizer.eos_token_id)  # (B, R)
     response = response.masked_fill(mask == 0, tokenizer.pad_token_id)
     has_eos = ((response == tokenizer.eos_token_id) & (mask == 1)).any(-1)  # (B,)
@@ -144,6 +147,9 @@ def sample_and_score(
     scores = torch.cat(scores)
     if config.missing_eos_penalty is not None:
         scores = torch.where(has_eos, scores, scores + config.missing_eos_penalty)
+    if timings is not None:
+        timings["generate_s"] = t_generated - t0
+        timings["score_s"] = time.perf_counter() - t_generated
     return Rollout(
         episode=torch.tensor(episodes, device=device),
         query=query,
@@ -384,7 +390,7 @@ def run_ppo(
     per_epoch = len(train_q) // config.rollout_batch_size
     try:
         for it in range(state["iteration"], iterations):
-            t0 = time.perf_counter()
+            t0, timings = time.perf_counter(), {}
             # 1.-2. sample prompts, generate, score -----------------------------------------------------------
             epoch, i = divmod(it, per_epoch)
             batch = epoch_batches(len(train_q), config.rollout_batch_size, config.seed, epoch)[i]
@@ -472,6 +478,8 @@ def run_ppo(
                 metrics.update({f"eval/{k}": v for k, v in evaluate(f"iteration {it + 1}").items()})
             metrics.update(
                 {
+                    "time/generate_s": timings["generate_s"],
+                    "time/score_s": timings["score_s"],
                     "time/rollout_s": t_rollout - t0,
                     "time/train_s": t_train - t_rollout,
                     "time/iteration_s": time.perf_counter() - t0,

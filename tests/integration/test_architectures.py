@@ -19,13 +19,35 @@ def test_llama_with_bpe_through_all_three_stages(tmp_path):
     comps = write_jsonl(tmp_path / "c.jsonl", make_comparisons(64))
     prompts = write_jsonl(tmp_path / "p.jsonl", make_prompts(64))
 
-    sft = run_stage("sft", tmp_path / "sft", ["epochs=1", "batch_size=8", "lr=1e-3", "mixed_precision=no"],
-                    model_dir=base, data=demos)
-    rm = run_stage("rm", tmp_path / "rm", ["epochs=1", "batch_size=8", "lr=1e-3", "mixed_precision=no"],
-                   model_dir=tmp_path / "sft" / "final", data=comps)
-    ppo = run_stage("ppo", tmp_path / "ppo", ["iterations=2", "rollout_batch_size=8", "batch_size=4",
-                                              "max_new_tokens=8", "mixed_precision=no", "eval_prompts=8"],
-                    policy_dir=tmp_path / "sft" / "final", reward_dir=tmp_path / "rm" / "final", prompts=prompts)
+    sft = run_stage(
+        "sft",
+        tmp_path / "sft",
+        ["epochs=1", "batch_size=8", "lr=1e-3", "mixed_precision=no"],
+        model_dir=base,
+        data=demos,
+    )
+    rm = run_stage(
+        "rm",
+        tmp_path / "rm",
+        ["epochs=1", "batch_size=8", "lr=1e-3", "mixed_precision=no"],
+        model_dir=tmp_path / "sft" / "final",
+        data=comps,
+    )
+    ppo = run_stage(
+        "ppo",
+        tmp_path / "ppo",
+        [
+            "iterations=2",
+            "rollout_batch_size=8",
+            "batch_size=4",
+            "max_new_tokens=8",
+            "mixed_precision=no",
+            "eval_prompts=8",
+        ],
+        policy_dir=tmp_path / "sft" / "final",
+        reward_dir=tmp_path / "rm" / "final",
+        prompts=prompts,
+    )
     assert sft["val_loss"] > 0 and 0 <= rm["val_accuracy"] <= 1 and ppo["iterations"] == 2
 
     meta = json.loads((tmp_path / "rm" / "final" / "instructrl.json").read_text())
@@ -37,8 +59,10 @@ def test_llama_with_bpe_through_all_three_stages(tmp_path):
     from instructrl.datasets.io import read_comparisons
     from instructrl.datasets.tokenize import prompt_ids, response_ids
 
-    best = [prompt_ids(tok, c.prompt, "{prompt}\n") + response_ids(tok, c.responses[c.ranking[0]])
-            for c in read_comparisons(comps)]
+    best = [
+        prompt_ids(tok, c.prompt, "{prompt}\n") + response_ids(tok, c.responses[c.ranking[0]])
+        for c in read_comparisons(comps)
+    ]
     with torch.no_grad():
         r = score(model.eval(), *pad_right(best, tok.pad_token_id))
     assert abs(r.mean().item()) < 0.5  # train split only was centred; the whole file is close to 0
