@@ -406,6 +406,7 @@ def run_ppo(
                 tokenizer=tokenizer,
                 config=config,
                 accelerator=accelerator,
+                timings=timings,
             )
             t_rollout = time.perf_counter()
 
