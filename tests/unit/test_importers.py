@@ -28,3 +28,18 @@ def test_self_instruct_seed_tasks_become_demonstrations(tmp_path):
     assert report.written == len(demos) == 12
     assert demos[0].prompt.startswith("Is there anything I can eat for a breakfast")
     assert demos[0].response.startswith("Yes, you can have 1 oatmeal banana protein shake")
+
+
+def test_alpaca_json_array(tmp_path):
+    src = tmp_path / "alpaca_data.json"
+    src.write_text(
+        json.dumps(
+            [
+                {"instruction": "Add", "input": "2 and 3", "output": "5"},
+                {"instruction": "Say hi", "input": "", "output": "hi"},
+            ]
+        )
+    )
+    report = import_alpaca([src], tmp_path / "d.jsonl")
+    demos = read_demonstrations(tmp_path / "d.jsonl")
+    assert report.written == 2 and demos[0].prompt == "Add\n\n2 and 3" and demos[1].prompt == "Say hi"
