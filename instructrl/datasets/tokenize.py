@@ -85,6 +85,17 @@ def tokenize_texts(texts: Sequence[str], tokenizer, max_length: int) -> list[Exa
     return out
 
 
+def pack_texts(texts: Sequence[str], tokenizer, block_size: int) -> list[Example]:
+    """Documents joined with EOS and cut into full blocks of `block_size` tokens (GPT-style pretraining:
+    no padding, attention may cross document boundaries). The last partial block is dropped."""
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return [
+        Example(stream[s : s + block_size], 0) for s in range(0, len(stream) - block_size + 1, block_size)
+    ]
+
+
 def tokenize_comparisons(
     comparisons: Sequence[Comparison], tokenizer, template: str, max_length: int, too_long: str
 ) -> tuple[list[RankedExample], TokenizeStats]:

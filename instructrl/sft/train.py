@@ -10,7 +10,13 @@ from typing import Any
 import torch
 
 from instructrl.datasets.io import read_demonstrations
-from instructrl.datasets.tokenize import Example, pad_right, split_by_user, tokenize_demonstrations
+from instructrl.datasets.tokenize import (
+    Example,
+    pack_texts,
+    pad_right,
+    split_by_user,
+    tokenize_demonstrations,
+)
 from instructrl.models.loading import context_window, load_causal_lm, load_tokenizer
 from instructrl.models.scoring import position_ids_from_mask, token_logprobs
 from instructrl.sft.config import SFTConfig
@@ -93,6 +99,7 @@ def run_sft(
     resume: bool = False,
     changed_keys: set[str] | None = None,
 ) -> dict[str, Any]:
+    """Fine-tune `model_dir` on demonstrations; writes OUT/final (the best epoch) and OUT/summary.json."""
     t_start = time.perf_counter()
     config = resolve_config(out, config, resume, changed_keys or set())
     accelerator = make_accelerator(config)
@@ -104,16 +111,83 @@ def run_sft(
         train_demos, val_demos = demos, read_demonstrations(val_data)
     else:
         train_demos, val_demos = split_by_user(demos, config.val_fraction, config.seed)
-    model = load_causal_lm(model_dir, residual_dropout=config.residual_dropout)
     max_length = min(config.max_length, context_window(model_dir) or config.max_length)
-    train, train_stats = tokenize_demonstrations(
-        train_demos, tokenizer, config.prompt_template, max_length, config.too_long
-    )
-    val, val_stats = tokenize_demonstrations(
-        val_demos, tokenizer, config.prompt_template, max_length, config.too_long
-    )
+    tok = (tokenizer, config.prompt_template, max_length, config.too_long)
+    train, train_stats = tokenize_demonstrations(train_demos, *tok)
+    val, val_stats = tokenize_demonstrations(val_demos, *tok)
 
+    # 2.-4. train with the loss on response tokens, keep the best epoch
+    summary = train_lm(
+        model_dir=model_dir,
+        tokenizer=tokenizer,
+        train=train,
+        val=val,
+        config=config,
+        out=out,
+        accelerator=accelerator,
+        stage="sft",
+    )
+    summary.update(
+        skipped_too_long=train_stats.skipped_too_long + val_stats.skipped_too_long,
+        truncated=train_stats.truncated + val_stats.truncated,
+        max_length=max_length,
+        time_s=time.perf_counter() - t_start,
+    )
+    RunDir(out, accelerator).write_summary(summary)
+    finish(accelerator)
+    return summary
+
+
+def run_pretrain(
+    *,
+    model_dir: str | Path,
+    texts: Sequence[str],
+    val_texts: Sequence[str],
+    out: str | Path,
+    config: SFTConfig,
+    block_size: int,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Plain language modelling on documents packed into blocks of `block_size` tokens (every token a target).
+
+    Used by `instructrl demo` to pretrain its base model from scratch; the same loop as SFT.
+    """
+    t_start = time.perf_counter()
+    config = resolve_config(out, config, resume, set())
+    accelerator = make_accelerator(config)
+    tokenizer = load_tokenizer(model_dir)
+    train, val = pack_texts(texts, tokenizer, block_size), pack_texts(val_texts, tokenizer, block_size)
+    summary = train_lm(
+        model_dir=model_dir,
+        tokenizer=tokenizer,
+        train=train,
+        val=val,
+        config=config,
+        out=out,
+        accelerator=accelerator,
+        stage="pretrain",
+    )
+    summary.update(block_size=block_size, train_tokens=sum(len(e.input_ids) for e in train))
+    summary["time_s"] = time.perf_counter() - t_start
+    RunDir(out, accelerator).write_summary(summary)
+    finish(accelerator)
+    return summary
+
+
+def train_lm(
+    *,
+    model_dir: str | Path,
+    tokenizer: Any,
+    train: list[Example],
+    val: list[Example],
+    config: SFTConfig,
+    out: str | Path,
+    accelerator,
+    stage: str,
+) -> dict[str, Any]:
+    """Steps 2-4 shared by SFT and pretraining: model, optimizer, the loop, final/ = the best epoch."""
     # 2. run directory, model, optimizer, schedule
+    model = load_causal_lm(model_dir, residual_dropout=config.residual_dropout)
     run = RunDir(out, accelerator)
     run.start(config)
     optimizer, scheduler = make_optimizer(model, config, planned_steps(len(train), config))
@@ -121,10 +195,9 @@ def run_sft(
     accelerator.register_for_checkpointing(scheduler)
 
     # 3. train, keeping the epoch with the lowest validation loss
-    meta = {"stage": "sft", "prompt_template": config.prompt_template, "base_model": str(model_dir)}
-    task = lm_task(train, val, tokenizer.pad_token_id, accelerator)
+    meta = {"stage": stage, "prompt_template": config.prompt_template, "base_model": str(model_dir)}
     result = fit(
-        task,
+        lm_task(train, val, tokenizer.pad_token_id, accelerator),
         accelerator=accelerator,
         run=run,
         config=config,
@@ -134,7 +207,7 @@ def run_sft(
         tokenizer=tokenizer,
         meta=meta,
         max_grad_norm=config.max_grad_norm,
-        desc="sft",
+        desc=stage,
     )
 
     # 4. final/ = the best epoch's model
@@ -142,20 +215,13 @@ def run_sft(
     if accelerator.is_main_process:
         result["best_dir"].rename(run.path / "final")
     run.remove_checkpoint()
-    summary = {
-        "stage": "sft",
+    return {
+        "stage": stage,
         "val_loss": result["best_metric"],
         "best_step": result["best_step"],
         "steps": result["steps"],
         "train_examples": len(train),
         "val_examples": len(val),
-        "skipped_too_long": train_stats.skipped_too_long + val_stats.skipped_too_long,
-        "truncated": train_stats.truncated + val_stats.truncated,
-        "max_length": max_length,
         "mixed_precision": accelerator.mixed_precision,
         "processes": accelerator.num_processes,
-        "time_s": time.perf_counter() - t_start,
     }
-    run.write_summary(summary)
-    finish(accelerator)
-    return summary

@@ -77,3 +77,31 @@ def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
     assert (tmp_path / "ppo" / "final" / "config.json").is_file()
     rollouts = (tmp_path / "ppo" / "rollouts.jsonl").read_text().splitlines()
     assert len(rollouts) == 12 * 32
+
+
+def test_pretraining_from_scratch_on_packed_blocks(tiny_model_dir, tmp_path):
+    from conftest import corpus
+
+    from instructrl.config import load_config
+    from instructrl.datasets.tokenize import pack_texts
+    from instructrl.models.loading import load_tokenizer
+    from instructrl.sft.config import SFTConfig
+    from instructrl.sft.train import run_pretrain
+
+    texts = corpus(600, seed=5)
+    blocks = pack_texts(texts[:3], load_tokenizer(tiny_model_dir), 8)
+    assert all(len(b.input_ids) == 8 and b.n_prompt == 0 for b in blocks)
+    config = load_config(
+        SFTConfig, None, ["epochs=2", "batch_size=16", "lr=3e-3", "residual_dropout=0", "mixed_precision=no"]
+    )
+    s = run_pretrain(
+        model_dir=tiny_model_dir,
+        texts=texts[:500],
+        val_texts=texts[500:],
+        out=tmp_path / "pt",
+        config=config,
+        block_size=32,
+    )
+    first = json.loads((tmp_path / "pt" / "metrics.jsonl").read_text().splitlines()[0])["train/loss"]
+    assert s["stage"] == "pretrain" and s["val_loss"] < first - 0.5
+    assert (tmp_path / "pt" / "final" / "model.safetensors").is_file()
