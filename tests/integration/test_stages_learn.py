@@ -80,7 +80,7 @@ def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
 
 
 def test_pretraining_from_scratch_on_packed_blocks(tiny_model_dir, tmp_path):
-    from conftest import corpus
+    from conftest import make_demos
 
     from instructrl.config import load_config
     from instructrl.datasets.tokenize import pack_texts
@@ -88,7 +88,7 @@ def test_pretraining_from_scratch_on_packed_blocks(tiny_model_dir, tmp_path):
     from instructrl.sft.config import SFTConfig
     from instructrl.sft.train import run_pretrain
 
-    texts = corpus(600, seed=5)
+    texts = [f"{d['prompt']} {d['response']}" for d in make_demos(600, seed=5)]  # text with structure
     blocks = pack_texts(texts[:3], load_tokenizer(tiny_model_dir), 8)
     assert all(len(b.input_ids) == 8 and b.n_prompt == 0 for b in blocks)
     config = load_config(
