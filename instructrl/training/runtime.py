@@ -128,8 +128,14 @@ def progress(total: int, initial: int, desc: str, accelerator: Accelerator) -> t
 
 
 def finish(accelerator: Accelerator) -> None:
-    """End the run cleanly on every process (an un-destroyed gloo group aborts at interpreter exit)."""
+    """End the run cleanly on every process (an un-destroyed gloo group aborts at interpreter exit), and
+    forget accelerate's process-wide state so that a next stage in the same Python process may use other
+    settings (accelerate refuses a second mixed_precision otherwise; it offers no public reset)."""
+    from accelerate.state import AcceleratorState, GradientState
+
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -105,3 +105,24 @@ def test_pretraining_from_scratch_on_packed_blocks(tiny_model_dir, tmp_path):
     first = json.loads((tmp_path / "pt" / "metrics.jsonl").read_text().splitlines()[0])["train/loss"]
     assert s["stage"] == "pretrain" and s["val_loss"] < first - 0.5
     assert (tmp_path / "pt" / "final" / "model.safetensors").is_file()
+
+
+def test_stages_in_one_process_may_use_different_precisions(tiny_model_dir, data_dir, tmp_path):
+    from conftest import SFT_SET
+
+    a = run_stage(
+        "sft",
+        tmp_path / "a",
+        [*SFT_SET, "epochs=1", "mixed_precision=no"],
+        model_dir=tiny_model_dir,
+        data=data_dir / "demos.jsonl",
+    )
+    b = run_stage(
+        "sft",
+        tmp_path / "b",
+        [*SFT_SET, "epochs=1", "mixed_precision=bf16"],
+        model_dir=tiny_model_dir,
+        data=data_dir / "demos.jsonl",
+    )
+    assert (a["mixed_precision"], b["mixed_precision"]) == ("no", "bf16")
+    assert b["val_loss"] == pytest.approx(a["val_loss"], rel=0.05)  # bf16 autocast learns the same
