@@ -6,12 +6,13 @@ docstrings; unknown keys and bad values become a `UserError` naming the file, li
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from instructrl.errors import UserError
 
@@ -37,26 +38,38 @@ class StageConfig(BaseModel):
     """Peak learning rate."""
     max_length: int = 512
     """Longest prompt + response in tokens (at most the model's context window)."""
-    too_long: str = "skip"
+    too_long: Literal["skip", "error"] = "skip"
     """What to do with a prompt that does not fit in max_length: 'skip' (counted in summary.json) or 'error'."""
     val_fraction: float = 0.05
     """Share of the data held out for validation when no --val-data is given (split by user_id when present)."""
-    mixed_precision: str = "auto"
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = "auto"
     """'bf16', 'fp16', 'no', or 'auto' (bf16 where the device does it fast: recent CPUs and GPUs)."""
     checkpoint_every: int = 50
     """Save a resumable checkpoint every this many optimizer steps (and always on Ctrl-C / SIGTERM)."""
     log_every: int = 1
     """Write a metrics.jsonl line every this many optimizer steps."""
+    warmup_ratio: float = 0.03
+    """Share of the steps spent warming the learning rate up linearly."""
+    lr_min_ratio: float = 0.0
+    """The cosine schedule decays to lr * lr_min_ratio."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping."""
     prompt_template: str = "{prompt}\n"
     """How a prompt is turned into model input; the response follows it directly. Must contain {prompt}."""
 
-    def model_post_init(self, _context: Any) -> None:
-        if "{prompt}" not in self.prompt_template:
-            raise ValueError("prompt_template must contain {prompt}")
-        if self.too_long not in ("skip", "error"):
-            raise ValueError("too_long must be 'skip' or 'error'")
-        if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
-            raise ValueError("mixed_precision must be one of auto, bf16, fp16, no")
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, v: Any) -> Any:
+        return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_prompt(cls, v: str) -> str:
+        if "{prompt}" not in v:
+            raise ValueError("must contain {prompt}")
+        return v
 
     @classmethod
     def describe(cls) -> str:
@@ -142,3 +155,44 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
 
 def dump_config(config: StageConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def add_config_args(parser, stage_config: type[StageConfig]) -> None:
+    """--config / --set / --resume / --help-config, the same for every stage."""
+    parser.add_argument("--config", help="YAML file of config keys (see --help-config)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    parser.add_argument(
+        "--help-config",
+        action=_DescribeConfig,
+        stage_config=stage_config,
+        help="list every config key with its default and meaning, then exit",
+    )
+
+
+class _DescribeConfig(argparse.Action):
+    """Prints a stage config's keys and exits (before required arguments are checked)."""
+
+    def __init__(self, option_strings, dest, stage_config, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+        self.stage_config = stage_config
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(self.stage_config.describe())
+        parser.exit(0)
+
+
+def config_from_args(cls: type[C], args) -> tuple[C, set[str]]:
+    """The stage config from --config/--set, and the keys the user set explicitly."""
+    config = load_config(cls, args.config, args.overrides)
+    changed = set(config.model_fields_set)
+    return config, changed

@@ -84,7 +84,8 @@ def corpus(n: int = 400, seed: int = 0) -> list[str]:
 def tiny_tokenizer():
     from instructrl.models.tiny import train_tokenizer
 
-    return train_tokenizer(corpus() + [" ".join(WORDS)], vocab_size=200, kind="bpe")
+    # word-level keeps the tiny tasks learnable in seconds; tests/integration/test_architectures.py covers BPE
+    return train_tokenizer(corpus() + [" ".join(WORDS)], vocab_size=200, kind="word")
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +97,120 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return save(
         build_gpt2(tiny_tokenizer, n_layer=2, n_embd=64, n_head=4, n_positions=128), tiny_tokenizer, out
     )
+
+
+# --- synthetic data with a preference a tiny model can learn ----------------------------------------------
+MARKER = "great"
+FILLER = [w for w in WORDS if w != MARKER]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def make_demos(n: int = 200, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a = rng.choice(FILLER)
+        # a fifth of the demonstrations use the marker word, so the SFT policy sometimes says it
+        response = f"{a} {MARKER}" if rng.random() < 0.2 else f"{a} {a}"
+        rows.append({"prompt": f"say {a} twice", "response": response, "user_id": f"u{i % 20}"})
+    return rows
+
+
+def make_comparisons(n: int = 300, seed: int = 1) -> list[dict]:
+    """K = 2..5 responses; the more marker words a response holds, the better it ranks."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        k = rng.randint(2, 5)
+        responses = []
+        for m in range(k):
+            # a fixed number of filler words: softmax attention can then read "how many markers" as a share
+            words = [rng.choice(FILLER) for _ in range(4)] + [MARKER] * m
+            rng.shuffle(words)
+            responses.append(" ".join(words))
+        order = list(range(k))
+        rng.shuffle(order)
+        shuffled = [responses[o] for o in order]
+        ranking = sorted(range(k), key=lambda j: -order[j])
+        rows.append(
+            {
+                "prompt": f"write {rng.choice(FILLER)}",
+                "responses": shuffled,
+                "ranking": ranking,
+                "user_id": f"u{i % 30}",
+            }
+        )
+    return rows
+
+
+def make_prompts(n: int = 200, seed: int = 2) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    return [
+        {"prompt": f"write {rng.choice(FILLER)} {rng.choice(FILLER)}", "user_id": f"u{i % 40}"}
+        for i in range(n)
+    ]
+
+
+def make_pretrain(n: int = 200, seed: int = 3) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    return [{"text": " ".join(rng.choice(WORDS) for _ in range(20))} for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    write_jsonl(d / "demos.jsonl", make_demos())
+    write_jsonl(d / "comparisons.jsonl", make_comparisons())
+    write_jsonl(d / "prompts.jsonl", make_prompts())
+    write_jsonl(d / "pretrain.jsonl", make_pretrain())
+    return d
+
+
+SFT_SET = ["epochs=3", "batch_size=16", "lr=3e-3", "residual_dropout=0", "mixed_precision=no"]
+RM_SET = ["epochs=8", "batch_size=16", "lr=1e-3", "mixed_precision=no", "val_fraction=0.2"]
+
+
+def run_stage(stage: str, out: Path, sets: list[str], **paths) -> dict:
+    """Run a stage in-process through its Python entry point; returns summary.json."""
+    from instructrl.config import load_config
+
+    if stage == "sft":
+        from instructrl.sft.config import SFTConfig as C
+        from instructrl.sft.train import run_sft as fn
+    elif stage == "rm":
+        from instructrl.reward.config import RMConfig as C
+        from instructrl.reward.train import run_rm as fn
+    else:
+        from instructrl.ppo.config import PPOConfig as C
+        from instructrl.ppo.train import run_ppo as fn
+    config = load_config(C, None, sets)
+    return fn(out=out, config=config, changed_keys=set(config.model_fields_set), **paths)
+
+
+@pytest.fixture(scope="session")
+def sft_dir(tmp_path_factory, tiny_model_dir, data_dir) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "sft"
+    run_stage("sft", out, SFT_SET, model_dir=tiny_model_dir, data=data_dir / "demos.jsonl")
+    return out / "final"
+
+
+@pytest.fixture(scope="session")
+def rm_dir(tmp_path_factory, sft_dir, data_dir) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "rm"
+    summary = run_stage("rm", out, RM_SET, model_dir=sft_dir, data=data_dir / "comparisons.jsonl")
+    assert summary["val_accuracy"] >= 0.95, summary
+    return out / "final"

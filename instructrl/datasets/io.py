@@ -53,7 +53,23 @@ def open_text(path: Path) -> io.TextIOBase:
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a bad line is a UserError naming it."""
+    """(line number, object) for each non-blank line; a bad line is a UserError naming it.
+
+    A `.json` file holding one array of objects (like Alpaca's alpaca_data.json) is read too; its
+    "line numbers" are then item numbers.
+    """
+    if path.suffix == ".json":
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(items, list):
+            raise UserError(f"{path}: expected a JSON array of objects, or use JSON Lines (.jsonl)")
+        for i, obj in enumerate(items, start=1):
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}: item {i}: expected a JSON object, got {type(obj).__name__}")
+            yield i, obj
+        return
     with open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -133,7 +149,9 @@ def read_records(paths: str | Path | Iterable[str | Path], kind: str) -> list[Re
     for path in files:
         for lineno, obj in iter_json_lines(path):
             try:
-                out.append(model.model_validate(normalise(kind, obj)))
+                record = model.model_validate(normalise(kind, obj))
+                record._source = f"{path}:{lineno}"
+                out.append(record)
             except ValidationError as e:
                 problems = "; ".join(_describe(err) for err in e.errors())
                 raise UserError(f"{path}:{lineno}: {problems}") from None

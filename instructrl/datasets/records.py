@@ -9,7 +9,7 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 MIN_K, MAX_K = 2, 9
 """Responses per ranked prompt: InstructGPT ranked 4 to 9; 2 is a pairwise comparison."""
@@ -38,6 +38,11 @@ Flag = Literal[
 class Record(BaseModel):
     # Extra keys (split, labeler ids, timestamps...) are kept, so exports round-trip.
     model_config = ConfigDict(extra="allow")
+    _source: str | None = PrivateAttr(default=None)
+    """'file:line' the record was read from, for error messages."""
+
+    def where(self, fallback: str) -> str:
+        return self._source or fallback
 
 
 class PromptRecord(Record):

@@ -69,10 +69,33 @@ def set_residual_dropout(config: transformers.PretrainedConfig, p: float) -> str
     return None
 
 
-def load_causal_lm(path: str | Path, residual_dropout: float | None = None) -> transformers.PreTrainedModel:
+DROPOUT_KEYS = (
+    *RESIDUAL_DROPOUT_KEYS,
+    "embd_pdrop",
+    "attn_pdrop",
+    "attention_dropout",
+    "attention_probs_dropout_prob",
+    "summary_first_dropout",
+    "classifier_dropout",
+)
+
+
+def disable_dropout(config: transformers.PretrainedConfig) -> None:
+    """RL and reward modelling run without dropout: log-probs and values must be the same function of the
+    weights in rollout and in training (as in TRL and OpenRLHF)."""
+    for key in DROPOUT_KEYS:
+        if isinstance(getattr(config, key, None), int | float) and not isinstance(getattr(config, key), bool):
+            setattr(config, key, 0.0)
+
+
+def load_causal_lm(
+    path: str | Path, residual_dropout: float | None = None, dropout: bool = True
+) -> transformers.PreTrainedModel:
     path = check_model_dir(path)
     quiet_transformers()
     config = transformers.AutoConfig.from_pretrained(path)
+    if not dropout:
+        disable_dropout(config)
     if (
         residual_dropout is not None
         and set_residual_dropout(config, residual_dropout) is None
@@ -88,15 +111,18 @@ def load_causal_lm(path: str | Path, residual_dropout: float | None = None) -> t
     return model
 
 
-def load_reward_model(path: str | Path) -> transformers.PreTrainedModel:
+def load_reward_model(path: str | Path, dropout: bool = False) -> transformers.PreTrainedModel:
     """A causal LM or reward-model directory as a one-output sequence classifier.
 
     From an SFT checkpoint this drops the unembedding and adds a fresh scalar head, as InstructGPT's RM did.
     """
     path = check_model_dir(path)
     quiet_transformers()
+    config = transformers.AutoConfig.from_pretrained(path, num_labels=1)
+    if not dropout:
+        disable_dropout(config)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: could not load as a reward model: {e}") from None
     if model.config.pad_token_id is None:
@@ -104,3 +130,12 @@ def load_reward_model(path: str | Path) -> transformers.PreTrainedModel:
             model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
         )
     return model
+
+
+def context_window(path: str | Path) -> int | None:
+    """The longest sequence the model at `path` takes, from its config alone."""
+    config = transformers.AutoConfig.from_pretrained(check_model_dir(path))
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    return None

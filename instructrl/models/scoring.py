@@ -35,18 +35,40 @@ def reward_offset(model: nn.Module) -> float:
     return float(getattr(model.config, "reward_bias", 0.0) or 0.0)
 
 
+class ScalarHead(nn.Module):
+    """A Hugging Face *ForSequenceClassification model (one label) read as r(x, y) on the last token, or
+    as V(s_t) on every token. Wrapping it in a module keeps DDP's gradient sync when training through it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False
+    ) -> torch.Tensor:
+        hidden = backbone(self.model, input_ids, attention_mask)  # (B, T, H)
+        if not per_token:
+            last = last_token_index(attention_mask)  # (B,)
+            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+        return self.model.score(hidden).squeeze(-1).float() + reward_offset(self.model)  # (B,) or (B, T)
+
+
+def _as_head(model: nn.Module) -> nn.Module:
+    return ScalarHead(model) if hasattr(model, "base_model") and hasattr(model, "score") else model
+
+
 def score(reward_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """r(x, y): the reward model's scalar on the last token of each prompt+response sequence."""
-    hidden = backbone(reward_model, input_ids, attention_mask)  # (B, T, H)
-    last = last_token_index(attention_mask)  # (B,)
-    h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
-    return reward_model.score(h_last).squeeze(-1).float() + reward_offset(reward_model)  # (B,)
+    """r(x, y): the reward model's scalar on the last token of each prompt+response sequence. (B,)
+
+    The one reward function of instructrl: RM training, PPO and evaluation all call it. `reward_model` is a
+    Hugging Face sequence classifier or a ScalarHead (DDP-wrapped or not).
+    """
+    return _as_head(reward_model)(input_ids, attention_mask)
 
 
 def values(value_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """V(s_t) for every position: the scalar head applied to every hidden state."""
-    hidden = backbone(value_model, input_ids, attention_mask)  # (B, T, H)
-    return value_model.score(hidden).squeeze(-1).float() + reward_offset(value_model)  # (B, T)
+    """V(s_t) for every position: the scalar head applied to every hidden state. (B, T)"""
+    return _as_head(value_model)(input_ids, attention_mask, per_token=True)
 
 
 def _final_norm(model: nn.Module) -> nn.Module | None:

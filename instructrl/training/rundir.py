@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -21,8 +21,42 @@ from instructrl.datasets.io import atomic_write_text
 from instructrl.errors import UserError
 from instructrl.models.loading import META_FILE
 
-# Keys a resumed run may change: they extend or shorten a run without changing what was already done.
-RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "log_every"}
+C = TypeVar("C", bound=StageConfig)
+
+# Keys a resumed run may change: they change how often a run saves and logs, not what it computes.
+RESUMABLE_CHANGES = {"checkpoint_every", "log_every"}
+
+
+def resolve_config(out: str | Path, config: C, resume: bool, changed_keys: set[str]) -> C:
+    """The config a run uses: the given one for a new run, the saved config.yaml for --resume.
+
+    Checks (without writing anything) that a new run does not overwrite an old one and that a resumed
+    run does not silently change what it was started with.
+    """
+    path = Path(out)
+    cls = type(config)
+    if not resume:
+        if path.exists() and any(path.iterdir()):
+            raise UserError(
+                f"{path}: already holds a run; pass --resume to continue it, or choose a new --out"
+            )
+        return config
+    if (path / "summary.json").is_file():
+        raise UserError(f"{path}: this run already finished (summary.json exists); nothing to resume")
+    if not (path / "config.yaml").is_file():
+        raise UserError(f"{path}: nothing to resume (no config.yaml); start without --resume")
+    saved = cls(**yaml.safe_load((path / "config.yaml").read_text()))
+    differ = {
+        k for k in changed_keys if getattr(saved, k) != getattr(config, k) and k not in RESUMABLE_CHANGES
+    }
+    if differ:
+        raise UserError(
+            f"--resume runs with {path / 'config.yaml'}; these keys differ from it: {', '.join(sorted(differ))}. "
+            f"Only {', '.join(sorted(RESUMABLE_CHANGES))} may change"
+        )
+    for k in changed_keys & RESUMABLE_CHANGES:
+        setattr(saved, k, getattr(config, k))
+    return saved
 
 
 class RunDir:
@@ -36,49 +70,26 @@ class RunDir:
     def checkpoint(self) -> Path:
         return self.path / "checkpoint"
 
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    def start(self, config: StageConfig, resume: bool, changed_keys: set[str]) -> StageConfig:
-        """Create the run (or check it can be resumed) and return the config to run with."""
-        cls = type(config)
-        if resume:
-            if not (self.path / "config.yaml").is_file():
-                raise UserError(f"{self.path}: nothing to resume (no config.yaml); start without --resume")
-            saved = cls(**yaml.safe_load((self.path / "config.yaml").read_text()))
-            differ = {
-                k
-                for k in changed_keys
-                if getattr(saved, k) != getattr(config, k) and k not in RESUMABLE_CHANGES
-            }
-            if differ:
-                raise UserError(
-                    f"--resume runs with {self.path / 'config.yaml'}; these keys differ from it: "
-                    f"{', '.join(sorted(differ))}. Only {', '.join(sorted(RESUMABLE_CHANGES))} may change"
-                )
-            for k in changed_keys & RESUMABLE_CHANGES:
-                setattr(saved, k, getattr(config, k))
-            config = saved
-        elif self.path.exists() and any(self.path.iterdir()):
-            raise UserError(
-                f"{self.path}: already holds a run; pass --resume to continue it, or choose a new --out"
-            )
+    def start(self, config: StageConfig) -> None:
+        """Create the directory and write config.yaml (call after the inputs were validated)."""
         self.accelerator.wait_for_everyone()
         if self.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path / "config.yaml", dump_config(config))
             self._recover_checkpoint_swap()
         self.accelerator.wait_for_everyone()
-        return config
 
     def has_checkpoint(self) -> bool:
         return (self.checkpoint / "trainer_state.json").is_file()
 
-    def log(self, metrics: dict[str, Any]) -> None:
-        if self.is_main:
-            with open(self.metrics_file, "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics) + "\n")
+    def log(self, record: dict[str, Any], name: str = "metrics.jsonl") -> None:
+        self.log_many([record], name)
+
+    def log_many(self, records: list[dict[str, Any]], name: str) -> None:
+        """Append lines to an append-only JSONL log of the run (metrics.jsonl, rollouts.jsonl, ...)."""
+        if self.is_main and records:
+            with open(self.path / name, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.is_main:
@@ -94,10 +105,7 @@ class RunDir:
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         if self.is_main:
-            state = {
-                **state,
-                "metrics_bytes": self.metrics_file.stat().st_size if self.metrics_file.exists() else 0,
-            }
+            state = {**state, "log_bytes": {f.name: f.stat().st_size for f in self.path.glob("*.jsonl")}}
             atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2))
             old = self.path / "checkpoint.old"
             if self.checkpoint.exists():
@@ -114,13 +122,15 @@ class RunDir:
         shutil.rmtree(self.path / "checkpoint.tmp", ignore_errors=True)
 
     def load_checkpoint(self) -> dict[str, Any]:
-        """Restore everything save_checkpoint saved; cut metrics.jsonl back to what was logged by then."""
+        """Restore everything save_checkpoint saved; cut the JSONL logs back to what they held by then."""
         self.accelerator.load_state(str(self.checkpoint))
         state = json.loads((self.checkpoint / "trainer_state.json").read_text())
         self.accelerator.wait_for_everyone()
-        if self.is_main and self.metrics_file.exists():
-            with open(self.metrics_file, "r+b") as f:
-                f.truncate(state["metrics_bytes"])
+        if self.is_main:
+            for f in self.path.glob("*.jsonl"):
+                size = state["log_bytes"].get(f.name, 0)
+                with open(f, "r+b") as fh:
+                    fh.truncate(size)
         self.accelerator.wait_for_everyone()
         return state
 
@@ -133,7 +143,11 @@ class RunDir:
         if self.is_main:
             tmp = self.path / f"{name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            acc.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+            hf_model = acc.unwrap_model(model)
+            hf_model = (
+                getattr(hf_model, "model", hf_model) if not hasattr(hf_model, "save_pretrained") else hf_model
+            )
+            hf_model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
             if target.exists():

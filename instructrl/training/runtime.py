@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 
 from instructrl.config import StageConfig
 from instructrl.errors import UserError
@@ -110,3 +112,30 @@ class StopSignal:
 
 class Stopped(Exception):
     """Raised after a checkpoint was saved because of a stop signal; the CLI exits with 130."""
+
+
+def progress(total: int, initial: int, desc: str, accelerator: Accelerator) -> tqdm:
+    """A progress bar on the main process; in a log file (no terminal) it prints every 30 s, not every step."""
+    tty = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        disable=not accelerator.is_main_process,
+        mininterval=0.2 if tty else 30.0,
+        dynamic_ncols=tty,
+    )
+
+
+def finish(accelerator: Accelerator) -> None:
+    """End the run cleanly on every process (an un-destroyed gloo group aborts at interpreter exit), and
+    forget accelerate's process-wide state so that a next stage in the same Python process may use other
+    settings (accelerate refuses a second mixed_precision otherwise; it offers no public reset)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -1,0 +1,152 @@
+"""Records -> token ids. Prompt and response are tokenized separately and concatenated, so the boundary
+(and so the loss mask) is exact, and the ids match what the policy generates after a prompt in PPO."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from instructrl.datasets.records import Comparison, Demonstration
+from instructrl.errors import UserError
+
+
+@dataclass
+class Example:
+    """One token sequence; loss/score targets are the tokens from `n_prompt` on."""
+
+    input_ids: list[int]
+    n_prompt: int
+
+
+@dataclass
+class RankedExample:
+    """One prompt's K responses, each as prompt+response ids, and its C(K,2) (better, worse) pairs."""
+
+    sequences: list[list[int]]
+    pairs: list[tuple[int, int]]
+
+
+@dataclass
+class TokenizeStats:
+    skipped_too_long: int = 0
+    truncated: int = 0
+    examples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def prompt_ids(tokenizer, prompt: str, template: str) -> list[int]:
+    return tokenizer(template.format(prompt=prompt)).input_ids
+
+
+def response_ids(tokenizer, response: str) -> list[int]:
+    return tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+
+def _prompt_fits(n_prompt: int, max_length: int, too_long: str, what: str, stats: TokenizeStats) -> bool:
+    if n_prompt < max_length:
+        return True
+    if too_long == "error":
+        raise UserError(
+            f"{what}: prompt is {n_prompt} tokens, longer than max_length={max_length}. "
+            f"Shorten it, raise max_length, or --set too_long=skip to skip such prompts"
+        )
+    stats.skipped_too_long += 1
+    return False
+
+
+def tokenize_demonstrations(
+    demos: Sequence[Demonstration], tokenizer, template: str, max_length: int, too_long: str
+) -> tuple[list[Example], TokenizeStats]:
+    stats, out = TokenizeStats(), []
+    for i, d in enumerate(demos):
+        p = prompt_ids(tokenizer, d.prompt, template)
+        if not _prompt_fits(len(p), max_length, too_long, d.where(f"demonstration {i + 1}"), stats):
+            continue
+        r = response_ids(tokenizer, d.response)
+        if len(p) + len(r) > max_length:
+            stats.truncated += 1
+            r = r[: max_length - len(p)]
+        out.append(Example(p + r, len(p)))
+    stats.examples = len(out)
+    return out, stats
+
+
+def tokenize_texts(texts: Sequence[str], tokenizer, max_length: int) -> list[Example]:
+    """Plain documents (pretraining text): every token is a target; long documents are cut into windows."""
+    out = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        for s in range(0, len(ids), max_length):
+            chunk = ids[s : s + max_length]
+            if len(chunk) > 1:
+                out.append(Example(chunk, 0))
+    return out
+
+
+def pack_texts(texts: Sequence[str], tokenizer, block_size: int) -> list[Example]:
+    """Documents joined with EOS and cut into full blocks of `block_size` tokens (GPT-style pretraining:
+    no padding, attention may cross document boundaries). The last partial block is dropped."""
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return [
+        Example(stream[s : s + block_size], 0) for s in range(0, len(stream) - block_size + 1, block_size)
+    ]
+
+
+def tokenize_comparisons(
+    comparisons: Sequence[Comparison], tokenizer, template: str, max_length: int, too_long: str
+) -> tuple[list[RankedExample], TokenizeStats]:
+    stats, out = TokenizeStats(), []
+    for i, c in enumerate(comparisons):
+        p = prompt_ids(tokenizer, c.prompt, template)
+        if not _prompt_fits(len(p), max_length, too_long, c.where(f"comparison {i + 1}"), stats):
+            continue
+        seqs = []
+        for resp in c.responses:
+            r = response_ids(tokenizer, resp)
+            if len(p) + len(r) > max_length:
+                stats.truncated += 1
+                r = r[: max_length - len(p)]
+            seqs.append(p + r)
+        out.append(RankedExample(seqs, c.pairs()))
+    stats.examples = len(out)
+    return out, stats
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask  # (B, T), (B, T)
+
+
+def split_by_user(records: Sequence, fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out ~`fraction` of records for validation, whole users at a time (records without a user_id
+    count as users of their own), so that no user's prompts are on both sides."""
+    if not 0 < fraction < 1:
+        raise UserError(f"val_fraction={fraction} must be between 0 and 1 when no --val-data is given")
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        uid = getattr(r, "user_id", None)
+        groups.setdefault(f"u:{uid}" if uid is not None else f"r:{i}", []).append(i)
+    keys = sorted(groups)
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+    target = max(1, round(fraction * len(records)))
+    val_idx: set[int] = set()
+    for k in order:
+        if len(val_idx) >= target:
+            break
+        val_idx.update(groups[keys[k]])
+    if len(val_idx) == len(records):
+        raise UserError(
+            f"only {len(records)} records from {len(keys)} users: too few to hold out validation data"
+        )
+    train = [r for i, r in enumerate(records) if i not in val_idx]
+    val = [r for i, r in enumerate(records) if i in val_idx]
+    return train, val

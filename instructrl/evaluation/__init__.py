@@ -1,0 +1,1 @@
+"""Evaluation: win rates with confidence intervals, labeler agreement, language-model loss (alignment tax)."""

@@ -1,0 +1,131 @@
+"""`instructrl eval ...`: the measurements of InstructGPT's evaluation on your own models and labels.
+
+answers      sample each model's responses to held-out prompts (for A/B tasks in the labeling app)
+winrate      win rates with 95% intervals from A/B judgements (ab.jsonl from `instructrl label export`)
+lm-loss      loss on pretraining text: the alignment tax of RLHF
+rm-accuracy  a reward model's agreement with held-out rankings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluation: samples for A/B tasks, win rates, alignment tax, RM accuracy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+
+    a = s.add_parser("answers", help="sample responses of several models to the same prompts")
+    a.add_argument(
+        "--model", action="append", required=True, metavar="NAME=DIR", help="a model to sample (repeat)"
+    )
+    a.add_argument("--prompts", required=True, nargs="+", help="prompts JSONL")
+    a.add_argument("--baseline", help="NAME of the model the others are compared with: writes A/B pairs")
+    a.add_argument("--out", required=True, help="output JSONL")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--max-new-tokens", type=int, default=64)
+    a.set_defaults(func=run_answers)
+
+    w = s.add_parser("winrate", help="win rate of each model against a baseline from A/B judgements")
+    w.add_argument(
+        "--ab", required=True, nargs="+", help="A/B judgements JSONL (prompt, model_a, model_b, preferred)"
+    )
+    w.add_argument("--baseline", required=True, help="the model every other model is compared with")
+    w.set_defaults(func=run_winrate)
+
+    lm = s.add_parser("lm-loss", help="mean per-token loss on pretraining text")
+    lm.add_argument("--model", action="append", required=True, metavar="NAME=DIR")
+    lm.add_argument("--data", required=True, nargs="+", help="pretraining text JSONL ({'text': ...})")
+    lm.set_defaults(func=run_lm_loss)
+
+    r = s.add_parser("rm-accuracy", help="reward-model pairwise accuracy on comparisons")
+    r.add_argument("--model", required=True, help="reward model directory")
+    r.add_argument("--data", required=True, nargs="+", help="comparisons JSONL")
+    r.set_defaults(func=run_rm_accuracy)
+
+
+def _named(pairs: list[str]) -> dict[str, str]:
+    from instructrl.errors import UserError
+
+    out = {}
+    for p in pairs:
+        name, sep, path = p.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--model {p!r}: expected NAME=DIR, for example --model sft=runs/sft/final")
+        out[name] = path
+    return out
+
+
+def run_answers(args) -> int:
+    from instructrl.datasets.io import read_prompts, write_jsonl
+    from instructrl.errors import UserError
+    from instructrl.evaluation.models import generate_answers
+
+    models = _named(args.model)
+    if args.baseline is not None and args.baseline not in models:
+        raise UserError(f"--baseline {args.baseline!r} is not one of the --model names {sorted(models)}")
+    prompts = [r.prompt for r in read_prompts(args.prompts)]
+    answers = {
+        name: generate_answers(path, prompts, seed=args.seed, max_new_tokens=args.max_new_tokens)
+        for name, path in models.items()
+    }
+    if args.baseline is None:
+        rows = [
+            {"prompt": p, "model": name, "response": answers[name][i]}
+            for name in models
+            for i, p in enumerate(prompts)
+        ]
+    else:
+        rows = [
+            {
+                "prompt": p,
+                "model_a": name,
+                "response_a": answers[name][i],
+                "model_b": args.baseline,
+                "response_b": answers[args.baseline][i],
+            }
+            for name in models
+            if name != args.baseline
+            for i, p in enumerate(prompts)
+        ]
+    n = write_jsonl(args.out, rows)
+    print(json.dumps({"written": n, "out": args.out}))
+    return 0
+
+
+def run_winrate(args) -> int:
+    from instructrl.datasets.io import read_records
+    from instructrl.evaluation.stats import win_rate
+
+    outcomes: dict[str, list[float]] = {}
+    for j in read_records(args.ab, "ab"):
+        if args.baseline not in (j.model_a, j.model_b) or j.model_a == j.model_b:
+            continue
+        other = j.model_b if j.model_a == args.baseline else j.model_a
+        won = {"tie": 0.5, "a": float(j.model_a == other), "b": float(j.model_b == other)}[j.preferred]
+        outcomes.setdefault(other, []).append(won)
+    print(json.dumps({m: win_rate(o) for m, o in sorted(outcomes.items())}, indent=2))
+    return 0
+
+
+def run_lm_loss(args) -> int:
+    from instructrl.datasets.io import read_pretrain
+    from instructrl.evaluation.models import lm_loss
+
+    texts = [d.text for d in read_pretrain(args.data)]
+    print(json.dumps({name: lm_loss(path, texts) for name, path in _named(args.model).items()}, indent=2))
+    return 0
+
+
+def run_rm_accuracy(args) -> int:
+    from instructrl.datasets.io import read_comparisons
+    from instructrl.evaluation.models import rm_accuracy
+
+    print(json.dumps({"accuracy": rm_accuracy(args.model, read_comparisons(args.data))}))
+    return 0

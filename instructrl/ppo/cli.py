@@ -1,0 +1,53 @@
+"""`instructrl ppo --policy SFT_DIR --reward RM_DIR --prompts prompts.jsonl --out RUN_DIR`"""
+
+from __future__ import annotations
+
+import argparse
+
+from instructrl.config import add_config_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from instructrl.ppo.config import PPOConfig
+
+    p = sub.add_parser("ppo", help="step 3: PPO / PPO-ptx against the reward model")
+    p.add_argument(
+        "--policy", required=True, help="SFT model directory (the policy and the frozen reference)"
+    )
+    p.add_argument("--reward", required=True, help="reward model directory (also the value model's start)")
+    p.add_argument("--prompts", required=True, nargs="+", help="prompts JSONL file(s) or directory")
+    p.add_argument(
+        "--val-prompts", nargs="+", help="held-out prompts to score before/after (default: split off)"
+    )
+    p.add_argument(
+        "--pretrain-data",
+        nargs="+",
+        help="pretraining text JSONL ({'text': ...}): PPO-ptx with ptx_coef > 0, "
+        "and the pretraining loss before/after in any case",
+    )
+    p.add_argument("--out", required=True, help="run directory")
+    add_config_args(p, PPOConfig)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from instructrl.config import config_from_args
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.ppo.train import run_ppo
+    from instructrl.training.cli import report, stopped_exit
+
+    config, changed = config_from_args(PPOConfig, args)
+    with stopped_exit():
+        summary = run_ppo(
+            policy_dir=args.policy,
+            reward_dir=args.reward,
+            prompts=args.prompts,
+            out=args.out,
+            config=config,
+            val_prompts=args.val_prompts,
+            pretrain_data=args.pretrain_data,
+            resume=args.resume,
+            changed_keys=changed,
+        )
+    report(args.out, summary)
+    return 0

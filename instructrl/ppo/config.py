@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from instructrl.config import StageConfig
+
+
+class PPOConfig(StageConfig):
+    """PPO / PPO-ptx against a reward model (Ouyang et al. 2022, section 3.5 and Appendix C.3)."""
+
+    iterations: int = 100
+    """PPO iterations; each samples rollout_batch_size prompts, generates, scores and updates."""
+    rollout_batch_size: int = 64
+    """Episodes (prompts) per iteration, over all processes."""
+    batch_size: int = 16
+    """Episodes per PPO minibatch (one optimizer step for the policy and one for the value model)."""
+    epochs: int = 4
+    """PPO epochs over each iteration's episodes."""
+    lr: float = 1e-5
+    """Policy learning rate."""
+    value_lr: float | None = None
+    """Value-model learning rate (empty: same as lr)."""
+    warmup_ratio: float = 0.0
+    """Share of the optimizer steps spent warming the learning rate up."""
+    lr_min_ratio: float = 1.0
+    """1.0 keeps the learning rate constant after warm-up; lower values decay it by a cosine."""
+    max_length: int = 512
+    """Longest prompt + max_new_tokens; longer prompts are skipped or rejected (too_long)."""
+    max_new_tokens: int = 48
+    """Longest response the policy may generate."""
+    temperature: float = 1.0
+    """Sampling temperature for rollouts (log-probs use the same temperature)."""
+    top_p: float = 1.0
+    """Nucleus sampling for rollouts (1.0: sample from the full distribution, as RL theory assumes)."""
+    kl_coef: float = 0.02
+    """β, the per-token KL penalty coefficient (the paper: 0.02); the start value when kl_target is set."""
+    kl_target: float | None = None
+    """Target KL per episode for the adaptive controller of Ziegler et al. 2019 (empty: β stays fixed)."""
+    kl_horizon: int = 10000
+    """Episodes over which the adaptive controller moves β by its full proportional error."""
+    missing_eos_penalty: float | None = None
+    """Added to the score of a response that hits max_new_tokens without EOS (e.g. -1.0; empty: none)."""
+    gamma: float = 1.0
+    """Discount γ of GAE."""
+    lam: float = 0.95
+    """λ of GAE."""
+    cliprange: float = 0.2
+    """ε of the clipped surrogate objective."""
+    cliprange_value: float = 0.2
+    """ε of the clipped value loss."""
+    whiten_advantages: bool = True
+    """Normalise advantages over the rollout batch."""
+    ptx_coef: float = 0.0
+    """γ of PPO-ptx: weight of the pretraining language-model loss added to the policy loss (0: plain PPO).
+    Needs --pretrain-data. The paper's 27.8 multiplies a loss on its own scale; here the loss is the mean
+    per-token NLL of ptx_batch_size sequences per minibatch."""
+    ptx_batch_size: int | None = None
+    """Pretraining sequences per PPO minibatch (empty: batch_size)."""
+    eval_prompts: int = 64
+    """Held-out prompts scored before and after training (and every eval_every iterations)."""
+    eval_every: int = 0
+    """Evaluate on the held-out prompts every this many iterations (0: only before and after)."""
+    forward_batch_size: int = 64
+    """Sequences per no-grad forward pass when scoring rollouts (memory knob; results do not change)."""
+    log_rollouts: bool = True
+    """Write every episode (prompt, response, score, KL) to rollouts.jsonl."""
+    checkpoint_every: int = 10
+    """Save a resumable checkpoint every this many iterations."""
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> PPOConfig:
+        if self.rollout_batch_size % self.batch_size:
+            raise ValueError(
+                f"rollout_batch_size ({self.rollout_batch_size}) must be a multiple of batch_size ({self.batch_size})"
+            )
+        if self.kl_target is not None and self.kl_target <= 0:
+            raise ValueError("kl_target must be positive (or empty for a fixed β)")
+        return self
+
+    @property
+    def minibatches(self) -> int:
+        return self.rollout_batch_size // self.batch_size

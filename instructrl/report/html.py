@@ -1,0 +1,282 @@
+"""A self-contained report.html (plots embedded as PNG) from a demo or evaluation summary.
+
+Every section is optional: a plot is drawn when its numbers are in the summary.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+MODEL_LABELS = {
+    "base": "GPT (base)",
+    "base_fewshot": "GPT (prompted)",
+    "sft": "SFT",
+    "ppo": "PPO",
+    "ppo_ptx": "PPO-ptx",
+}
+COLORS = {
+    "base": "#9aa5b1",
+    "base_fewshot": "#7b8794",
+    "sft": "#3e7cb1",
+    "ppo": "#e4572e",
+    "ppo_ptx": "#f3a712",
+}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def plot_win_rates(win: dict[str, dict[str, float]], title: str) -> str:
+    """The paper's Figure 1: win rate against the SFT model, with 95% intervals."""
+    plt = _pyplot()
+    models = [m for m in MODEL_LABELS if m in win]
+    means = [win[m]["mean"] for m in models]
+    err = [
+        [win[m]["mean"] - win[m]["ci_low"] for m in models],
+        [win[m]["ci_high"] - win[m]["mean"] for m in models],
+    ]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.bar(
+        [MODEL_LABELS[m].replace(" (", "\n(") for m in models],
+        means,
+        yerr=err,
+        capsize=4,
+        color=[COLORS[m] for m in models],
+    )
+    ax.axhline(0.5, color="#444", lw=0.8, ls="--")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("win rate vs SFT")
+    ax.set_title(title)
+    for i, m in enumerate(models):
+        ax.text(i + 0.1, win[m]["ci_high"] + 0.02, f"{win[m]['mean']:.2f}", ha="left", fontsize=9)
+    return _png(fig)
+
+
+def plot_ppo_curves(curves: dict[str, list[dict[str, float]]]) -> str:
+    """Mean RM score and KL to the SFT model over PPO iterations."""
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for name, rows in curves.items():
+        it = [r["iteration"] for r in rows]
+        a.plot(it, [r["rm_score"] for r in rows], label=MODEL_LABELS.get(name, name), color=COLORS.get(name))
+        b.plot(it, [r["kl"] for r in rows], label=MODEL_LABELS.get(name, name), color=COLORS.get(name))
+    a.set_xlabel("PPO iteration")
+    a.set_ylabel("mean reward-model score")
+    b.set_xlabel("PPO iteration")
+    b.set_ylabel("KL(π_RL ‖ π_SFT) per response")
+    a.legend(frameon=False)
+    return _png(fig)
+
+
+def plot_overoptimization(curves: dict[str, list[dict[str, float]]]) -> str:
+    """Gold score next to the RM score against KL (Gao et al. 2022): where the proxy stops tracking the truth."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 3.4), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], curves.items(), strict=True):
+        kl = [r["kl"] for r in rows]
+        proxy = ax.plot(
+            kl, [r["rm_score"] for r in rows], "o-", ms=3, label="reward model (proxy)", color="#3e7cb1"
+        )
+        ax2 = ax.twinx()
+        gold = ax2.plot(
+            kl, [r["gold_score"] for r in rows], "s-", ms=3, label="gold standard", color="#e4572e"
+        )
+        ax.set_xlabel("KL to SFT (per response)")
+        ax.set_ylabel("reward-model score", color="#3e7cb1")
+        ax2.set_ylabel("gold score", color="#e4572e")
+        ax.set_title(MODEL_LABELS.get(name, name))
+        ax2.spines["right"].set_visible(True)
+        ax.legend(
+            proxy + gold,
+            ["reward model (proxy)", "gold standard"],
+            frameon=False,
+            loc="lower right",
+            fontsize=8,
+        )
+    fig.subplots_adjust(wspace=0.55)
+    return _png(fig)
+
+
+def plot_bars(
+    values: dict[str, float], ylabel: str, title: str, reference: dict[str, float] | None = None
+) -> str:
+    plt = _pyplot()
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.bar(
+        [MODEL_LABELS.get(n, n) for n in names],
+        [values[n] for n in names],
+        color=[COLORS.get(n, "#3e7cb1") for n in names],
+    )
+    for i, n in enumerate(names):
+        ax.text(i, values[n], f"{values[n]:.3f}", ha="center", va="bottom", fontsize=9)
+    for label, v in (reference or {}).items():
+        ax.axhline(v, color="#444", lw=0.8, ls="--")
+        ax.text(len(names) - 0.5, v, label, ha="right", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    lo = min(values.values())
+    ax.set_ylim(min(0, lo) if lo < 1 else lo * 0.9, max(values.values()) * 1.12)
+    return _png(fig)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1080px;margin:2rem auto;padding:0 1rem;
+color:#1f2933;line-height:1.45}
+h1{font-size:1.7rem;margin-bottom:.2rem} h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #e4e7eb;
+padding-bottom:.3rem} .sub{color:#616e7c} img{max-width:100%} table{border-collapse:collapse;margin:.6rem 0;
+font-size:.9rem} th,td{border:1px solid #e4e7eb;padding:.35rem .6rem;text-align:left;vertical-align:top}
+th{background:#f5f7fa} .ok{color:#0f7b3e;font-weight:600} .no{color:#b42318;font-weight:600}
+.samples td{max-width:220px;font-size:.85rem;white-space:pre-wrap} .note{background:#fffbea;border-left:3px solid
+#f3a712;padding:.5rem .8rem}
+"""
+
+
+def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if "description" in summary:
+        parts.append(f"<p class='sub'>{html.escape(summary['description'])}</p>")
+
+    findings = summary.get("findings")
+    if findings:
+        rows = [[f["claim"], "<ok>" if f["holds"] else "<no>", f.get("numbers", "")] for f in findings]
+        t = _table(rows, ["the paper's finding", "reproduced here?", "numbers"])
+        t = t.replace("&lt;ok&gt;", "<span class='ok'>yes</span>").replace(
+            "&lt;no&gt;", "<span class='no'>no</span>"
+        )
+        parts += ["<h2>Headline results</h2>", t]
+
+    if "win_rate_vs_sft" in summary:
+        parts += [
+            "<h2>Win rate against the SFT model</h2>",
+            "<p>Judged by held-out labelers who never produced training data, on prompts from held-out users "
+            "(95% Wilson intervals).</p>",
+            f"<img src='data:image/png;base64,{plot_win_rates(summary['win_rate_vs_sft'], 'held-out labelers')}'>",
+        ]
+        rows = [
+            [MODEL_LABELS[m], w["mean"], w["ci_low"], w["ci_high"], w["n"]]
+            for m, w in summary["win_rate_vs_sft"].items()
+        ]
+        parts.append(_table(rows, ["model", "win rate", "95% low", "95% high", "n"]))
+        if "win_rate_vs_sft_training_labelers" in summary:
+            train = summary["win_rate_vs_sft_training_labelers"]
+            rows = [[MODEL_LABELS[m], summary["win_rate_vs_sft"][m]["mean"], train[m]["mean"]] for m in train]
+            parts += [
+                "<p>The same comparisons judged by the training labelers:</p>",
+                _table(rows, ["model", "held-out labelers", "training labelers"]),
+            ]
+
+    if "likert" in summary:
+        rows = [
+            [MODEL_LABELS.get(m, m), v["mean"], v["ci_low"], v["ci_high"]]
+            for m, v in summary["likert"].items()
+        ]
+        parts += [
+            "<h2>Likert scores (1-7, held-out labelers)</h2>",
+            _table(rows, ["model", "mean", "95% low", "95% high"]),
+        ]
+
+    if "ppo_curves" in summary:
+        parts += [
+            "<h2>PPO: reward and KL over iterations</h2>",
+            f"<img src='data:image/png;base64,{plot_ppo_curves(summary['ppo_curves'])}'>",
+        ]
+
+    if "overoptimization" in summary:
+        parts += [
+            "<h2>Reward over-optimisation</h2>",
+            "<p>The reward model is a proxy for the labelers' preferences. Plotted against the KL from the SFT "
+            "model, the proxy keeps rising while the gold standard eventually stops following it (Gao et al. "
+            "2022, <i>Scaling laws for reward model overoptimization</i>).</p>",
+            f"<img src='data:image/png;base64,{plot_overoptimization(summary['overoptimization'])}'>",
+        ]
+
+    if "rm_val_accuracy" in summary:
+        ref = {}
+        if "labeler_agreement" in summary:
+            ref["training-labeler agreement"] = summary["labeler_agreement"]
+        acc = {"reward model": summary["rm_val_accuracy"]}
+        parts += [
+            "<h2>Reward model</h2>",
+            f"<img src='data:image/png;base64,{plot_bars(acc, 'pairwise accuracy', 'validation accuracy', ref)}'>",
+        ]
+        rows = [["reward-model validation accuracy", summary["rm_val_accuracy"]]]
+        for k in ("labeler_agreement", "heldout_labeler_agreement"):
+            if k in summary:
+                rows.append([k.replace("_", " "), summary[k]])
+        parts.append(_table(rows, ["", "pairwise agreement"]))
+
+    if "pretrain_loss" in summary:
+        parts += [
+            "<h2>Alignment tax</h2>",
+            "<p>Language-model loss on held-out pretraining text (lower is better): RL fine-tuning moves the "
+            "model away from the pretraining distribution; PPO-ptx mixes pretraining gradients in to limit it.</p>",
+            f"<img src='data:image/png;base64,{plot_bars(summary['pretrain_loss'], 'loss (nats/token)', 'pretraining loss')}'>",
+        ]
+        if "benchmark_accuracy" in summary:
+            b = summary["benchmark_accuracy"]
+            parts.append(
+                f"<img src='data:image/png;base64,{plot_bars(b, 'accuracy', 'closed-QA benchmark')}'>"
+            )
+
+    if "samples" in summary:
+        models = [m for m in MODEL_LABELS if any(m in s for s in summary["samples"])]
+        rows = [[s["prompt"], *[s.get(m, "") for m in models]] for s in summary["samples"]]
+        parts += [
+            "<h2>Samples for the same prompts</h2>",
+            _table(rows, ["prompt", *[MODEL_LABELS[m] for m in models]]).replace(
+                "<table>", "<table class='samples'>"
+            ),
+        ]
+
+    if "timings_s" in summary:
+        rows = [[k, v] for k, v in summary["timings_s"].items()]
+        parts += ["<h2>Wall time per step</h2>", _table(rows, ["step", "seconds"])]
+    if "settings" in summary:
+        parts += ["<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(summary['settings'], indent=2))}</pre>"]
+    for note in summary.get("notes", []):
+        parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
+
+
+def write_report(summary: dict[str, Any], path: str | Path, title: str = "instructrl report") -> Path:
+    from instructrl.datasets.io import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, render(summary, title))
+    return path

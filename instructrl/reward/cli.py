@@ -1,0 +1,46 @@
+"""`instructrl rm --model SFT_DIR --data comparisons.jsonl --out RUN_DIR`"""
+
+from __future__ import annotations
+
+import argparse
+
+from instructrl.config import add_config_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from instructrl.reward.config import RMConfig
+
+    p = sub.add_parser("rm", help="step 2: train a reward model on rankings")
+    p.add_argument(
+        "--model", required=True, help="SFT model directory (its unembedding is replaced by a scalar head)"
+    )
+    p.add_argument("--data", required=True, nargs="+", help="comparisons JSONL file(s) or directory")
+    p.add_argument("--val-data", nargs="+", help="validation comparisons (default: split off by user id)")
+    p.add_argument(
+        "--norm-data", nargs="+", help="demonstrations whose mean reward is set to 0 after training"
+    )
+    p.add_argument("--out", required=True, help="run directory")
+    add_config_args(p, RMConfig)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from instructrl.config import config_from_args
+    from instructrl.reward.config import RMConfig
+    from instructrl.reward.train import run_rm
+    from instructrl.training.cli import report, stopped_exit
+
+    config, changed = config_from_args(RMConfig, args)
+    with stopped_exit():
+        summary = run_rm(
+            model_dir=args.model,
+            data=args.data,
+            out=args.out,
+            config=config,
+            val_data=args.val_data,
+            norm_data=args.norm_data,
+            resume=args.resume,
+            changed_keys=changed,
+        )
+    report(args.out, summary)
+    return 0

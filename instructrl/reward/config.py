@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from instructrl.config import StageConfig
+
+
+class RMConfig(StageConfig):
+    """Reward-model training. Defaults follow InstructGPT's RM (Ouyang et al. 2022, Appendix C.2)."""
+
+    epochs: int = 1
+    """Passes over the comparisons (the paper: 1; more overfits)."""
+    lr: float = 9e-6
+    """Peak learning rate."""
+    lr_min_ratio: float = 0.1
+    """The cosine schedule ends at 10% of the peak, as in the paper."""
+    batch_size: int = 64
+    """Prompts per optimizer step; each brings all C(K,2) pairs of its K responses."""
+    normalize: bool = True
+    """After training, add a bias so that the reference responses (--norm-data demonstrations, else each
+    training comparison's best response) get a mean reward of 0, as the paper did before RL."""

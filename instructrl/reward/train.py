@@ -1,0 +1,202 @@
+"""`instructrl rm`: a reward model from rankings, initialised from the SFT model without its unembedding."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instructrl.datasets.io import read_comparisons, read_demonstrations
+from instructrl.datasets.tokenize import (
+    RankedExample,
+    pad_right,
+    prompt_ids,
+    response_ids,
+    split_by_user,
+    tokenize_comparisons,
+)
+from instructrl.models.loading import context_window, load_reward_model, load_tokenizer, read_meta
+from instructrl.models.scoring import ScalarHead, add_reward_bias, score
+from instructrl.reward.config import RMConfig
+from instructrl.reward.loss import ranking_loss_sum, ranking_pairs
+from instructrl.training.loop import SupervisedTask, fit
+from instructrl.training.optim import make_optimizer, planned_steps
+from instructrl.training.rundir import RunDir, resolve_config
+from instructrl.training.runtime import finish, make_accelerator, shard
+
+
+def rank_forward(model, examples: Sequence[RankedExample], pad_id: int, device: torch.device):
+    """Score every response of every prompt in ONE forward pass; returns (loss sum, correct pairs, pairs)."""
+    seqs = [s for e in examples for s in e.sequences]
+    ids, mask = pad_right(seqs, pad_id)  # (N, T), N = sum of K over the prompts
+    rewards = score(model, ids.to(device), mask.to(device))  # (N,)
+    winners, losers, prompt_of_pair = ranking_pairs(
+        [e.pairs for e in examples], [len(e.sequences) for e in examples]
+    )
+    loss_sum = ranking_loss_sum(rewards, winners, losers, prompt_of_pair)
+    correct = (rewards[winners] > rewards[losers]).sum().item()
+    return loss_sum, correct, len(winners)
+
+
+@torch.no_grad()
+def evaluate_rankings(
+    model, examples: Sequence[RankedExample], pad_id: int, accelerator, batch_size: int = 16
+):
+    """Validation loss (mean over prompts) and pairwise accuracy (over all pairs)."""
+    model.eval()
+    idx = shard(range(len(examples)), accelerator.num_processes, accelerator.process_index)
+    total = torch.zeros(
+        4, dtype=torch.float64, device=accelerator.device
+    )  # loss sum, prompts, correct, pairs
+    for s in range(0, len(idx), batch_size):
+        batch = [examples[i] for i in idx[s : s + batch_size]]
+        with accelerator.autocast():
+            loss_sum, correct, pairs = rank_forward(model, batch, pad_id, accelerator.device)
+        total += torch.tensor(
+            [loss_sum.item(), len(batch), correct, pairs], dtype=torch.float64, device=total.device
+        )
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(total, "sum")
+    return {"val/loss": (total[0] / total[1]).item(), "val/accuracy": (total[2] / total[3]).item()}
+
+
+def rm_task(train: list[RankedExample], val: list[RankedExample], pad_id: int, accelerator) -> SupervisedTask:
+    def micro_loss(model, mb: list[int], n_prompts: float):
+        loss_sum, correct, pairs = rank_forward(model, [train[i] for i in mb], pad_id, accelerator.device)
+        return loss_sum / n_prompts, {"loss_sum": loss_sum.item(), "correct": correct, "pairs": pairs}
+
+    def train_metrics(sums: dict[str, float], n_prompts: float) -> dict[str, float]:
+        return {"train/loss": sums["loss_sum"] / n_prompts, "train/accuracy": sums["correct"] / sums["pairs"]}
+
+    return SupervisedTask(
+        n_train=len(train),
+        normalizer=lambda batch: float(len(batch)),
+        micro_loss=micro_loss,
+        train_metrics=train_metrics,
+        evaluate=lambda model: evaluate_rankings(model, val, pad_id, accelerator),
+        select_key="val/loss",
+        select_higher=False,
+    )
+
+
+@torch.no_grad()
+def mean_reward(
+    model, sequences: Sequence[list[int]], pad_id: int, accelerator, batch_size: int = 32
+) -> float:
+    model.eval()
+    idx = shard(range(len(sequences)), accelerator.num_processes, accelerator.process_index)
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for s in range(0, len(idx), batch_size):
+        ids, mask = pad_right([sequences[i] for i in idx[s : s + batch_size]], pad_id)
+        with accelerator.autocast():
+            r = score(model, ids.to(accelerator.device), mask.to(accelerator.device))
+        total += torch.tensor([r.sum().item(), len(r)], dtype=torch.float64, device=total.device)
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(total, "sum")
+    return (total[0] / total[1]).item()
+
+
+def run_rm(
+    *,
+    model_dir: str | Path,
+    data: Any,
+    out: str | Path,
+    config: RMConfig,
+    val_data: Any = None,
+    norm_data: Any = None,
+    resume: bool = False,
+    changed_keys: set[str] | None = None,
+) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    changed_keys = changed_keys or set()
+    if "prompt_template" not in changed_keys and "prompt_template" in read_meta(model_dir):
+        config.prompt_template = read_meta(model_dir)["prompt_template"]  # the SFT model's own format
+    config = resolve_config(out, config, resume, changed_keys)
+    accelerator = make_accelerator(config)
+
+    # 1. data
+    tokenizer = load_tokenizer(model_dir)
+    comparisons = read_comparisons(data)
+    if val_data is not None:
+        train_c, val_c = comparisons, read_comparisons(val_data)
+    else:
+        train_c, val_c = split_by_user(comparisons, config.val_fraction, config.seed)
+    norm_demos = read_demonstrations(norm_data) if norm_data is not None else None
+    model = ScalarHead(load_reward_model(model_dir))
+    max_length = min(config.max_length, context_window(model_dir) or config.max_length)
+    tok = (tokenizer, config.prompt_template, max_length, config.too_long)
+    train, train_stats = tokenize_comparisons(train_c, *tok)
+    val, val_stats = tokenize_comparisons(val_c, *tok)
+
+    # 2. run directory, optimizer
+    run = RunDir(out, accelerator)
+    run.start(config)
+    optimizer, scheduler = make_optimizer(model, config, planned_steps(len(train), config))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    # 3. train on all C(K,2) pairs of each prompt at once
+    meta = {"stage": "rm", "prompt_template": config.prompt_template, "sft_model": str(model_dir)}
+    result = fit(
+        rm_task(train, val, tokenizer.pad_token_id, accelerator),
+        accelerator=accelerator,
+        run=run,
+        config=config,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        tokenizer=tokenizer,
+        meta=meta,
+        max_grad_norm=config.max_grad_norm,
+        desc="rm",
+    )
+
+    # 4. the best model, normalised so that reference responses score 0 on average
+    accelerator.wait_for_everyone()
+    best = load_reward_model(result["best_dir"]).to(accelerator.device)
+    val_metrics = evaluate_rankings(best, val, tokenizer.pad_token_id, accelerator)
+    bias, where, reference = 0.0, None, None
+    if config.normalize:
+        if norm_demos is not None:
+            reference = "demonstrations"
+            seqs = [
+                prompt_ids(tokenizer, d.prompt, config.prompt_template) + response_ids(tokenizer, d.response)
+                for d in norm_demos
+            ]
+        else:
+            reference = "best-ranked responses of the training comparisons"
+            seqs = [e.sequences[e.pairs[0][0]] if e.pairs else e.sequences[0] for e in train]
+        seqs = [s[:max_length] for s in seqs]
+        bias = -mean_reward(best, seqs, tokenizer.pad_token_id, accelerator)
+        where = add_reward_bias(best, bias)
+        meta.update(reward_bias=bias, reward_bias_stored_in=where, reward_bias_reference=reference)
+    run.save_model(best, tokenizer, "final", meta)
+    if accelerator.is_main_process:
+        import shutil
+
+        shutil.rmtree(result["best_dir"], ignore_errors=True)
+    run.remove_checkpoint()
+    summary = {
+        "stage": "rm",
+        "val_accuracy": val_metrics["val/accuracy"],
+        "val_loss": val_metrics["val/loss"],
+        "bias": bias,
+        "bias_reference": reference,
+        "best_step": result["best_step"],
+        "steps": result["steps"],
+        "train_prompts": len(train),
+        "train_pairs": sum(len(e.pairs) for e in train),
+        "val_prompts": len(val),
+        "skipped_too_long": train_stats.skipped_too_long + val_stats.skipped_too_long,
+        "truncated": train_stats.truncated + val_stats.truncated,
+        "max_length": max_length,
+        "mixed_precision": accelerator.mixed_precision,
+        "processes": accelerator.num_processes,
+        "time_s": time.perf_counter() - t_start,
+    }
+    run.write_summary(summary)
+    finish(accelerator)
+    return summary

@@ -1,0 +1,40 @@
+"""`instructrl sft --model BASE_DIR --data demos.jsonl --out RUN_DIR`"""
+
+from __future__ import annotations
+
+import argparse
+
+from instructrl.config import add_config_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from instructrl.sft.config import SFTConfig
+
+    p = sub.add_parser("sft", help="step 1: supervised fine-tuning on demonstrations")
+    p.add_argument("--model", required=True, help="base model directory (Hugging Face causal LM)")
+    p.add_argument("--data", required=True, nargs="+", help="demonstrations JSONL file(s) or directory")
+    p.add_argument("--val-data", nargs="+", help="validation demonstrations (default: split off by user id)")
+    p.add_argument("--out", required=True, help="run directory")
+    add_config_args(p, SFTConfig)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from instructrl.config import config_from_args
+    from instructrl.sft.config import SFTConfig
+    from instructrl.sft.train import run_sft
+    from instructrl.training.cli import report, stopped_exit
+
+    config, changed = config_from_args(SFTConfig, args)
+    with stopped_exit():
+        summary = run_sft(
+            model_dir=args.model,
+            data=args.data,
+            out=args.out,
+            config=config,
+            val_data=args.val_data,
+            resume=args.resume,
+            changed_keys=changed,
+        )
+    report(args.out, summary)
+    return 0

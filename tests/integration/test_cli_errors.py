@@ -1,0 +1,135 @@
+"""Bad input through the real command line: exit code 2, a message that names the problem, no traceback,
+and nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import make_comparisons, write_jsonl
+
+
+def instructrl(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "instructrl", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def assert_user_error(p: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    for f in fragments:
+        assert f in p.stderr, (f, p.stderr)
+
+
+@pytest.fixture()
+def comps(tmp_path):
+    return write_jsonl(tmp_path / "c.jsonl", make_comparisons(40))
+
+
+def rm(sft_dir, data, out, *more):
+    return instructrl("rm", "--model", str(sft_dir), "--data", str(data), "--out", str(out), *more)
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "expected"),
+    [
+        ('{"prompt": "p", "responses": ["a", "b", "c"], "ranking": [0, 2, 2]}', "not a permutation of 0..2"),
+        ('{"prompt": "p", "responses": ["a"], "ranking": [0]}', "needs 2 to 9 responses, got 1"),
+        (
+            json.dumps({"prompt": "p", "responses": list("abcdefghij"), "ranking": list(range(10))}),
+            "needs 2 to 9 responses, got 10",
+        ),
+        ('{"prompt": "p", "responses": ["a", "b"], "ranking": [0, 1]', "not valid JSON"),
+        ('{"responses": ["a", "b"], "ranking": [0, 1]}', "field 'prompt': missing"),
+    ],
+)
+def test_bad_comparison_line_names_file_line_and_field(sft_dir, comps, tmp_path, bad_line, expected):
+    with comps.open("a") as f:
+        f.write(bad_line + "\n")
+    p = rm(sft_dir, comps, tmp_path / "out")
+    assert_user_error(p, f"{comps}:41:", expected)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_dataset(sft_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert_user_error(rm(sft_dir, empty, tmp_path / "out"), "the dataset is empty")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_config_key_and_bad_value(sft_dir, comps, tmp_path):
+    cfg = tmp_path / "rm.yaml"
+    cfg.write_text("epochs: 1\nlearning_rate: 1e-5\n")
+    assert_user_error(
+        rm(sft_dir, comps, tmp_path / "o1", "--config", str(cfg)),
+        f"{cfg}:2: unknown config key 'learning_rate'",
+    )
+    assert_user_error(
+        rm(sft_dir, comps, tmp_path / "o2", "--set", "lrr=1"), "unknown config key 'lrr'", "Did you mean 'lr'"
+    )
+    assert_user_error(rm(sft_dir, comps, tmp_path / "o3", "--set", "batch_size=big"), "key 'batch_size'")
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+
+
+def test_model_directory_that_does_not_exist(comps, tmp_path):
+    p = rm(tmp_path / "no-such-model", comps, tmp_path / "out")
+    assert_user_error(p, "no-such-model: model directory does not exist")
+
+
+def test_prompt_longer_than_the_context_is_skipped_and_counted_or_rejected(sft_dir, tmp_path):
+    rows = make_comparisons(40)
+    rows[5]["prompt"] = " ".join(["cat"] * 300)  # the tiny model's window is 128 tokens
+    data = write_jsonl(tmp_path / "c.jsonl", rows)
+    common = [
+        "--set",
+        "epochs=1",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "mixed_precision=no",
+        "--set",
+        "val_fraction=0.25",
+    ]
+    p = rm(sft_dir, data, tmp_path / "skip", *common)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "skip" / "summary.json").read_text())["skipped_too_long"] == 1
+    p = rm(sft_dir, data, tmp_path / "error", *common, "--set", "too_long=error")
+    assert_user_error(p, f"{data}:6: prompt is 300 tokens, longer than max_length=128", "too_long=skip")
+    assert not (tmp_path / "error").exists()
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_run(sft_dir, comps, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert_user_error(rm(sft_dir, comps, out), "already holds a run", "--resume")
+    assert (out / "notes.txt").read_text() == "mine"
+    assert_user_error(rm(sft_dir, comps, tmp_path / "fresh", "--resume"), "nothing to resume")
+
+
+def test_ppo_needs_pretraining_data_for_ptx(sft_dir, rm_dir, data_dir, tmp_path):
+    p = instructrl(
+        "ppo",
+        "--policy",
+        str(sft_dir),
+        "--reward",
+        str(rm_dir),
+        "--prompts",
+        str(data_dir / "prompts.jsonl"),
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "ptx_coef=1",
+    )
+    assert_user_error(p, "needs --pretrain-data")
+
+
+def test_help_config_lists_documented_keys():
+    p = instructrl("ppo", "--help-config")
+    assert p.returncode == 0
+    for key in ("iterations", "rollout_batch_size", "max_new_tokens", "kl_coef", "kl_target", "ptx_coef"):
+        assert f"\n{key} (default" in "\n" + p.stdout

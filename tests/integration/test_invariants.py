@@ -1,0 +1,246 @@
+"""The same global batch gives the same run, however it is split: gradient accumulation 1x8 = 8x1,
+2 processes (`accelerate launch`) = 1 process; and a stopped-and-resumed run = a run never stopped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RM_SET, SFT_SET, run_stage
+
+PPO_SET = [
+    "iterations=4",
+    "rollout_batch_size=16",
+    "batch_size=8",
+    "max_new_tokens=8",
+    "lr=3e-4",
+    "mixed_precision=no",
+    "eval_prompts=16",
+    "val_fraction=0.15",
+    "ptx_coef=0.5",
+]
+
+
+def metrics(run: Path) -> list[dict]:
+    """metrics.jsonl without wall-clock timings."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def assert_same_curves(a: list[dict], b: list[dict], rel: float = 1e-4, abs_: float = 1e-6):
+    assert len(a) == len(b) and len(a) > 0
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert y[k] == pytest.approx(x[k], rel=rel, abs=abs_), (k, x, y)
+
+
+def cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "instructrl", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def sets(values: list[str]) -> list[str]:
+    return [a for v in values for a in ("--set", v)]
+
+
+def test_gradient_accumulation_1x8_equals_8x1(tiny_model_dir, sft_dir, data_dir, tmp_path):
+    base = [*SFT_SET, "epochs=1", "batch_size=8"]
+    run_stage(
+        "sft",
+        tmp_path / "a",
+        [*base, "micro_batch_size=8"],
+        model_dir=tiny_model_dir,
+        data=data_dir / "demos.jsonl",
+    )
+    run_stage(
+        "sft",
+        tmp_path / "b",
+        [*base, "micro_batch_size=1"],
+        model_dir=tiny_model_dir,
+        data=data_dir / "demos.jsonl",
+    )
+    assert_same_curves(metrics(tmp_path / "a"), metrics(tmp_path / "b"))
+
+    rm = [*RM_SET, "epochs=1", "batch_size=8"]
+    run_stage(
+        "rm",
+        tmp_path / "c",
+        [*rm, "micro_batch_size=8"],
+        model_dir=sft_dir,
+        data=data_dir / "comparisons.jsonl",
+    )
+    run_stage(
+        "rm",
+        tmp_path / "d",
+        [*rm, "micro_batch_size=1"],
+        model_dir=sft_dir,
+        data=data_dir / "comparisons.jsonl",
+    )
+    assert_same_curves(metrics(tmp_path / "c"), metrics(tmp_path / "d"))
+
+
+def test_ppo_micro_batches_do_not_change_the_run(sft_dir, rm_dir, data_dir, tmp_path):
+    paths = dict(
+        policy_dir=sft_dir,
+        reward_dir=rm_dir,
+        prompts=data_dir / "prompts.jsonl",
+        pretrain_data=data_dir / "pretrain.jsonl",
+    )
+    run_stage("ppo", tmp_path / "a", PPO_SET, **paths)
+    run_stage("ppo", tmp_path / "b", [*PPO_SET, "micro_batch_size=1"], **paths)
+    assert_same_curves(metrics(tmp_path / "a"), metrics(tmp_path / "b"))
+
+
+LAUNCH = [
+    "accelerate",
+    "launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "-m",
+    "instructrl",
+]
+
+
+def launch_2p(*args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    p = subprocess.run([accelerate, *LAUNCH[1:], *args], env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(tiny_model_dir, sft_dir, rm_dir, data_dir, tmp_path):
+    sft = [*SFT_SET, "epochs=1"]
+    run_stage("sft", tmp_path / "sft1", sft, model_dir=tiny_model_dir, data=data_dir / "demos.jsonl")
+    launch_2p(
+        "sft",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data_dir / "demos.jsonl"),
+        "--out",
+        str(tmp_path / "sft2"),
+        *sets(sft),
+    )
+    assert json.loads((tmp_path / "sft2" / "summary.json").read_text())["processes"] == 2
+    assert_same_curves(metrics(tmp_path / "sft1"), metrics(tmp_path / "sft2"))
+
+    rm = [*RM_SET, "epochs=2"]
+    run_stage("rm", tmp_path / "rm1", rm, model_dir=sft_dir, data=data_dir / "comparisons.jsonl")
+    launch_2p(
+        "rm",
+        "--model",
+        str(sft_dir),
+        "--data",
+        str(data_dir / "comparisons.jsonl"),
+        "--out",
+        str(tmp_path / "rm2"),
+        *sets(rm),
+    )
+    assert_same_curves(metrics(tmp_path / "rm1"), metrics(tmp_path / "rm2"), rel=1e-3)
+
+    paths = [
+        "--policy",
+        str(sft_dir),
+        "--reward",
+        str(rm_dir),
+        "--prompts",
+        str(data_dir / "prompts.jsonl"),
+        "--pretrain-data",
+        str(data_dir / "pretrain.jsonl"),
+    ]
+    run_stage(
+        "ppo",
+        tmp_path / "ppo1",
+        PPO_SET,
+        policy_dir=sft_dir,
+        reward_dir=rm_dir,
+        prompts=data_dir / "prompts.jsonl",
+        pretrain_data=data_dir / "pretrain.jsonl",
+    )
+    launch_2p("ppo", *paths, "--out", str(tmp_path / "ppo2"), *sets(PPO_SET))
+    assert_same_curves(metrics(tmp_path / "ppo1"), metrics(tmp_path / "ppo2"), rel=1e-3)
+
+
+def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"finished before it could be stopped: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_sft_stopped_by_sigterm_resumes_to_the_same_result(tiny_model_dir, data_dir, tmp_path):
+    args = ["sft", "--model", str(tiny_model_dir), "--data", str(data_dir / "demos.jsonl")]
+    config = sets(
+        [*SFT_SET, "epochs=8", "batch_size=8", "residual_dropout=0.1"]
+    )  # dropout: RNG must resume too
+    full = cli(*args, "--out", str(tmp_path / "full"), *config)
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+
+    stopped = cli(*args, "--out", str(tmp_path / "run"), *config)
+    wait_for_lines(tmp_path / "run" / "metrics.jsonl", 30, stopped)
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=60) == 130
+    assert "continue with --resume" in stopped.stderr.read()
+    assert (tmp_path / "run" / "checkpoint").is_dir() and not (tmp_path / "run" / "final").exists()
+
+    resumed = cli(*args, "--out", str(tmp_path / "run"), *config, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "full")
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("full", "run"))
+    assert a["val_loss"] == b["val_loss"] and not (tmp_path / "run" / "checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_ppo_killed_hard_resumes_from_its_last_checkpoint(sft_dir, rm_dir, data_dir, tmp_path):
+    args = [
+        "ppo",
+        "--policy",
+        str(sft_dir),
+        "--reward",
+        str(rm_dir),
+        "--prompts",
+        str(data_dir / "prompts.jsonl"),
+        "--pretrain-data",
+        str(data_dir / "pretrain.jsonl"),
+    ]
+    config = sets([*PPO_SET, "iterations=12", "checkpoint_every=3"])
+    full = cli(*args, "--out", str(tmp_path / "full"), *config)
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+
+    killed = cli(*args, "--out", str(tmp_path / "run"), *config)
+    wait_for_lines(tmp_path / "run" / "metrics.jsonl", 9, killed)  # eval line + 8 iterations
+    killed.send_signal(signal.SIGKILL)  # no chance to save: resume from the iteration-6 checkpoint
+    killed.wait(timeout=60)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["iteration"] in (6, 9)
+
+    resumed = cli(*args, "--out", str(tmp_path / "run"), *config, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert_same_curves(metrics(tmp_path / "run"), metrics(tmp_path / "full"), rel=1e-6)
+    rollouts = (tmp_path / "run" / "rollouts.jsonl").read_text()
+    assert rollouts == (tmp_path / "full" / "rollouts.jsonl").read_text()  # the same episodes, logged once

@@ -1,0 +1,128 @@
+"""Each stage, on a tiny GPT-2 built in the test, shows learning in its metrics."""
+
+import json
+import math
+
+import pytest
+from conftest import run_stage
+
+PPO_SET = [
+    "iterations=12",
+    "rollout_batch_size=32",
+    "batch_size=8",
+    "max_new_tokens=12",
+    "lr=3e-4",
+    "mixed_precision=no",
+    "eval_prompts=32",
+    "val_fraction=0.15",
+    "kl_coef=0.02",
+]
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sft_loss_falls(sft_dir):
+    run = sft_dir.parent
+    metrics = read_metrics(run)
+    summary = json.loads((run / "summary.json").read_text())
+    vocab = len(json.loads((sft_dir / "tokenizer.json").read_text())["model"]["vocab"])
+    assert metrics[0]["train/loss"] == pytest.approx(
+        math.log(vocab), abs=0.4
+    )  # a fresh model: uniform guesses
+    assert summary["val_loss"] < metrics[0]["train/loss"] - 1.5
+    val = [m["val/loss"] for m in metrics if "val/loss" in m]
+    assert len(val) == 3 and val[-1] < val[0]
+    assert (sft_dir / "model.safetensors").is_file() and (sft_dir / "tokenizer.json").is_file()
+
+
+def test_rm_learns_the_marker_preference_and_loads_back(rm_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    summary = json.loads((rm_dir.parent / "summary.json").read_text())
+    assert summary["val_accuracy"] >= 0.95
+    assert summary["train_pairs"] > summary["train_prompts"]  # all C(K,2) pairs were used
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1)
+    assert model.config.num_labels == 1
+
+
+def test_rm_bias_centres_the_reference_responses(rm_dir, data_dir, tmp_path):
+    """After training, the best-ranked training responses average a reward of 0."""
+    summary = json.loads((rm_dir.parent / "summary.json").read_text())
+    assert summary["bias"] != 0 and summary["bias_reference"].startswith("best-ranked")
+
+
+def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
+    sft_dir, rm_dir, data_dir, tmp_path
+):
+    paths = dict(
+        policy_dir=sft_dir,
+        reward_dir=rm_dir,
+        prompts=data_dir / "prompts.jsonl",
+        pretrain_data=data_dir / "pretrain.jsonl",
+    )
+    ppo = run_stage("ppo", tmp_path / "ppo", PPO_SET, **paths)
+    ptx = run_stage("ppo", tmp_path / "ptx", [*PPO_SET, "ptx_coef=1.0"], **paths)
+
+    # PPO raises the held-out RM score while the KL to the SFT model stays bounded
+    assert ppo["final_score_mean"] > ppo["initial_score_mean"] + 1.0, ppo
+    assert 0 < ppo["final_kl_mean"] < 15, ppo
+    scores = [m["objective/scores"] for m in read_metrics(tmp_path / "ppo") if "objective/scores" in m]
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3
+    # PPO-ptx keeps the pretraining loss lower than plain PPO with the same seed
+    assert ptx["pretrain_loss_final"] < ppo["pretrain_loss_final"], (ptx, ppo)
+    assert ppo["pretrain_loss_initial"] == ptx["pretrain_loss_initial"]
+    # and the outputs are Hugging Face checkpoints
+    assert (tmp_path / "ppo" / "final" / "config.json").is_file()
+    rollouts = (tmp_path / "ppo" / "rollouts.jsonl").read_text().splitlines()
+    assert len(rollouts) == 12 * 32
+
+
+def test_pretraining_from_scratch_on_packed_blocks(tiny_model_dir, tmp_path):
+    from conftest import make_demos
+
+    from instructrl.config import load_config
+    from instructrl.datasets.tokenize import pack_texts
+    from instructrl.models.loading import load_tokenizer
+    from instructrl.sft.config import SFTConfig
+    from instructrl.sft.train import run_pretrain
+
+    texts = [f"{d['prompt']} {d['response']}" for d in make_demos(600, seed=5)]  # text with structure
+    blocks = pack_texts(texts[:3], load_tokenizer(tiny_model_dir), 8)
+    assert all(len(b.input_ids) == 8 and b.n_prompt == 0 for b in blocks)
+    config = load_config(
+        SFTConfig, None, ["epochs=2", "batch_size=16", "lr=3e-3", "residual_dropout=0", "mixed_precision=no"]
+    )
+    s = run_pretrain(
+        model_dir=tiny_model_dir,
+        texts=texts[:500],
+        val_texts=texts[500:],
+        out=tmp_path / "pt",
+        config=config,
+        block_size=32,
+    )
+    first = json.loads((tmp_path / "pt" / "metrics.jsonl").read_text().splitlines()[0])["train/loss"]
+    assert s["stage"] == "pretrain" and s["val_loss"] < first - 0.5
+    assert (tmp_path / "pt" / "final" / "model.safetensors").is_file()
+
+
+def test_stages_in_one_process_may_use_different_precisions(tiny_model_dir, data_dir, tmp_path):
+    from conftest import SFT_SET
+
+    a = run_stage(
+        "sft",
+        tmp_path / "a",
+        [*SFT_SET, "epochs=1", "mixed_precision=no"],
+        model_dir=tiny_model_dir,
+        data=data_dir / "demos.jsonl",
+    )
+    b = run_stage(
+        "sft",
+        tmp_path / "b",
+        [*SFT_SET, "epochs=1", "mixed_precision=bf16"],
+        model_dir=tiny_model_dir,
+        data=data_dir / "demos.jsonl",
+    )
+    assert (a["mixed_precision"], b["mixed_precision"]) == ("no", "bf16")
+    assert b["val_loss"] == pytest.approx(a["val_loss"], rel=0.05)  # bf16 autocast learns the same

@@ -1,0 +1,61 @@
+"""Seeded batched sampling: each sample depends only on its own seed, and follows the model's distribution."""
+
+import torch
+
+from instructrl.models.generation import (
+    encode_prompts,
+    generate,
+    left_pad,
+    mix_seed,
+    response_mask,
+    sample_responses,
+    uniform_from_seeds,
+)
+from instructrl.models.loading import load_causal_lm, load_tokenizer
+
+
+def test_a_sample_does_not_depend_on_its_batch(tiny_model_dir):
+    tok, lm = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir, dropout=False).eval()
+    enc = encode_prompts(tok, ["the cat", "a dog sat on the mat", "one"])
+    seeds = torch.tensor([mix_seed(0, i) for i in range(3)])
+    kw = dict(max_new_tokens=8, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    together = generate(lm, *left_pad(enc, tok.pad_token_id), seeds=seeds, **kw)
+    for i in range(3):
+        alone = generate(lm, *left_pad([enc[i]], tok.pad_token_id), seeds=seeds[i : i + 1], **kw)[0]
+        n = int(response_mask(alone[None], tok.eos_token_id).sum())
+        assert together[i, :n].tolist() == alone[:n].tolist()
+
+
+def test_samples_follow_the_softmax(tiny_model_dir):
+    tok, lm = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir, dropout=False).eval()
+    n = 4000
+    ids, mask = left_pad(encode_prompts(tok, ["the cat"]) * n, tok.pad_token_id)
+    first = generate(
+        lm, ids, mask, seeds=torch.arange(n), max_new_tokens=1, eos_token_id=-1, pad_token_id=tok.pad_token_id
+    )[:, 0]
+    with torch.no_grad():
+        p = lm(input_ids=ids[:1], attention_mask=mask[:1]).logits[0, -1].softmax(-1)
+    freq = torch.bincount(first, minlength=p.numel()).float() / n
+    top = p.topk(5).indices  # the frequent tokens: each within 4 standard errors
+    stderr = (p[top] * (1 - p[top]) / n).sqrt()
+    assert ((freq[top] - p[top]).abs() < 4 * stderr).all()
+
+
+def test_uniforms_are_uniform_and_deterministic():
+    u = uniform_from_seeds(torch.arange(100_000), step=7)
+    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
+    assert torch.equal(u, uniform_from_seeds(torch.arange(100_000), step=7))
+    assert not torch.equal(u, uniform_from_seeds(torch.arange(100_000), step=8))
+
+
+def test_response_mask_stops_after_eos():
+    r = torch.tensor([[5, 6, 0, 9, 9], [5, 6, 7, 8, 9]])
+    assert response_mask(r, eos_token_id=0).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_sample_responses_is_independent_of_batch_size(tiny_model_dir):
+    tok, lm = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir, dropout=False)
+    prompts = ["the cat", "a dog", "two fish"]
+    a = sample_responses(lm, tok, prompts, k=3, max_new_tokens=6, seed=4, batch_size=9)
+    b = sample_responses(lm, tok, prompts, k=3, max_new_tokens=6, seed=4, batch_size=2)
+    assert a == b and len(a) == 3 and all(len(x) == 3 for x in a)

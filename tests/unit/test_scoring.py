@@ -1,0 +1,61 @@
+"""score(), values() and log-probs: padding side does not matter; the RM bias survives a plain HF load."""
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from instructrl.datasets.tokenize import pad_right
+from instructrl.models.generation import left_pad
+from instructrl.models.loading import load_causal_lm, load_reward_model
+from instructrl.models.scoring import add_reward_bias, response_logprobs, score, token_logprobs, values
+
+ROWS = [[5, 9, 12, 7], [3, 4], [8, 8, 8, 8, 8, 2], [11]]
+
+
+def test_left_and_right_padding_give_the_same_score(tiny_model_dir):
+    rm = load_reward_model(tiny_model_dir).eval()
+    pad = rm.config.pad_token_id
+    with torch.no_grad():
+        right = score(rm, *pad_right(ROWS, pad))
+        left = score(rm, *left_pad(ROWS, pad))
+        alone = torch.cat([score(rm, *pad_right([r], pad)) for r in ROWS])
+    assert torch.allclose(right, left, atol=1e-5) and torch.allclose(right, alone, atol=1e-5)
+
+
+def test_values_are_per_token_and_padding_free(tiny_model_dir):
+    vm = load_reward_model(tiny_model_dir).eval()
+    pad = vm.config.pad_token_id
+    with torch.no_grad():
+        ids, mask = left_pad(ROWS, pad)
+        v = values(vm, ids, mask)  # (B, T)
+        last = score(vm, ids, mask)
+    assert v.shape == ids.shape
+    assert torch.allclose(v[:, -1], last, atol=1e-5)  # V at the last token = r
+
+
+def test_reward_bias_is_folded_so_plain_hugging_face_sees_it(tiny_model_dir, tmp_path):
+    rm = load_reward_model(tiny_model_dir).eval()
+    ids, mask = pad_right(ROWS, rm.config.pad_token_id)
+    with torch.no_grad():
+        before = score(rm, ids, mask)
+    where = add_reward_bias(rm, 1.25)
+    assert where == "final_norm_bias"  # GPT-2's ln_f has a bias to carry it
+    rm.save_pretrained(tmp_path)
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=1).eval()
+    with torch.no_grad():
+        after_ours = score(rm, ids, mask)
+        # Hugging Face's own pooling: last non-pad token (our pad id is not a real token)
+        after_hf = plain(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
+    assert torch.allclose(after_ours, before + 1.25, atol=1e-4)
+    assert torch.allclose(after_hf, before + 1.25, atol=1e-4)
+
+
+def test_response_logprobs_equal_a_full_forward(tiny_model_dir):
+    lm = load_causal_lm(tiny_model_dir, dropout=False).eval()
+    ids, mask = left_pad([[5, 9, 12, 7, 20, 21], [3, 4, 30, 31]], 1)
+    R = 2
+    with torch.no_grad():
+        got = response_logprobs(lm, ids, mask, R)
+        full = lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        want = token_logprobs(full[:, -R - 1 : -1], ids[:, -R:])
+        ref = torch.log_softmax(full[:, -R - 1 : -1].float(), -1).gather(-1, ids[:, -R:, None]).squeeze(-1)
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(want, ref, atol=1e-5)
