@@ -48,7 +48,7 @@ def export(*, session: Session, out_dir: Path) -> ExportSummary:
     for sub, labeler in rows:
         task = sub.assignment.task
         prompt = task.prompt
-        extra = {
+        extra: dict[str, object] = {
             "labeler_id": labeler.name,
             "labeler_group": labeler.group,
             "split": prompt.split,
@@ -66,26 +66,30 @@ def export(*, session: Session, out_dir: Path) -> ExportSummary:
             name = "demonstrations.jsonl"
         elif sub.kind == "ranking":
             labels = [ResponseLabel.model_validate(x) for x in sub.labels] if sub.labels is not None else None
-            record = Comparison(
-                prompt=prompt.text,
-                responses=list(task.responses or []),
-                ranking=list(sub.ranking or []),
-                user_id=prompt.user_id,
-                labels=labels,
-                model=task.model,
-                **extra,
+            record = Comparison.model_validate(
+                {
+                    "prompt": prompt.text,
+                    "responses": list(task.responses or []),
+                    "ranking": list(sub.ranking or []),
+                    "user_id": prompt.user_id,
+                    "labels": labels,
+                    "model": task.model,
+                    **extra,
+                }
             )
             name = "comparisons.jsonl"
         else:
             files["ab.jsonl"].append(
-                ABJudgement(
-                    prompt=prompt.text,
-                    response_a=task.response_a or "",
-                    response_b=task.response_b or "",
-                    model_a=task.model_a or "",
-                    model_b=task.model_b or "",
-                    preferred=sub.preferred,  # type: ignore[arg-type]
-                    **extra,
+                ABJudgement.model_validate(
+                    {
+                        "prompt": prompt.text,
+                        "response_a": task.response_a or "",
+                        "response_b": task.response_b or "",
+                        "model_a": task.model_a or "",
+                        "model_b": task.model_b or "",
+                        "preferred": sub.preferred,
+                        **extra,
+                    }
                 )
             )
             continue
