@@ -30,7 +30,7 @@ def import_hh_rlhf(paths: list[str | Path], out: str | Path, limit: int | None =
     """HH-RLHF `{"chosen", "rejected"}` dialogues -> comparisons.jsonl (prompt = dialogue up to the last
     Assistant turn, K = 2, chosen ranked first). Pairs whose dialogues differ before that turn, or whose two
     responses are identical, are skipped and counted."""
-    report, records = ImportReport(), []
+    report, records = ImportReport(), list[Comparison]()
     for path in expand_paths(paths):
         for lineno, obj in iter_json_lines(path):
             if limit is not None and len(records) >= limit:
@@ -62,7 +62,7 @@ def import_hh_rlhf(paths: list[str | Path], out: str | Path, limit: int | None =
 def import_alpaca(paths: list[str | Path], out: str | Path, limit: int | None = None) -> ImportReport:
     """Alpaca `{"instruction", "input", "output"}` records, or Self-Instruct seed tasks
     `{"instruction", "instances": [{"input", "output"}]}`, -> demonstrations.jsonl."""
-    report, records = ImportReport(), []
+    report, records = ImportReport(), list[Demonstration]()
     for path in expand_paths(paths):
         for lineno, obj in iter_json_lines(path):
             report.read += 1

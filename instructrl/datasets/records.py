@@ -79,6 +79,8 @@ class Comparison(Record):
     ranking: list[int]
     user_id: str | None = None
     labels: list[ResponseLabel] | None = None
+    model: str | None = None
+    """The policy that sampled the responses, when known (e.g. an SFT or PPO checkpoint)."""
 
     @field_validator("responses")
     @classmethod
@@ -124,6 +126,8 @@ class ABJudgement(Record):
     model_b: str
     preferred: Literal["a", "b", "tie"]
     labeler_id: str | None = None
+    labeler_group: str | None = None
+    """'heldout' for held-out labelers, whose judgements are the ones to report."""
 
 
 KINDS: dict[str, type[Record]] = {

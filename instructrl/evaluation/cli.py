@@ -101,10 +101,12 @@ def run_answers(args) -> int:
 
 def run_winrate(args) -> int:
     from instructrl.datasets.io import read_records
+    from instructrl.datasets.records import ABJudgement
     from instructrl.evaluation.stats import win_rate
 
     outcomes: dict[str, list[float]] = {}
-    for j in read_records(args.ab, "ab"):
+    judgements: list[ABJudgement] = read_records(args.ab, "ab")  # type: ignore[assignment]
+    for j in judgements:
         if args.baseline not in (j.model_a, j.model_b) or j.model_a == j.model_b:
             continue
         other = j.model_b if j.model_a == args.baseline else j.model_a

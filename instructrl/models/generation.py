@@ -102,7 +102,7 @@ def generate(
         use_cache=True,
     )
     sampler = SeededSampler(seeds, input_ids.shape[1], temperature, top_k, top_p)
-    out = model.generate(
+    out = model.generate(  # type: ignore[operator]
         input_ids=input_ids,
         attention_mask=attention_mask,
         generation_config=config,

@@ -6,6 +6,8 @@ because positions come from the mask, never from the pad id.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,9 +22,16 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return T - 1 - attention_mask.long().flip(-1).argmax(-1)  # (B,)
 
 
+def _module(model: nn.Module, name: str) -> nn.Module:
+    """A submodule by attribute name, typed (nn.Module.__getattr__ is typed as Tensor | Module)."""
+    sub = getattr(model, name)
+    assert isinstance(sub, nn.Module), name
+    return sub
+
+
 def backbone(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Final hidden states of a *ForSequenceClassification model's transformer (after its last norm)."""
-    out = model.base_model(
+    out = _module(model, "base_model")(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
@@ -50,7 +59,8 @@ class ScalarHead(nn.Module):
         if not per_token:
             last = last_token_index(attention_mask)  # (B,)
             hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
-        return self.model.score(hidden).squeeze(-1).float() + reward_offset(self.model)  # (B,) or (B, T)
+        head = _module(self.model, "score")
+        return head(hidden).squeeze(-1).float() + reward_offset(self.model)  # (B,) or (B, T)
 
 
 def _as_head(model: nn.Module) -> nn.Module:
@@ -74,7 +84,7 @@ def values(value_model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
 def _final_norm(model: nn.Module) -> nn.Module | None:
     """The norm applied just before the head, if it has a bias (GPT-2's ln_f, GPT-NeoX's final_layer_norm)."""
     norm = None
-    for module in model.base_model.modules():
+    for module in _module(model, "base_model").modules():
         if "norm" in type(module).__name__.lower():
             norm = module
     return norm if norm is not None and getattr(norm, "bias", None) is not None else None
@@ -89,11 +99,16 @@ def add_reward_bias(reward_model: nn.Module, bias: float) -> str:
     which `score()` adds.
     """
     norm = _final_norm(reward_model)
-    w = reward_model.score.weight[0].float()  # (H,)
+    weight = _module(reward_model, "score").weight
+    assert isinstance(weight, torch.Tensor)
+    w = weight[0].float()  # (H,)
     if norm is not None and w.norm() > 0:
-        norm.bias.add_((bias * w / w.dot(w)).to(norm.bias.dtype))
+        norm_bias = norm.bias
+        assert isinstance(norm_bias, torch.Tensor)
+        norm_bias.add_((bias * w / w.dot(w)).to(norm_bias.dtype))
         return "final_norm_bias"
-    reward_model.config.reward_bias = reward_offset(reward_model) + bias
+    config: Any = reward_model.config
+    config.reward_bias = reward_offset(reward_model) + bias
     return "config.reward_bias"
 
 

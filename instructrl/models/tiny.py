@@ -20,6 +20,7 @@ def train_tokenizer(
     looks like a real end of text.
     """
     specials = [EOS, PAD, UNK]
+    trainer: trainers.BpeTrainer | trainers.WordLevelTrainer
     if kind == "bpe":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

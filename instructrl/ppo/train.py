@@ -133,7 +133,7 @@ def sample_and_score(
     P, R = query.shape[1], response.shape[1]
     ids, attn = torch.cat([query, response], 1), torch.cat([query_mask, mask], 1)  # (B, P + R)
 
-    logprobs, ref_logprobs, vals, scores = [], [], [], []
+    logprobs, ref_logprobs, vals, score_chunks = [], [], [], []
     for s in range(0, len(queries), config.forward_batch_size):
         b = slice(s, s + config.forward_batch_size)
         with accelerator.autocast():
@@ -143,8 +143,8 @@ def sample_and_score(
             ref_logprobs.append(token_logprobs(ref_logits, response[b]))  # (b, R)
             if value_model is not None:
                 vals.append(values(value_model, ids[b], attn[b])[:, P - 1 : P + R - 1])  # (b, R)
-            scores.append(score(reward_model, ids[b], attn[b]))  # (b,)
-    scores = torch.cat(scores)
+            score_chunks.append(score(reward_model, ids[b], attn[b]))  # (b,)
+    scores = torch.cat(score_chunks)
     if config.missing_eos_penalty is not None:
         scores = torch.where(has_eos, scores, scores + config.missing_eos_penalty)
     if timings is not None:
@@ -344,6 +344,7 @@ def run_ppo(
     accelerator.register_for_checkpointing(value_sched)
     unwrapped_policy = accelerator.unwrap_model(policy)
 
+    kl_ctl: FixedKLController | AdaptiveKLController
     if config.kl_target is None:
         kl_ctl = FixedKLController(config.kl_coef)
     else:
@@ -390,7 +391,7 @@ def run_ppo(
     per_epoch = len(train_q) // config.rollout_batch_size
     try:
         for it in range(state["iteration"], iterations):
-            t0, timings = time.perf_counter(), {}
+            t0, timings = time.perf_counter(), dict[str, float]()
             # 1.-2. sample prompts, generate, score -----------------------------------------------------------
             epoch, i = divmod(it, per_epoch)
             batch = epoch_batches(len(train_q), config.rollout_batch_size, config.seed, epoch)[i]

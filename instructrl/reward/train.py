@@ -139,7 +139,11 @@ def run_rm(
     accelerator.register_for_checkpointing(scheduler)
 
     # 3. train on all C(K,2) pairs of each prompt at once
-    meta = {"stage": "rm", "prompt_template": config.prompt_template, "sft_model": str(model_dir)}
+    meta: dict[str, Any] = {
+        "stage": "rm",
+        "prompt_template": config.prompt_template,
+        "sft_model": str(model_dir),
+    }
     result = fit(
         rm_task(train, val, tokenizer.pad_token_id, accelerator),
         accelerator=accelerator,

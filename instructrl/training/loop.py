@@ -95,7 +95,8 @@ def fit(
     stop = StopSignal()
     bar = progress(total_steps, state["step"], desc, accelerator)
     t0, last_val = time.perf_counter(), {}
-    batches, batches_epoch = None, None
+    batches: list[list[int]] = []
+    batches_epoch: int | None = None
     try:
         for step in range(state["step"], total_steps):
             epoch, i = divmod(step, steps_per_epoch)
