@@ -28,8 +28,10 @@ setup-dev: $(VENV)/.installed-dev
 demo: setup
 	$(VENV)/bin/instructrl demo
 
-test: setup-dev
+test: setup-dev lint
 	$(VENV)/bin/pytest -q
 
 lint: setup-dev
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy instructrl
