@@ -22,7 +22,10 @@ CREATURES = (
 )  # fmt: skip
 LANDS = ("zorbia", "quelland", "marrovia", "pellinor", "tumaria", "brindle", "nuvia", "dravia")
 CITIES = ("plimtown", "ostrel", "durnhelm", "arvos", "kessa", "yarrick", "sollen", "wexton")
-NAMES = ("anna", "ben", "carl", "dora", "eli", "finn", "gina", "hugo", "ivy", "jack", "kim", "leo", "mia", "nora", "omar", "pia")  # fmt: skip
+NAMES = (
+    "anna", "ben", "carl", "dora", "eli", "finn", "gina", "hugo",
+    "ivy", "jack", "kim", "leo", "mia", "nora", "omar", "pia",
+)  # fmt: skip
 OBJECTS = ("hat", "ball", "book", "cup", "kite", "box", "bag", "coat", "lamp", "drum")
 PETS = ("cats", "dogs", "birds", "frogs", "goats", "hens")
 SPOTS = ("river", "hill", "forest", "lake", "market", "garden", "cave", "beach")

@@ -117,7 +117,8 @@ def make_labelers(world: World, n_train: int = 10, n_heldout: int = 5, seed: int
     """`n_train` training labelers ('train-00', ...) and `n_heldout` held-out ones ('heldout-00', ...)."""
     rng = random.Random(f"labelers/{world.seed}/{seed}")
     out = []
-    for group, n in (("train", n_train), ("heldout", n_heldout)):
+    groups: tuple[tuple[Group, int], ...] = (("train", n_train), ("heldout", n_heldout))
+    for group, n in groups:
         for i in range(n):
             out.append(
                 Labeler(

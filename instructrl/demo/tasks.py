@@ -52,7 +52,9 @@ from instructrl.demo.knowledge import (
 THINGS = ("food", "soup", "room", "staff", "music", "bed", "show", "film", "service", "bread", "tea", "game")
 MOODS = {"happy": ("happy", "glad", "smiled", "laughed", "fun"), "sad": ("sad", "cried", "lonely", "lost")}
 POLITE = ("please", "could you", "would you", "thank you", "thanks", "kindly")
-WARM = frozenset({"hello", "hi", "hey", "good", "please", "thank", "thanks", "welcome", "sorry", "hope", "glad", "great"})  # fmt: skip
+WARM = frozenset(
+    {"hello", "hi", "hey", "good", "please", "thank", "thanks", "welcome", "sorry", "hope", "glad", "great"}
+)
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "colours": COLOURS,
     "colours for a kite": COLOURS,
@@ -101,7 +103,9 @@ class Template:
     """A requested form on top of the variant (e.g. 'word' for "answer in one word", 'numbered')."""
 
     def fill(self, slots: Mapping[str, str]) -> str:
-        return " ".join(canon(part) if not part.startswith("{") else slots[part[1:-1]] for part in _parts(self.text)).strip()  # fmt: skip
+        return " ".join(
+            canon(part) if not part.startswith("{") else slots[part[1:-1]] for part in _parts(self.text)
+        ).strip()
 
     def match(self, prompt: str) -> dict[str, str] | None:
         m = _regex(self.text).fullmatch(prompt)
@@ -308,27 +312,27 @@ _QA_QUESTIONS = {
         "what is the colour of the {creature} ?",
         "which colour is the {creature} ?",
         "tell me the colour of the {creature} .",
-    ),  # fmt: skip
+    ),
     "size": (
         "how big is the {creature} ?",
         "what size is the {creature} ?",
         "tell me the size of the {creature} .",
-    ),  # fmt: skip
+    ),
     "food": (
         "what does the {creature} eat ?",
         "what food does the {creature} eat ?",
         "what does the {creature} like to eat ?",
-    ),  # fmt: skip
+    ),
     "home": (
         "where does the {creature} live ?",
         "which land is the {creature} from ?",
         "where is the {creature} from ?",
-    ),  # fmt: skip
+    ),
     "capital": (
         "what is the capital of {land} ?",
         "which city is the capital of {land} ?",
         "name the capital of {land} .",
-    ),  # fmt: skip
+    ),
     "capital_of": ("{city} is the capital of which land ?", "which land has {city} as its capital ?"),
 }
 _QA_FORMS = {"": "", "word": " answer in one word .", "sentence": " answer in a full sentence ."}
@@ -350,7 +354,9 @@ def qa_answer(variant: str, slots: Mapping[str, str], kb: KnowledgeBase) -> tupl
     return kb.value(slots["creature"], variant), _ATTRIBUTE_WORDS[variant], slots["creature"]
 
 
-def qa_sentence(variant: str, slots: Mapping[str, str], value: str, kb: KnowledgeBase, rng: random.Random) -> str:  # fmt: skip
+def qa_sentence(
+    variant: str, slots: Mapping[str, str], value: str, kb: KnowledgeBase, rng: random.Random
+) -> str:
     if variant in ("capital", "capital_of"):
         land, city = (slots["land"], value) if variant == "capital" else (value, slots["city"])
         return rng.choice((f"the capital of {land} is {city} .", f"{city} is the capital of {land} ."))
@@ -366,7 +372,7 @@ class OpenQA(Family):
         for form, suffix in _QA_FORMS.items()
     )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         if variant == "capital":
             return {"land": rng.choice(LANDS)}
         if variant == "capital_of":
@@ -378,17 +384,17 @@ class OpenQA(Family):
             return f"{value} ."
         return qa_sentence(task.variant, task.slots, value, kb, rng)
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         return self._say(task, qa_answer(task.variant, task.slots, kb)[0], kb, rng)
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         right, options, _ = qa_answer(task.variant, task.slots, kb)
         if rng.random() < 0.3 and task.form:  # right answer, wrong form
             other = "sentence" if task.form == "word" else "word"
             return self._say(Task(self.name, task.variant, other, task.slots), right, kb, rng)
         return self._say(task, _choice_except(rng, options, right), kb, rng)
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         right, options, subject = qa_answer(task.variant, task.slots, kb)
         names_subject = subject in reply.tokens or "it" in reply.tokens
         if task.form == "word":
@@ -425,13 +431,13 @@ class ClosedQA(Family):
         for t in ("{q} answer using this text : {{text}}", "read this : {{text}} {q}")
     )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         slots = {"name": rng.choice(NAMES), "city": rng.choice(CITIES), "colour": rng.choice(COLOURS)}
         slots |= {"obj": rng.choice(OBJECTS), "n": rng.choice(NUMBER_WORDS[1:9]), "pets": rng.choice(PETS)}
         slots["text"] = Template(rng.choice(_CONTEXTS), "").fill(slots)
         return slots
 
-    def valid(self, variant, slots, kb):
+    def valid(self, variant: str, slots: dict[str, str], kb: KnowledgeBase) -> bool:
         facts = self._read(slots["text"])
         return facts is not None and all(facts[k] == v for k, v in slots.items() if k != "text")
 
@@ -459,10 +465,10 @@ class ClosedQA(Family):
             return rng.choice((f"the {s['obj']} is {value} .", f"it is {value} ."))
         return f"{s['name']} has {value} {s['pets']} ."
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         return self._say(task, self._answer(task), rng)
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         right = self._answer(task)
         if task.variant == "count":
             k = number_value(right)
@@ -470,7 +476,7 @@ class ClosedQA(Family):
             return self._say(task, NUMBER_WORDS[k - 1 + rng.choice((-1, 1))], rng)
         return self._say(task, _choice_except(rng, CITIES if task.variant == "city" else COLOURS, right), rng)
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         right = self._answer(task)
         if task.variant == "count":
             given = {number_value(t) for t in reply.tokens} - {None}
@@ -503,7 +509,7 @@ class Classification(Family):
         Template("what is the sentiment of this review ? {review}", "sentiment"),
     )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         words = POSITIVE if rng.random() < 0.5 else NEGATIVE
         thing, thing2 = rng.sample(THINGS, 2)
         adj, adj2 = rng.sample(words, 2)
@@ -515,23 +521,23 @@ class Classification(Family):
         pos, neg = sum(t in POSITIVE for t in tokens), sum(t in NEGATIVE for t in tokens)
         return "positive" if pos > neg else "negative" if neg > pos else None
 
-    def valid(self, variant, slots, kb):
+    def valid(self, variant: str, slots: dict[str, str], kb: KnowledgeBase) -> bool:
         return self.label(slots["review"]) is not None
 
     def _say(self, label: str, rng: random.Random) -> str:
         return rng.choice(("{} .", "the review is {} .", "it is {} .", "this review is {} .")).format(label)
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         label = self.label(task.slots["review"])
         assert label is not None
         return self._say(label, rng)
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         if rng.random() < 0.25:
             return "it is hard to say ."
         return self._say("negative" if self.label(task.slots["review"]) == "positive" else "positive", rng)
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         label = self.label(task.slots["review"])
         assert label is not None
         return Checks(
@@ -573,7 +579,7 @@ class Extraction(Family):
         Template("find all the {kind} in this text : {text}", "extract"),
     )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         kind = rng.choice(tuple(_EXTRACT_TEXTS))
         a, b, c = rng.sample(_EXTRACT_WORDS[kind], 3)
         obj, obj2 = rng.sample(OBJECTS, 2)
@@ -587,7 +593,7 @@ class Extraction(Family):
         words = _EXTRACT_WORDS[task.slots["kind"]]
         return list(dict.fromkeys(t for t in tokenize(task.slots["text"]) if t in words))
 
-    def valid(self, variant, slots, kb):
+    def valid(self, variant: str, slots: dict[str, str], kb: KnowledgeBase) -> bool:
         return len(self.items(Task(self.name, variant, "", slots))) >= 2
 
     def _say(self, task: Task, items: list[str], rng: random.Random) -> str:
@@ -598,10 +604,10 @@ class Extraction(Family):
             return f"the {task.slots['kind']} are {listed} ."
         return f"{listed} ."
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         return self._say(task, self.items(task), rng)
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         items = self.items(task)
         if rng.random() < 0.5:
             items.pop(rng.randrange(len(items)))
@@ -610,7 +616,7 @@ class Extraction(Family):
             items.insert(rng.randrange(len(items) + 1), rng.choice(pool))
         return self._say(task, items, rng)
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         want = self.items(task)
         got = [t for t in reply.tokens if t in _EXTRACT_WORDS[task.slots["kind"]]]
         return Checks(
@@ -623,9 +629,25 @@ class Extraction(Family):
 
 
 # Brainstorming: lists of a requested length and format, some of which need the knowledge base.
-_LIST_ASKS = ("list {n} {what} .", "name {n} {what} .", "give me {n} {what} .", "can you list {n} {what} ?", "what are {n} {what} ?", "i need {n} {what} .")  # fmt: skip
-_NUMBERED = ("list {n} {what} as a numbered list .", "give me {n} {what} in a numbered list .", "make a numbered list of {n} {what} .")  # fmt: skip
-_KNOWN_LISTS = {"cat": "{cat}", "home": "creatures that live in {land}", "colour": "{colour} creatures", "food": "creatures that eat {food}"}  # fmt: skip
+_LIST_ASKS = (
+    "list {n} {what} .",
+    "name {n} {what} .",
+    "give me {n} {what} .",
+    "can you list {n} {what} ?",
+    "what are {n} {what} ?",
+    "i need {n} {what} .",
+)
+_NUMBERED = (
+    "list {n} {what} as a numbered list .",
+    "give me {n} {what} in a numbered list .",
+    "make a numbered list of {n} {what} .",
+)
+_KNOWN_LISTS = {
+    "cat": "{cat}",
+    "home": "creatures that live in {land}",
+    "colour": "{colour} creatures",
+    "food": "creatures that eat {food}",
+}
 
 
 class Brainstorming(Family):
@@ -637,7 +659,7 @@ class Brainstorming(Family):
         for ask in asks
     )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         while True:
             slots = {"cat": rng.choice(tuple(CATEGORIES)), "land": rng.choice(LANDS)}
             slots |= {"colour": rng.choice(COLOURS), "food": rng.choice(FOODS)}
@@ -652,7 +674,7 @@ class Brainstorming(Family):
         key = {"home": "land", "colour": "colour", "food": "food"}[variant]
         return tuple(kb.with_value(variant, slots[key]))
 
-    def valid(self, variant, slots, kb):
+    def valid(self, variant: str, slots: dict[str, str], kb: KnowledgeBase) -> bool:
         n = number_value(slots["n"])
         return n is not None and 2 <= n <= len(self.members(variant, slots, kb))
 
@@ -668,13 +690,13 @@ class Brainstorming(Family):
             return f"here are {task.slots['n']} {what} : {listed} ."
         return f"{listed} ."
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         n = number_value(task.slots["n"])
         assert n is not None
         items = rng.sample(self.members(task.variant, task.slots, kb), n)
         return self._say(task, items, task.form == "numbered", rng)
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         members = self.members(task.variant, task.slots, kb)
         n = number_value(task.slots["n"])
         assert n is not None
@@ -683,7 +705,11 @@ class Brainstorming(Family):
         if r < 0.35:  # one too many or too few
             items = items[:-1] if n > 2 and rng.random() < 0.5 else items + [rng.choice(members)]
         elif r < 0.7:  # an item that does not belong
-            pool = CREATURES if task.variant != "cat" else rng.choice([w for w in CATEGORIES.values() if w != members])  # fmt: skip
+            pool = (
+                CREATURES
+                if task.variant != "cat"
+                else rng.choice([w for w in CATEGORIES.values() if w != members])
+            )
             items[rng.randrange(n)] = rng.choice([w for w in pool if w not in members])
         elif r < 0.85 or task.form != "numbered":  # the same item twice
             items[-1] = items[0]
@@ -691,7 +717,7 @@ class Brainstorming(Family):
             return self._say(task, items, False, rng)
         return self._say(task, items, task.form == "numbered", rng)
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         n = number_value(task.slots["n"])
         assert n is not None
         items, numbered = list_items(reply.sentences[0])
@@ -721,8 +747,9 @@ def list_items(sentence: list[str]) -> tuple[list[str], bool]:
     if tokens[-1:] == ["."]:
         tokens = tokens[:-1]
     numbered = tokens[:2] == ["1", "."]
-    items, current, expect = [], [], 1
-    i = 0
+    items: list[list[str]] = []
+    current: list[str] = []
+    expect, i = 1, 0
     while i < len(tokens):
         tok = tokens[i]
         if numbered and tok == str(expect) and tokens[i + 1 : i + 2] == ["."]:
@@ -757,7 +784,7 @@ class Generation(Family):
         Template("describe the {creature} in one sentence .", "describe", "one"),
     )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         slots = {"creature": rng.choice(CREATURES), "n": rng.choice(("two", "three"))}
         if variant == "mood_story":
             slots["mood"] = rng.choice(tuple(MOODS))
@@ -765,7 +792,7 @@ class Generation(Family):
             slots["name"] = rng.choice(NAMES)
         return slots
 
-    def valid(self, variant, slots, kb):
+    def valid(self, variant: str, slots: dict[str, str], kb: KnowledgeBase) -> bool:
         return "n" not in slots or slots["n"] in ("two", "three")
 
     @staticmethod
@@ -791,7 +818,7 @@ class Generation(Family):
                 "the {c} felt sad and lonely .",
                 "it cried all the way home .",
                 "the {c} lost its {obj} and was sad .",
-            ),  # fmt: skip
+            ),
             "": ("then it went to sleep .", "at night it went back to {home} ."),
         }
         ending = rng.choice(endings[mood]).format(c=c.name, obj=rng.choice(OBJECTS), home=c.home)
@@ -801,12 +828,14 @@ class Generation(Family):
         if task.variant == "named_story":
             opener = f"one day the {c.name} met {name} by the {spot} ."
         else:
-            opener = rng.choice((
-                f"one day the {c.name} went to the {spot} .",
-                f"once there was a {c.size} {c.colour} {c.name} .",
-                f"the {c.name} lived in {c.home} .",
-                f"one morning the {c.name} woke up early .",
-            ))  # fmt: skip
+            opener = rng.choice(
+                (
+                    f"one day the {c.name} went to the {spot} .",
+                    f"once there was a {c.size} {c.colour} {c.name} .",
+                    f"the {c.name} lived in {c.home} .",
+                    f"one morning the {c.name} woke up early .",
+                )
+            )
         middles = [
             f"it found some {c.food} by the {spot} .",
             f"it ate some {c.food} .",
@@ -819,12 +848,17 @@ class Generation(Family):
     def _describe(self, c: Creature, n: int, rng: random.Random) -> str:
         if n == 1:
             return f"the {c.name} is a {c.size} {c.colour} creature from {c.home} ."
-        first = rng.choice((f"the {c.name} is a {c.size} {c.colour} creature .", f"the {c.name} is {c.size} and {c.colour} ."))  # fmt: skip
+        first = rng.choice(
+            (
+                f"the {c.name} is a {c.size} {c.colour} creature .",
+                f"the {c.name} is {c.size} and {c.colour} .",
+            )
+        )
         if n == 2:
             return f"{first} it lives in {c.home} and eats {c.food} ."
         return f"{first} it lives in {c.home} . it eats {c.food} ."
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         lo, hi = self.length(task)
         n = rng.randint(lo, min(hi, 3))
         if task.variant == "describe":
@@ -832,7 +866,7 @@ class Generation(Family):
         mood = task.slots.get("mood", "") or rng.choice(("happy", "sad", ""))
         return self._story(task, kb, n, mood, rng)
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         lo, hi = self.length(task)
         n = rng.randint(lo, min(hi, 3))
         wrong_n = n + 1 if n == 1 or (n == 2 and rng.random() < 0.5) else n - 1
@@ -849,10 +883,15 @@ class Generation(Family):
             return self._story(task, kb, wrong_n, mood, rng)
         if r < 0.7 and mood:
             return self._story(task, kb, n, "sad" if mood == "happy" else "happy", rng)
-        other = Task(self.name, task.variant, task.form, {**task.slots, "creature": _choice_except(rng, CREATURES, task.slots["creature"])})  # fmt: skip
+        other = Task(
+            self.name,
+            task.variant,
+            task.form,
+            {**task.slots, "creature": _choice_except(rng, CREATURES, task.slots["creature"])},
+        )
         return self._story(other, kb, n, mood, rng)
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         lo, hi = self.length(task)
         k = len(reply.sentences)
         count = 1.0 if lo <= k <= hi else 0.5 if lo - 1 <= k <= hi + 1 else 0.0
@@ -861,7 +900,11 @@ class Generation(Family):
             subject = (subject + float(task.slots["name"] in reply.tokens)) / 2
         count *= subject > 0  # a story about something else earns nothing for its length
         if task.variant == "describe":
-            about = {c for c in read_claims(reply.sentences) if c.subject == task.slots["creature"] and kb.is_true(c)}  # fmt: skip
+            about = {
+                c
+                for c in read_claims(reply.sentences)
+                if c.subject == task.slots["creature"] and kb.is_true(c)
+            }
             return Checks(
                 {"count": count, "subject": subject, "facts": min(1.0, len(about) / (hi + 1))},
                 {"count": 0.3, "subject": 0.2, "facts": 0.5},
@@ -882,10 +925,19 @@ class Generation(Family):
 
 # Rewrite: make a command polite, drop a word, or turn a statement into a question.
 _COMMANDS = (
-    "give me the {obj}", "pass me the {obj}", "bring me my {obj}", "move your {obj}", "find my {obj}",
-    "fix the {obj}", "open the window", "close the door", "be quiet", "wait for me", "clean your room",
+    "give me the {obj}",
+    "pass me the {obj}",
+    "bring me my {obj}",
+    "move your {obj}",
+    "find my {obj}",
+    "fix the {obj}",
+    "open the window",
+    "close the door",
+    "be quiet",
+    "wait for me",
+    "clean your room",
     "tell me the time",
-)  # fmt: skip
+)
 _BOSSY = frozenset({"now", "right", "!", "."})
 _FILLER = frozenset({"me", "my", "the", "your", "a", "for"})
 
@@ -898,31 +950,35 @@ class Rewrite(Family):
         Template("say this in a kind way : {cmd}", "polite"),
         Template("rewrite this without the word {word} : {sent}", "without"),
         Template("remove the word {word} from this : {sent}", "without"),
-        Template("rewrite this as a question : {sent}", "question"),
-        Template("turn this into a question : {sent}", "question"),
+        Template("make a question out of this : {sent}", "question"),
+        Template("ask this as a question instead : {sent}", "question"),
     )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         if variant == "polite":
             cmd = rng.choice(_COMMANDS).format(obj=rng.choice(OBJECTS))
             return {"cmd": canon(cmd + rng.choice((" now !", " !", " right now !", " .")))}
         c = kb.creatures[rng.choice(CREATURES)]
         if variant == "without":
             w = rng.choice(("very", "really"))
-            sent = rng.choice((
-                f"the {c.name} is {w} {c.size} and {w} {c.colour} .",
-                f"the {c.name} {w} likes {c.food} .",
-                f"the {c.name} is {w} {c.colour} .",
-                f"it is {w} cold in {c.home} and {w} windy .",
-            ))  # fmt: skip
+            sent = rng.choice(
+                (
+                    f"the {c.name} is {w} {c.size} and {w} {c.colour} .",
+                    f"the {c.name} {w} likes {c.food} .",
+                    f"the {c.name} is {w} {c.colour} .",
+                    f"it is {w} cold in {c.home} and {w} windy .",
+                )
+            )
             return {"word": w, "sent": sent}
         name, obj, colour = rng.choice(NAMES), rng.choice(OBJECTS), rng.choice(COLOURS)
-        sent = rng.choice((
-            f"the {c.name} is {c.colour} .",
-            f"the {c.name} eats {c.food} .",
-            f"the {c.name} lives in {c.home} .",
-            f"{name} has a {colour} {obj} .",
-        ))  # fmt: skip
+        sent = rng.choice(
+            (
+                f"the {c.name} is {c.colour} .",
+                f"the {c.name} eats {c.food} .",
+                f"the {c.name} lives in {c.home} .",
+                f"{name} has a {colour} {obj} .",
+            )
+        )
         return {"sent": sent}
 
     @staticmethod
@@ -945,29 +1001,31 @@ class Rewrite(Family):
                 return ["does", *t[:i], base, *t[i + 1 :], "?"]
         return None
 
-    def valid(self, variant, slots, kb):
+    def valid(self, variant: str, slots: dict[str, str], kb: KnowledgeBase) -> bool:
         if variant == "polite":
             return bool(self.core(slots["cmd"]))
         if variant == "without":
             return slots["word"] in tokenize(slots["sent"])
         return self.as_question(slots["sent"]) is not None
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         if task.variant == "polite":
             core = " ".join(self.core(task.slots["cmd"]))
-            return rng.choice((
-                f"could you please {core} ?",
-                f"please {core} , thank you .",
-                f"would you {core} , please ?",
-                f"could you {core} , please ?",
-            ))  # fmt: skip
+            return rng.choice(
+                (
+                    f"could you please {core} ?",
+                    f"please {core} , thank you .",
+                    f"would you {core} , please ?",
+                    f"could you {core} , please ?",
+                )
+            )
         if task.variant == "without":
             return " ".join(t for t in tokenize(task.slots["sent"]) if t != task.slots["word"])
         q = self.as_question(task.slots["sent"])
         assert q is not None
         return " ".join(q)
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         r = rng.random()
         if task.variant == "polite":
             core = self.core(task.slots["cmd"])
@@ -992,7 +1050,7 @@ class Rewrite(Family):
             return task.slots["sent"]
         return " ".join(q[1:-1] + ["?"])  # a statement with a question mark
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         if task.variant == "polite":
             content = [t for t in self.core(task.slots["cmd"]) if t not in _FILLER]
             polite = float(any(reply.has(p) for p in POLITE))
@@ -1043,18 +1101,23 @@ class Summarization(Family):
         Template("sum up this text in a few words : {text}", "summary", "few"),
     )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         c = rng.choice(CREATURES)
-        parts = [fact_sentence(c, a, kb, rng) for a in rng.sample(("colour", "size", "food", "home"), rng.randint(2, 3))]  # fmt: skip
+        parts = [
+            fact_sentence(c, a, kb, rng)
+            for a in rng.sample(("colour", "size", "food", "home"), rng.randint(2, 3))
+        ]
         if len(parts) == 2 and rng.random() < 0.5:
-            parts.insert(rng.randrange(1, len(parts) + 1), rng.choice(_FILLERS).format(c=c, spot=rng.choice(SPOTS)))  # fmt: skip
+            parts.insert(
+                rng.randrange(1, len(parts) + 1), rng.choice(_FILLERS).format(c=c, spot=rng.choice(SPOTS))
+            )
         return {"text": " ".join(parts)}
 
     @staticmethod
     def facts(text: str) -> list[Claim]:
         return list(dict.fromkeys(read_claims(split_sentences(tokenize(text)))))
 
-    def valid(self, variant, slots, kb):
+    def valid(self, variant: str, slots: dict[str, str], kb: KnowledgeBase) -> bool:
         facts = self.facts(slots["text"])
         return bool(facts) and len({f.subject for f in facts}) == 1 and all(kb.is_true(f) for f in facts)
 
@@ -1069,10 +1132,10 @@ class Summarization(Family):
         eats = [f"that eats {by['food']}"] if "food" in by else []
         return " ".join([f"the {c} is a", *adjs, "creature", *home, *eats, "."])
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         return self._say(self.facts(task.slots["text"]), task.form == "few")
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         facts = self.facts(task.slots["text"])
         r = rng.random()
         if r < 0.4:  # a fact changed
@@ -1087,11 +1150,15 @@ class Summarization(Family):
             return task.slots["text"]
         return self._say(facts, task.form == "few")
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         facts = self.facts(task.slots["text"])
         kept = set(read_claims(reply.sentences)) & set(facts)
         n = len(reply.words)
-        short = (1.0 if n <= 10 else 0.5 if n <= 14 else 0.0) if task.form == "few" else float(len(reply.sentences) == 1)  # fmt: skip
+        short = (
+            (1.0 if n <= 10 else 0.5 if n <= 14 else 0.0)
+            if task.form == "few"
+            else float(len(reply.sentences) == 1)
+        )
         return Checks(
             {
                 "short": short * bool(kept),
@@ -1121,15 +1188,18 @@ class Chat(Family):
         Template("thank you for your help !", "thanks"),
         Template("thanks a lot for the answer .", "thanks"),
         Template("thank you for helping me with my {obj} !", "thanks"),
-        *(Template(p, v) for p, v in (
-            ("hi ! can you tell me what the {creature} eats ?", "food"),
-            ("hello ! do you know where the {creature} lives ?", "home"),
-            ("hey , what colour is the {creature} ?", "colour"),
-            ("hey , how big is the {creature} ?", "size"),
-        )),
-    )  # fmt: skip
+        *(
+            Template(p, v)
+            for p, v in (
+                ("hi ! can you tell me what the {creature} eats ?", "food"),
+                ("hello ! do you know where the {creature} lives ?", "home"),
+                ("hey , what colour is the {creature} ?", "colour"),
+                ("hey , how big is the {creature} ?", "size"),
+            )
+        ),
+    )
 
-    def sample(self, variant, kb, rng):
+    def sample(self, variant: str, kb: KnowledgeBase, rng: random.Random) -> dict[str, str]:
         return {
             "obj": rng.choice(OBJECTS),
             "n": rng.choice(NUMBER_WORDS[1:4]),
@@ -1142,20 +1212,39 @@ class Chat(Family):
     def _topic(self, task: Task) -> str:
         return task.slots.get("pets") or task.slots.get("obj") or "thing"
 
-    def respond(self, task, kb, rng):
+    def respond(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         v = task.variant
         if v in _ATTRIBUTE_WORDS:
             answer = qa_sentence(v, task.slots, kb.value(task.slots["creature"], v), kb, rng)
             return f"{rng.choice(('hello !', 'hi !'))} {answer}"
         obj = task.slots.get("obj", "thing")
-        return rng.choice({
-            "greet": (f"hello {task.slots['name']} ! i am well , thank you ." if "name" in task.slots else "hello ! i am well , thank you . how can i help you today ?", "hi ! i am doing well , thanks for asking .", "good morning ! i am fine , thank you ."),  # fmt: skip
-            "sad": ("i am sorry to hear that . i hope you feel better soon .", f"oh no , i am sorry . i hope you find your {obj} soon ." if "obj" in task.slots else "i am so sorry . i hope tomorrow is a better day ."),  # fmt: skip
-            "news": (f"that is great news ! enjoy your new {self._topic(task)} .", f"how wonderful ! i hope you love your new {self._topic(task)} ."),  # fmt: skip
-            "thanks": ("you are welcome ! have a nice day .", "you are welcome . i am glad i could help ."),
-        }[v])  # fmt: skip
+        return rng.choice(
+            {
+                "greet": (
+                    f"hello {task.slots['name']} ! i am well , thank you ."
+                    if "name" in task.slots
+                    else "hello ! i am well , thank you . how can i help you today ?",
+                    "hi ! i am doing well , thanks for asking .",
+                    "good morning ! i am fine , thank you .",
+                ),
+                "sad": (
+                    "i am sorry to hear that . i hope you feel better soon .",
+                    f"oh no , i am sorry . i hope you find your {obj} soon ."
+                    if "obj" in task.slots
+                    else "i am so sorry . i hope tomorrow is a better day .",
+                ),
+                "news": (
+                    f"that is great news ! enjoy your new {self._topic(task)} .",
+                    f"how wonderful ! i hope you love your new {self._topic(task)} .",
+                ),
+                "thanks": (
+                    "you are welcome ! have a nice day .",
+                    "you are welcome . i am glad i could help .",
+                ),
+            }[v]
+        )
 
-    def flawed(self, task, kb, rng):
+    def flawed(self, task: Task, kb: KnowledgeBase, rng: random.Random) -> str:
         v = task.variant
         if v in _ATTRIBUTE_WORDS:
             c = task.slots["creature"]
@@ -1166,7 +1255,7 @@ class Chat(Family):
         wrong = {"greet": "thanks", "sad": "news", "news": "sad", "thanks": "greet"}[v]
         return self.respond(Task(self.name, wrong, "", {"obj": rng.choice(OBJECTS)}), kb, rng)
 
-    def checks(self, task, kb, reply):
+    def checks(self, task: Task, kb: KnowledgeBase, reply: Reply) -> Checks:
         v = task.variant
         facts: frozenset[str] = frozenset()
         if v in _ATTRIBUTE_WORDS:

@@ -1,11 +1,11 @@
 """A small simulated world in which `instructrl demo` retells InstructGPT on a laptop CPU.
 
-**What the world is.** A few hundred lowercase words (about 600 distinct tokens), a knowledge base of 32
-made-up creatures (each with a colour, size, food and home land) and 8 lands with capitals, and nine
-instruction families modelled on InstructGPT's use-case categories (Ouyang et al. 2022, Table 1):
+**What the world is.** A few hundred lowercase words (a word-level vocabulary of 430 tokens); a knowledge
+base of 32 made-up creatures, each with a colour, size, food and home land, and 8 lands with capitals; and
+nine instruction families modelled on InstructGPT's use-case categories (Ouyang et al. 2022, Table 1):
 generation (stories, descriptions), open QA, brainstorming (lists), chat, rewrite, summarization,
 classification, closed QA and extraction. Every prompt comes from a template and can be read back from its
-text, so quality is a pure function of (prompt, response) strings.
+text, so quality is a pure function of the (prompt, response) strings.
 
 **The gold standard.** `World.gold_score(prompt, response)` in [0, 1] is `task × delivery`: `task` is a
 weighted sum of what the instruction asked for (the right answer or label, the requested count, length,
@@ -51,6 +51,7 @@ from instructrl.demo.knowledge import (
     RUDE,
     SPOTS,
     KnowledgeBase,
+    canon,
     tokenize,
 )
 from instructrl.demo.tasks import FAMILIES, THINGS, Task, Verdict, fact_sentence, judge, parse
@@ -122,7 +123,7 @@ class UserConfig:
     resend_rate: float = 0.04
     """Chance that a prompt is an exact copy of one the same user sent before."""
     near_duplicate_rate: float = 0.03
-    """Chance that a prompt is an earlier long (>= 100 characters) one of the user's, with "thanks !" added."""
+    """Chance that a prompt is one of the user's earlier long (100+ characters) ones with "thanks !" added."""
     pii_rate: float = 0.02
     """Chance that a prompt opens with an email, phone number, card number or street address."""
     opener_rate: float = 0.25
@@ -185,7 +186,9 @@ class World:
         if rng.random() < 0.4:
             return family.respond(task, self.kb, rng)
         kinds = ("flawed", "ramble", "repeat", "off_topic", "truncate", "rude")
-        picked = rng.choices(kinds, weights=(0.35, 0.25, 0.12, 0.1, 0.1, 0.08), k=1 if rng.random() < 0.7 else 2)  # fmt: skip
+        picked = rng.choices(
+            kinds, weights=(0.35, 0.25, 0.12, 0.1, 0.1, 0.08), k=1 if rng.random() < 0.7 else 2
+        )
         if "off_topic" in picked:
             text = self.respond(self.make_prompt(rng), rng)
         elif "flawed" in picked:
@@ -205,7 +208,7 @@ class World:
         return text
 
     def _junk(self, rng: random.Random) -> str:
-        """What web text puts after an answer: a digression, another instruction, a forum reply, a sign-off."""
+        """What web text puts after an answer: a digression, an instruction, a forum reply, a sign-off."""
         r = rng.random()
         if r < 0.3:
             return rng.choice(DIGRESSIONS)
@@ -219,8 +222,11 @@ class World:
     def user_prompts(self, config: UserConfig = UserConfig(), seed: int = 0) -> list[PromptRecord]:
         """The raw prompt stream of the world's users, in the order they sent it (before intake).
 
-        With the defaults: about 8,100 prompts from 904 users, of which intake (dedup, PII, 200 per user)
-        keeps about 6,300.
+        With the defaults (seed 0): 7,130 prompts from 1,204 users (4 of them with 390-650 prompts); 25% are
+        exact repeats of an earlier prompt (resends, and common ones like "hello ! how are you today ?"),
+        2% are near duplicates and 2% carry personal information. The intake (dedup, PII, 200 per user)
+        keeps 4,538: generation 851, open QA 764, brainstorming 548, summarization 544, rewrite 451,
+        closed QA 444, chat 338, classification 311, extraction 287.
         """
         rng = random.Random(f"users/{self.seed}/{seed}")
         families = list(FAMILY_SHARES)
@@ -253,11 +259,12 @@ class World:
 
     # ---- pretraining text --------------------------------------------------------------------------------
     def pretraining_corpus(self, n_docs: int = 20_000, seed: int = 0) -> list[str]:
-        """Web-like documents of the world; with the defaults about 1.3M tokens.
+        """Web-like documents of the world; with the defaults about 0.8M tokens (40 per document).
 
         A mix of encyclopedia pages (25%), instruction threads (25%: each instruction is followed equally
         often by an answer, another instruction, a digression or a forum reply), stories (15%), Q&A pages
-        (13%), short biographies (8%), reviews (7%) and chats (7%).
+        (13%: about 75% of answers right, 10% wrong, 15% with chatter after), short biographies (8%),
+        reviews (7%) and chats (7%). Its statements of fact are all true.
         """
         rng = random.Random(f"corpus/{self.seed}/{seed}")
         kinds = {
@@ -276,17 +283,25 @@ class World:
         if rng.random() < 0.2:
             land = rng.choice(LANDS)
             city = self.kb.capitals[land]
-            lines = [f"{land} .", f"{land} is a land far away .", rng.choice((f"the capital of {land} is {city} .", f"{city} is the capital of {land} ."))]  # fmt: skip
+            lines = [
+                f"{land} .",
+                f"{land} is a land far away .",
+                rng.choice((f"the capital of {land} is {city} .", f"{city} is the capital of {land} .")),
+            ]
             lines += [f"the {c} lives in {land} ." for c in self.kb.with_value("home", land)]
             return " ".join(lines)
         c = self.kb.creatures[rng.choice(CREATURES)]
         lines = [fact_sentence(c.name, a, self.kb, rng) for a in rng.sample(ATTRIBUTES, 4)]
-        lines += [rng.choice((
-            f"the colour of the {c.name} is {c.colour} .",
-            f"the size of the {c.name} is {c.size} .",
-            f"the {c.name} is a {c.size} {c.colour} creature from {c.home} .",
-            f"it is often seen near the {rng.choice(SPOTS)} .",
-        ))]  # fmt: skip
+        lines += [
+            rng.choice(
+                (
+                    f"the colour of the {c.name} is {c.colour} .",
+                    f"the size of the {c.name} is {c.size} .",
+                    f"the {c.name} is a {c.size} {c.colour} creature from {c.home} .",
+                    f"it is often seen near the {rng.choice(SPOTS)} .",
+                )
+            )
+        ]
         rng.shuffle(lines)
         return " ".join([f"the {c.name} .", *lines])
 
@@ -329,11 +344,29 @@ class World:
         task = self.task(prompt)
         if task.variant == "describe":
             task = Task("generation", "story", "short", {"creature": task.slots["creature"]})
-        return f"a story about the {task.slots['creature']} . {FAMILIES['generation'].respond(task, self.kb, rng)}"
+        story = FAMILIES["generation"].respond(task, self.kb, rng)
+        return f"a story about the {task.slots['creature']} . {story}"
 
     def _qa_page(self, rng: random.Random) -> str:
-        pairs = [self._instruction(rng) for _ in range(rng.randint(2, 5))]
-        return " ".join(["questions and answers ."] + [f"question : {p} answer : {a}" for p, a in pairs])
+        """Questions with answers, as on the web: mostly right, some wrong, some with chatter after.
+
+        The wrong ones miss a count, label, format or mood, never a fact about the world: the corpus stays
+        consistent with the knowledge base, which the benchmark measures.
+        """
+        pairs = []
+        for _ in range(rng.randint(2, 5)):
+            prompt, answer = self._instruction(rng)
+            r = rng.random()
+            if r < 0.15:
+                task = self.task(prompt)
+                wrong = FAMILIES[task.family].flawed(task, self.kb, rng)
+                verdict = self.gold(prompt, wrong)
+                if verdict.overlooking_facts().score == verdict.score:
+                    answer = wrong
+            elif r < 0.3:
+                answer = f"{answer} {rng.choice(DIGRESSIONS + CLOSERS)}"
+            pairs.append(f"question : {prompt} answer : {answer}")
+        return " ".join(["questions and answers .", *pairs])
 
     def _biography(self, rng: random.Random) -> str:
         name, city, colour, obj = (
@@ -373,7 +406,7 @@ class World:
         return " ".join(["questions and answers .", *pairs])
 
     def few_shot_prompt(self, prompt: str, k: int = 3) -> str:
-        """`prompt` after k solved examples; the answer is the continuation up to FEW_SHOT_STOP."""
+        """`prompt` after k solved examples; `few_shot_answer(continuation)` is the model's answer."""
         return f"{self.few_shot_prefix(k)} question : {prompt} answer :"
 
     def benchmark(self, n: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
@@ -395,6 +428,12 @@ class World:
         if n > len(items):
             raise ValueError(f"the benchmark has {len(items)} items; asked for {n}")
         return random.Random(f"benchmark/{self.seed}/{seed}").sample(items, n)
+
+
+def few_shot_answer(continuation: str) -> str:
+    """The answer part of a few-shot continuation: its text before the next FEW_SHOT_STOP."""
+    text = canon(continuation)
+    return text.split(FEW_SHOT_STOP)[0].strip()
 
 
 def benchmark_correct(answer: str, generation: str) -> bool:

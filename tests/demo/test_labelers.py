@@ -66,7 +66,11 @@ def test_judgements_follow_the_gold(world: World, labelers: list[Labeler]):
     for _ in range(300):
         prompt = world.make_prompt(rng)
         good = world.respond(prompt, rng)
-        bad = next(r for r in world.sample_candidates(prompt, 20, rng) + ["ok ."] if world.gold_score(prompt, r) < 0.5)  # fmt: skip
+        bad = next(
+            r
+            for r in world.sample_candidates(prompt, 20, rng) + ["ok ."]
+            if world.gold_score(prompt, r) < 0.5
+        )
         wins += judge.compare(prompt, good, bad) == "a"
         likert_good += judge.likert(prompt, good)
         likert_bad += judge.likert(prompt, bad)

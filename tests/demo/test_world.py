@@ -1,4 +1,4 @@
-"""The demo world: determinism, the gold standard on hand-made examples, parse-back, users, corpus, benchmark."""
+"""The demo world: determinism, gold standard on hand-made examples, parse-back, users, corpus, benchmark."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ from instructrl.demo.knowledge import (
     tokenize,
 )
 from instructrl.demo.tasks import FAMILIES, list_items
-from instructrl.demo.world import FAMILY_SHARES, FEW_SHOT_STOP, UserConfig, World, benchmark_correct
+from instructrl.demo.world import (
+    FAMILY_SHARES,
+    FEW_SHOT_STOP,
+    UserConfig,
+    World,
+    benchmark_correct,
+    few_shot_answer,
+)
 
 PII_MARKERS = ("@", "call me at", "card number", "i live at")
 
@@ -83,11 +90,12 @@ def test_open_qa_requested_form(world: World):
 
 
 def test_closed_qa_reads_the_text_not_the_world(world: World):
-    p = "how many cats does mia have ? answer using this text : mia lives in ostrel . mia has a red hat and three cats ."
+    text = "mia lives in ostrel . mia has a red hat and three cats ."
+    p = f"how many cats does mia have ? answer using this text : {text}"
     assert world.gold_score(p, "mia has three cats .") == 1.0
     assert world.gold_score(p, "3 .") == 1.0
     assert world.gold_score(p, "mia has four cats .") == pytest.approx(0.2)
-    p2 = "read this : mia lives in ostrel . mia has a red hat and three cats . what colour is the hat ?"
+    p2 = f"read this : {text} what colour is the hat ?"
     assert world.gold_score(p2, "the hat is red .") == 1.0
     assert world.gold_score(p2, "the hat is blue .") == pytest.approx(0.2)
 
@@ -164,7 +172,7 @@ def test_rewrite_polite_without_and_question(world: World):
     w = f"rewrite this without the word very : the blorp is very {size} ."
     assert world.gold_score(w, f"the blorp is {size} .") == 1.0
     assert world.gold_score(w, f"the blorp is very {size} .") < 0.6
-    q = "turn this into a question : the zib eats nuts ."
+    q = "make a question out of this : the zib eats nuts ."
     assert world.gold_score(q, "does the zib eat nuts ?") == 1.0
     assert world.gold_score(q, "the zib eats nuts .") < 0.6
 
@@ -322,12 +330,14 @@ def test_corpus_mixes_encyclopedia_qa_pages_and_threads_that_do_not_answer(world
 def test_few_shot_prefix_has_solved_examples_in_the_qa_page_style(world: World):
     prefix = world.few_shot_prefix(3)
     assert prefix.startswith("questions and answers . question : ")
+    assert not any(FEW_SHOT_STOP in t for t in (world.make_prompt(random.Random(i)) for i in range(2000)))
     assert prefix.count("question :") == 3 and prefix.count("answer :") == 3
     for pair in prefix.split(" question : ")[1:]:
         prompt, answer = pair.split(" answer : ")
         assert world.gold_score(prompt, answer) == 1.0
     full = world.few_shot_prompt("list three colours .", 3)
     assert full == f"{prefix} {FEW_SHOT_STOP} list three colours . answer :"
+    assert few_shot_answer(" red, blue, green. question: list two pets. answer:") == "red , blue , green ."
 
 
 def test_benchmark_facts_are_stated_in_the_corpus(world: World, corpus: list[str]):
