@@ -239,7 +239,7 @@ class World:
             sent: list[str] = []
             for _ in range(count):
                 r = rng.random()
-                long_ones = [p for p in sent if len(p) >= 100 and not p.endswith("!")]
+                long_ones = [p for p in sent if len(p) >= 100 and not p.endswith(" thanks !")]
                 if sent and r < config.resend_rate:
                     prompt = rng.choice(sent)
                 elif long_ones and r < config.resend_rate + config.near_duplicate_rate:
@@ -369,15 +369,12 @@ class World:
         return " ".join(["questions and answers .", *pairs])
 
     def _biography(self, rng: random.Random) -> str:
-        name, city, colour, obj = (
-            rng.choice(NAMES),
-            rng.choice(CITIES),
-            rng.choice(COLOURS),
-            rng.choice(OBJECTS),
-        )
-        n, pets = rng.choice(NUMBER_WORDS[1:9]), rng.choice(PETS)
-        lines = [f"{name} lives in {city} .", f"{name} has a {colour} {obj} and {n} {pets} ."]
-        lines.append(f"{name} likes to {rng.choice(ACTIVITIES)} .")
+        name, n = rng.choice(NAMES), rng.choice(NUMBER_WORDS[1:9])
+        lines = [
+            f"{name} lives in {rng.choice(CITIES)} .",
+            f"{name} has a {rng.choice(COLOURS)} {rng.choice(OBJECTS)} and {n} {rng.choice(PETS)} .",
+            f"{name} likes to {rng.choice(ACTIVITIES)} .",
+        ]
         rng.shuffle(lines)
         return " ".join(lines)
 

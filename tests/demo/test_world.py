@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import statistics
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -52,6 +55,28 @@ def test_same_seed_gives_the_same_world_and_another_seed_a_different_one():
     assert a.few_shot_prefix(3) == b.few_shot_prefix(3)
     assert a.kb != c.kb
     assert a.pretraining_corpus(500) != c.pretraining_corpus(500)
+
+
+def test_the_world_does_not_depend_on_python_hash_randomisation():
+    code = (
+        "import hashlib, random; from instructrl.demo.world import World; "
+        "from instructrl.demo.labelers import make_labelers; w = World(0); rng = random.Random(0); "
+        "p = w.make_prompt(rng); c = w.sample_candidates(p, 6, rng); "
+        "out = [r.prompt for r in w.user_prompts()] + w.pretraining_corpus(300) + c "
+        "+ [str(lab.rank(p, c)) + lab.write_demonstration(p) for lab in make_labelers(w)]; "
+        "print(hashlib.sha256(repr(out).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
 
 
 # ---- gold standard on hand-made examples -----------------------------------------------------------------
