@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 
 # ---- vocabulary ------------------------------------------------------------------------------------------
-COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "black")
+# Every word that can follow "a" starts with a consonant ("a pink hat"), so the text never needs "an".
+COLOURS = ("red", "blue", "green", "yellow", "purple", "pink", "white", "black")
 SIZES = ("tiny", "small", "big", "huge")
 FOODS = ("berries", "seeds", "leaves", "honey", "nuts", "mushrooms", "grass", "bugs", "apples", "carrots")
 CREATURES = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -335,6 +336,12 @@ def test_vocabulary_is_small(world: World, prompts, corpus: list[str]):
     vocab = {t for text in corpus + clean + [world.respond(p, rng) for p in clean] for t in tokenize(text)}
     assert 380 <= len(vocab) <= 900
     assert set(tokenize(" ".join(clean))) <= {t for d in corpus for t in tokenize(d)}
+
+
+def test_text_never_puts_a_before_a_vowel(world: World, corpus: list[str]):
+    rng = random.Random(0)
+    texts = corpus[:3000] + [world.respond(p, rng) for p in (world.make_prompt(rng) for _ in range(3000))]
+    assert {m for t in texts for m in re.findall(r"\ba [aeiou]\w*", t)} <= {"a one"}
 
 
 def test_corpus_mixes_encyclopedia_qa_pages_and_threads_that_do_not_answer(world: World, corpus: list[str]):
