@@ -1,0 +1,1 @@
+"""The demo's small simulated world: instructions, a gold standard of quality, users, labelers, web text."""
