@@ -15,7 +15,8 @@ trained for a minute, 18% of pairs were the same string and 35% were different b
 gold standard (both perfect, say), and the same training labelers agreed on only 63% of pairs: on those
 pairs labelers split almost at random, and a reward model cannot predict them either. Ranking distinct
 candidates drawn from several policies, as InstructGPT's comparisons were, keeps agreement (and the
-reachable RM accuracy) near the paper's.
+reachable RM accuracy) near the paper's: with 2 SFT samples and 2 samples of the base model under a
+3-shot prompt per prompt, training labelers agreed on 0.69 of the distinct pairs.
 
 Every judgement is deterministic: its random numbers come from a hash of the labeler's seed and the task,
 unless a `random.Random` is passed.

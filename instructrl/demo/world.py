@@ -25,6 +25,11 @@ instruction is followed as often by another instruction, a digression or a reply
 pretrained on it knows the world but does not follow instructions, and a few-shot prompt in the Q&A
 pages' style helps it somewhat.
 
+**Learnable by a tiny model** (measured once while building the world, 2 CPU cores): a 4-layer, 128-wide
+GPT-2 (0.9M parameters) pretrained for 5 minutes on the corpus (1,100 steps of 32 x 128 tokens, loss
+0.68) knows every benchmark fact, scores 0.11 on bare instructions and 0.59 with a 3-shot prompt; one
+minute of SFT on 3,000 demonstrations takes it to 0.87 (and its benchmark accuracy down to 0.88).
+
 All text is lowercase with punctuation as separate tokens ("what colour is the blorp ?"); everything is
 seeded and deterministic, and pure Python.
 """
