@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "instructrl.ppo.cli",  # ppo
     "instructrl.evaluation.cli",  # eval
     "instructrl.labeling.cli",  # label
+    "instructrl.demo.cli",  # demo
 ]
 
 

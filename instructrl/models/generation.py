@@ -147,23 +147,24 @@ def sample_responses(
     tokenizer,
     prompts: Sequence[str],
     *,
-    k: int = 1,
+    k: int | Sequence[int] = 1,
     max_new_tokens: int = 64,
     seed: int = 0,
     temperature: float = 1.0,
+    top_k: int = 0,
     top_p: float = 1.0,
     batch_size: int = 64,
     prompt_template: str = "{prompt}\n",
     progress: Callable[[int, int], None] | None = None,
 ) -> list[list[str]]:
-    """K sampled responses for each prompt (a list of K strings per prompt), in batches.
-
-    Sample j of prompt i uses seed mix_seed(seed, i, j), whatever the batching.
+    """K sampled responses for each prompt (a list of K strings per prompt; `k` may differ per prompt), in
+    batches. Sample j of prompt i uses seed mix_seed(seed, i, j), whatever the batching. top_k=1 is greedy.
     """
     model.eval()
+    ks = [k] * len(prompts) if isinstance(k, int) else list(k)
     encoded = encode_prompts(tokenizer, prompts, prompt_template)
-    jobs = [(i, j) for i in range(len(prompts)) for j in range(k)]
-    out: list[list[str]] = [[""] * k for _ in prompts]
+    jobs = [(i, j) for i in range(len(prompts)) for j in range(ks[i])]
+    out: list[list[str]] = [[""] * ks[i] for i in range(len(prompts))]
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start : start + batch_size]
         ids, mask = left_pad([encoded[i] for i, _ in batch], tokenizer.pad_token_id)
@@ -177,6 +178,7 @@ def sample_responses(
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
             temperature=temperature,
+            top_k=top_k,
             top_p=top_p,
         )
         for (i, j), text in zip(batch, decode_responses(tokenizer, resp), strict=True):

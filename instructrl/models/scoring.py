@@ -59,8 +59,12 @@ class ScalarHead(nn.Module):
         if not per_token:
             last = last_token_index(attention_mask)  # (B,)
             hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+        # The scalar head runs in fp32 even under bf16 autocast: in bf16 (8 bits of mantissa) close rewards
+        # round to the same value and rankings tie.
         head = _module(self.model, "score")
-        return head(hidden).squeeze(-1).float() + reward_offset(self.model)  # (B,) or (B, T)
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            r = head(hidden.float()).squeeze(-1)
+        return r + reward_offset(self.model)  # (B,) or (B, T)
 
 
 def _as_head(model: nn.Module) -> nn.Module:

@@ -59,3 +59,17 @@ def test_response_logprobs_equal_a_full_forward(tiny_model_dir):
         want = token_logprobs(full[:, -R - 1 : -1], ids[:, -R:])
         ref = torch.log_softmax(full[:, -R - 1 : -1].float(), -1).gather(-1, ids[:, -R:, None]).squeeze(-1)
     assert torch.allclose(got, want, atol=1e-5) and torch.allclose(want, ref, atol=1e-5)
+
+
+def test_scalar_head_is_fp32_under_bf16_autocast(tiny_model_dir):
+    rm = load_reward_model(tiny_model_dir).eval()
+    ids, mask = pad_right(ROWS, rm.config.pad_token_id)
+    with torch.no_grad():
+        exact = score(rm, ids, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = score(rm, ids, mask)
+            hidden = rm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            bf16_head = rm.score(hidden).dtype
+    assert bf16_head == torch.bfloat16  # what autocast would do to the head on its own
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, exact, atol=0.05)
+    assert len(set(mixed.tolist())) == len(ROWS)  # no ties from rounding

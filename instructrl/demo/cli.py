@@ -1,0 +1,33 @@
+"""`instructrl demo [--quick] [--out DIR] [--seed N] [--resume]`"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole InstructGPT story on a small built-in world, on a CPU (about 20 min; --quick: 3 min)",
+    )
+    p.add_argument("--quick", action="store_true", help="a smaller world and models (about 3 minutes)")
+    p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world, the people and the training")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from instructrl.demo.pipeline import DemoSettings, run_demo
+
+    settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings.full(args.seed)
+    summary = run_demo(
+        args.out, settings, resume=args.resume, log=lambda m: print(m, file=sys.stderr, flush=True)
+    )
+    print()
+    for f in summary["findings"]:
+        print(f"  [{'x' if f['holds'] else ' '}] {f['claim']}: {f['numbers']}")
+    print(f"\nreport: {args.out}/report.html   numbers: {args.out}/summary.json")
+    return 0

@@ -1,0 +1,687 @@
+"""`instructrl demo`: the whole InstructGPT story in a small simulated world, on a CPU.
+
+  0. the world: users write prompts; the intake dedups them, drops personal information, keeps at most 200
+     per user and splits train/validation/test by user; a pretraining corpus; a word-level tokenizer
+  1. pretrain a small GPT from scratch on the corpus (the story's "GPT-3")
+  2. training labelers write demonstrations -> SFT
+  3. the SFT model samples K = 4..9 responses per prompt, training labelers rank them -> reward model
+  4. PPO and PPO-ptx against the reward model
+  5. evaluation on held-out users' prompts, judged by held-out labelers only
+  6. the report
+
+Every step writes its files under OUT/<step>/ and a done.json last, so `--resume` skips finished steps
+(and a trainer interrupted mid-way continues from its checkpoint). The held-out labelers and the world's
+gold standard reach step 5 only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from instructrl.datasets.io import atomic_write_text, read_records, write_jsonl
+from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
+from instructrl.demo.labelers import Labeler, make_labelers
+from instructrl.demo.world import UserConfig, World, benchmark_correct, few_shot_answer
+from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
+
+MODELS = ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo. `full()` is the 20-minute run, `quick()` the 3-minute one the tests use."""
+
+    seed: int = 0
+    users: UserConfig = field(default_factory=UserConfig)
+    corpus_docs: int = 20_000
+    """Pretraining documents."""
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    context: int = 256
+    """Context window of the model (a few-shot prompt is the longest input)."""
+    block_size: int = 128
+    """Pretraining sequence length (documents packed)."""
+    pretrain_epochs: int = 3
+    pretrain_lr: float = 2e-3
+    pretrain_batch: int = 32
+    n_demonstrations: int = 2000
+    sft_epochs: int = 4
+    sft_lr: float = 5e-4
+    n_comparison_prompts: int = 1500
+    k_range: tuple[int, int] = (4, 9)
+    overlap: float = 0.1
+    """Share of ranking tasks done by two training labelers (for their agreement)."""
+    rm_epochs: int = 2
+    rm_lr: float = 2e-4
+    ppo_iterations: int = 60
+    ppo_rollout: int = 64
+    ppo_batch: int = 16
+    ppo_lr: float = 5e-5
+    kl_coef: float = 0.05
+    ptx_coef: float = 1.0
+    max_new_tokens: int = 32
+    n_eval_prompts: int = 400
+    n_train_labelers: int = 10
+    n_heldout_labelers: int = 5
+    mixed_precision: str = "auto"
+
+    @classmethod
+    def full(cls, seed: int = 0) -> DemoSettings:
+        return cls(seed=seed)
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> DemoSettings:
+        return cls(
+            seed=seed,
+            users=UserConfig(n_users=300, n_heavy_users=2, heavy_prompts=(220, 300)),
+            corpus_docs=4000,
+            n_layer=2,
+            n_embd=96,
+            pretrain_epochs=2,
+            n_demonstrations=400,
+            sft_epochs=3,
+            n_comparison_prompts=300,
+            rm_epochs=2,
+            ppo_iterations=8,
+            ppo_rollout=32,
+            ppo_batch=16,
+            n_eval_prompts=100,
+            n_train_labelers=6,
+            n_heldout_labelers=3,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the steps
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class Demo:
+    """Paths and the people of one demo run; each step reads and writes files under `out`."""
+
+    out: Path
+    settings: DemoSettings
+    world: World
+    train_labelers: list[Labeler]
+    heldout_labelers: list[Labeler]
+    log: Callable[[str], None] = print
+
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    def rng(self, name: str) -> random.Random:
+        return random.Random(f"{name}/{self.settings.seed}")
+
+
+def step_world(demo: Demo) -> dict[str, Any]:
+    """Users' prompts through the intake; the pretraining corpus; the tokenizer and the untrained model."""
+    from instructrl.models.tiny import build_gpt2, save, train_tokenizer
+    from instructrl.prompts.intake import IntakeSettings, run_intake
+
+    s, world = demo.settings, demo.world
+    raw = world.user_prompts(s.users, seed=s.seed)
+    intake = run_intake(raw, IntakeSettings(seed=s.seed))
+    splits = {
+        name: [PromptRecord(prompt=p.prompt, user_id=p.user_id) for p in intake.kept if p.split == name]
+        for name in ("train", "validation", "test")
+    }
+    for name, records in splits.items():
+        write_jsonl(demo.path("data", f"prompts_{name}.jsonl"), records)
+    write_jsonl(demo.path("data", "prompts_raw.jsonl"), raw)
+
+    corpus = world.pretraining_corpus(s.corpus_docs, seed=s.seed)
+    held = max(200, len(corpus) // 20)
+    write_jsonl(demo.path("data", "pretrain.jsonl"), [{"text": t} for t in corpus[held:]])
+    write_jsonl(demo.path("data", "pretrain_heldout.jsonl"), [{"text": t} for t in corpus[:held]])
+
+    # a word-level vocabulary of the world: every word of the corpus and of the prompts
+    tokenizer = train_tokenizer(
+        [*corpus, *(r.prompt for r in raw), world.few_shot_prefix()], vocab_size=4000, kind="word"
+    )
+    save(
+        build_gpt2(tokenizer, s.n_layer, s.n_embd, s.n_head, s.context, seed=s.seed),
+        tokenizer,
+        demo.path("world", "init"),
+    )
+    report = intake.report.model_dump()
+    demo.log(
+        f"intake: {report['received']} prompts from users -> {report['kept']} kept "
+        f"({report['dropped_duplicate']} duplicates, {report['dropped_pii']} with personal information, "
+        f"{report['dropped_user_cap']} over the 200-per-user cap); vocabulary {len(tokenizer)} words"
+    )
+    return {"intake": report, "vocab_size": len(tokenizer), "corpus_docs": len(corpus)}
+
+
+def step_pretrain(demo: Demo) -> dict[str, Any]:
+    from instructrl.config import load_config
+    from instructrl.sft.config import SFTConfig
+    from instructrl.sft.train import run_pretrain
+
+    s = demo.settings
+    texts = [r["text"] for r in _rows(demo.path("data", "pretrain.jsonl"))]
+    val = [r["text"] for r in _rows(demo.path("data", "pretrain_heldout.jsonl"))]
+    config = load_config(
+        SFTConfig,
+        None,
+        [
+            f"seed={s.seed}",
+            f"epochs={s.pretrain_epochs}",
+            f"batch_size={s.pretrain_batch}",
+            f"lr={s.pretrain_lr}",
+            "residual_dropout=0",
+            "warmup_ratio=0.02",
+            "weight_decay=0.01",
+            f"mixed_precision={s.mixed_precision}",
+            "checkpoint_every=200",
+        ],
+    )
+    return run_pretrain(
+        model_dir=demo.path("world", "init"),
+        texts=texts,
+        val_texts=val,
+        out=demo.path("pretrain"),
+        config=config,
+        block_size=s.block_size,
+        resume=_has_run(demo.path("pretrain")),
+    )
+
+
+def step_sft(demo: Demo) -> dict[str, Any]:
+    """Training labelers write demonstrations for train-split prompts (and validation-split ones for SFT's
+    validation loss); then SFT on them."""
+    from instructrl.config import load_config
+    from instructrl.sft.config import SFTConfig
+    from instructrl.sft.train import run_sft
+
+    s = demo.settings
+    demos = {}
+    for split, n in (("train", s.n_demonstrations), ("validation", max(50, s.n_demonstrations // 10))):
+        prompts = _sample(_prompts(demo, split), n, demo.rng(f"demonstrations/{split}"))
+        records = []
+        for i, p in enumerate(prompts):
+            labeler = demo.train_labelers[i % len(demo.train_labelers)]
+            records.append(
+                Demonstration(
+                    prompt=p.prompt,
+                    response=labeler.write_demonstration(p.prompt),
+                    user_id=p.user_id,
+                    labeler_id=labeler.id,
+                )
+            )
+        demos[split] = demo.path("data", f"demonstrations_{split}.jsonl")
+        write_jsonl(demos[split], records)
+    config = load_config(
+        SFTConfig,
+        None,
+        [
+            f"seed={s.seed}",
+            f"epochs={s.sft_epochs}",
+            "batch_size=32",
+            f"lr={s.sft_lr}",
+            "residual_dropout=0.1",
+            f"mixed_precision={s.mixed_precision}",
+            f"max_length={s.context}",
+        ],
+    )
+    return run_sft(
+        model_dir=demo.path("pretrain", "final"),
+        data=demos["train"],
+        val_data=demos["validation"],
+        out=demo.path("sft"),
+        config=config,
+        resume=_has_run(demo.path("sft")),
+    )
+
+
+def step_rm(demo: Demo) -> dict[str, Any]:
+    """The SFT model samples K = 4..9 responses per prompt; training labelers rank them (some tasks twice,
+    for their agreement); then the reward model."""
+    from instructrl.config import load_config
+    from instructrl.reward.config import RMConfig
+    from instructrl.reward.train import run_rm
+
+    s = demo.settings
+    model, tok = _load_policy(demo.path("sft", "final"))
+    files, agree = {}, [0, 0]
+    for split, n in (("train", s.n_comparison_prompts), ("validation", max(60, s.n_comparison_prompts // 8))):
+        rng = demo.rng(f"comparisons/{split}")
+        prompts = _sample(_prompts(demo, split), n, rng)
+        ks = [rng.randint(*s.k_range) for _ in prompts]
+        samples = _generate(
+            demo, model, tok, [p.prompt for p in prompts], k=ks, seed=hash_seed(s.seed, split)
+        )
+        records = []
+        for i, (p, responses) in enumerate(zip(prompts, samples, strict=True)):
+            labeler = demo.train_labelers[i % len(demo.train_labelers)]
+            ranking = labeler.rank(p.prompt, responses)
+            records.append(
+                Comparison(
+                    prompt=p.prompt,
+                    responses=responses,
+                    ranking=ranking,
+                    user_id=p.user_id,
+                    labeler_id=labeler.id,
+                    model="sft",
+                )
+            )
+            if rng.random() < s.overlap:  # a second training labeler ranks the same task
+                other = demo.train_labelers[
+                    (i + 1 + rng.randrange(len(demo.train_labelers) - 1)) % len(demo.train_labelers)
+                ]
+                a, t = ranking_agreement(ranking, other.rank(p.prompt, responses))
+                agree[0], agree[1] = agree[0] + a, agree[1] + t
+                records.append(
+                    Comparison(
+                        prompt=p.prompt,
+                        responses=responses,
+                        ranking=other.rank(p.prompt, responses),
+                        user_id=p.user_id,
+                        labeler_id=other.id,
+                        model="sft",
+                    )
+                )
+        files[split] = demo.path("data", f"comparisons_{split}.jsonl")
+        write_jsonl(files[split], records)
+    config = load_config(
+        RMConfig,
+        None,
+        [
+            f"seed={s.seed}",
+            f"epochs={s.rm_epochs}",
+            "batch_size=32",
+            f"lr={s.rm_lr}",
+            f"mixed_precision={s.mixed_precision}",
+            f"max_length={s.context}",
+        ],
+    )
+    summary = run_rm(
+        model_dir=demo.path("sft", "final"),
+        data=files["train"],
+        val_data=files["validation"],
+        norm_data=demo.path("data", "demonstrations_train.jsonl"),
+        out=demo.path("rm"),
+        config=config,
+        resume=_has_run(demo.path("rm")),
+    )
+    summary["labeler_agreement"] = agree[0] / max(agree[1], 1)
+    summary["labeler_agreement_pairs"] = agree[1]
+    return summary
+
+
+def ppo_settings(s: DemoSettings, ptx: bool) -> list[str]:
+    return [
+        f"seed={s.seed}",
+        f"iterations={s.ppo_iterations}",
+        f"rollout_batch_size={s.ppo_rollout}",
+        f"batch_size={s.ppo_batch}",
+        f"lr={s.ppo_lr}",
+        f"kl_coef={s.kl_coef}",
+        f"max_new_tokens={s.max_new_tokens}",
+        f"max_length={s.context}",
+        f"mixed_precision={s.mixed_precision}",
+        "eval_prompts=128",
+        f"ptx_coef={s.ptx_coef if ptx else 0.0}",
+        "checkpoint_every=20",
+    ]
+
+
+def step_ppo(demo: Demo, ptx: bool) -> dict[str, Any]:
+    from instructrl.config import load_config
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.ppo.train import run_ppo
+
+    name = "ppo_ptx" if ptx else "ppo"
+    config = load_config(PPOConfig, None, ppo_settings(demo.settings, ptx))
+    return run_ppo(
+        policy_dir=demo.path("sft", "final"),
+        reward_dir=demo.path("rm", "final"),
+        prompts=demo.path("data", "prompts_train.jsonl"),
+        val_prompts=demo.path("data", "prompts_validation.jsonl"),
+        pretrain_data=demo.path("data", "pretrain.jsonl"),
+        out=demo.path(name),
+        config=config,
+        resume=_has_run(demo.path(name)),
+    )
+
+
+def step_evaluate(demo: Demo) -> dict[str, Any]:
+    """Each model answers held-out users' prompts; held-out labelers compare every answer with the SFT
+    model's and give Likert scores. Also: the alignment tax on pretraining text and the closed-QA benchmark,
+    and reward over-optimisation measured with the gold standard on PPO's rollouts."""
+    from instructrl.evaluation.models import lm_loss
+
+    s, world = demo.settings, demo.world
+    prompts = [p.prompt for p in _sample(_prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))]
+    dirs = {
+        "base": demo.path("pretrain", "final"),
+        "sft": demo.path("sft", "final"),
+        "ppo": demo.path("ppo", "final"),
+        "ppo_ptx": demo.path("ppo_ptx", "final"),
+    }
+
+    # 1. answers (the same sampling seeds for every model: common random numbers)
+    answers: dict[str, list[str]] = {}
+    benchmark = world.benchmark(seed=s.seed)
+    bench_acc: dict[str, float] = {}
+    for name, d in dirs.items():
+        model, tok = _load_policy(d)
+        answers[name] = [r[0] for r in _generate(demo, model, tok, prompts, seed=hash_seed(s.seed, "eval"))]
+        greedy = _generate(
+            demo,
+            model,
+            tok,
+            [q for q, _ in benchmark],
+            seed=0,
+            top_k=1,
+            max_new_tokens=3,
+            template="{prompt}",
+        )
+        bench_acc[name] = sum(
+            benchmark_correct(a, g[0]) for (_, a), g in zip(benchmark, greedy, strict=True)
+        ) / len(benchmark)
+        if name == "base":
+            few = _generate(
+                demo,
+                model,
+                tok,
+                [world.few_shot_prompt(p) for p in prompts],
+                seed=hash_seed(s.seed, "eval"),
+                template="{prompt}",
+            )
+            answers["base_fewshot"] = [few_shot_answer(r[0]) for r in few]
+        if name == "sft":  # a second, independent SFT sample: SFT against itself should come out at 0.5
+            answers["sft_again"] = [
+                r[0] for r in _generate(demo, model, tok, prompts, seed=hash_seed(s.seed, "eval-again"))
+            ]
+
+    # 2. judgements against the SFT model, by held-out labelers (and, for comparison, training labelers)
+    def judge(labelers: list[Labeler]) -> dict[str, dict[str, float]]:
+        out = {}
+        for m in MODELS:
+            other = answers["sft_again"] if m == "sft" else answers[m]
+            outcomes = []
+            for i, p in enumerate(prompts):
+                verdict = labelers[i % len(labelers)].compare(p, other[i], answers["sft"][i])
+                outcomes.append({"a": 1.0, "b": 0.0, "tie": 0.5}[verdict])
+            out[m] = win_rate(outcomes)
+        return out
+
+    win_heldout = judge(demo.heldout_labelers)
+    win_train = judge(demo.train_labelers)
+    likert = {
+        m: mean_ci(
+            [
+                demo.heldout_labelers[i % len(demo.heldout_labelers)].likert(p, answers[m][i])
+                for i, p in enumerate(prompts)
+            ]
+        )
+        for m in MODELS
+    }
+    gold = {
+        m: sum(world.gold_score(p, answers[m][i]) for i, p in enumerate(prompts)) / len(prompts)
+        for m in MODELS
+    }
+
+    # held-out labelers' agreement: two of them rank the five models' answers to the same prompts
+    agree = [0, 0]
+    for i, p in enumerate(prompts):
+        a, b = (
+            demo.heldout_labelers[i % len(demo.heldout_labelers)],
+            demo.heldout_labelers[(i + 1) % len(demo.heldout_labelers)],
+        )
+        responses = [answers[m][i] for m in MODELS]
+        x, t = ranking_agreement(a.rank(p, responses), b.rank(p, responses))
+        agree[0], agree[1] = agree[0] + x, agree[1] + t
+
+    # 3. the alignment tax: loss on held-out pretraining text
+    held = [r["text"] for r in _rows(demo.path("data", "pretrain_heldout.jsonl"))]
+    pretrain_loss = {
+        name: lm_loss(d, held, block_size=s.block_size, mixed_precision=_precision(s))
+        for name, d in dirs.items()
+    }
+
+    # 4. over-optimisation: gold standard vs reward model over PPO iterations (post hoc, on the rollouts)
+    overopt = {name: _overoptimization(demo, name) for name in ("ppo", "ppo_ptx")}
+
+    samples = [{"prompt": p, **{m: answers[m][i] for m in MODELS}} for i, p in enumerate(prompts[:8])]
+    write_jsonl(
+        demo.path("evaluate", "answers.jsonl"),
+        [{"prompt": p, **{m: answers[m][i] for m in (*MODELS, "sft_again")}} for i, p in enumerate(prompts)],
+    )
+    return {
+        "win_rate_vs_sft": win_heldout,
+        "win_rate_vs_sft_training_labelers": win_train,
+        "likert": likert,
+        "gold_score": gold,
+        "heldout_labeler_agreement": agree[0] / max(agree[1], 1),
+        "pretrain_loss": pretrain_loss,
+        "benchmark_accuracy": bench_acc,
+        "overoptimization": overopt,
+        "samples": samples,
+        "n_eval_prompts": len(prompts),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------------------
+def run_demo(
+    out: str | Path, settings: DemoSettings, resume: bool = False, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    from instructrl.errors import UserError
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise UserError(
+            f"{out}: already holds a demo run; pass --resume to continue it, or choose a new --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    settings_file = out / "settings.json"
+    if resume and settings_file.exists():
+        saved = json.loads(settings_file.read_text())
+        if saved != _jsonable(settings):
+            raise UserError(f"{out}: was started with other settings ({settings_file}); use a new --out")
+    atomic_write_text(settings_file, json.dumps(_jsonable(settings), indent=2))
+
+    world = World(settings.seed)
+    labelers = make_labelers(
+        world, settings.n_train_labelers, settings.n_heldout_labelers, seed=settings.seed
+    )
+    demo = Demo(
+        out=out,
+        settings=settings,
+        world=world,
+        log=log,
+        train_labelers=[lab for lab in labelers if lab.group == "train"],
+        heldout_labelers=[lab for lab in labelers if lab.group == "heldout"],
+    )
+    steps: list[tuple[str, str, Callable[[Demo], dict[str, Any]]]] = [
+        ("world", "0. the world: prompts from users, intake, corpus, tokenizer", step_world),
+        ("pretrain", "1. pretraining the base model on the corpus", step_pretrain),
+        ("sft", "2. demonstrations and supervised fine-tuning", step_sft),
+        ("rm", "3. rankings of SFT samples and the reward model", step_rm),
+        ("ppo", "4a. PPO against the reward model", lambda d: step_ppo(d, ptx=False)),
+        ("ppo_ptx", "4b. PPO-ptx (PPO + pretraining gradients)", lambda d: step_ppo(d, ptx=True)),
+        ("evaluate", "5. evaluation by held-out labelers", step_evaluate),
+    ]
+    results: dict[str, dict[str, Any]] = {}
+    for name, title, fn in steps:
+        done = out / name / "done.json"
+        if done.exists():
+            results[name] = json.loads(done.read_text())
+            log(f"{title}: done earlier ({results[name]['seconds']:.0f} s)")
+            continue
+        log(f"{title} ...")
+        t0 = time.perf_counter()
+        result = fn(demo)
+        result["seconds"] = time.perf_counter() - t0
+        atomic_write_text(done, json.dumps(result, indent=2, default=str))
+        results[name] = result
+        log(f"{title}: {result['seconds']:.0f} s")
+    summary = build_summary(results, settings)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    from instructrl.report.html import write_report
+
+    write_report(summary, out / "report.html", title="instructrl demo: InstructGPT in a small world")
+    log(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    return summary
+
+
+def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[str, Any]:
+    ev = r["evaluate"]
+    win = ev["win_rate_vs_sft"]
+    loss = ev["pretrain_loss"]
+    findings = [
+        _finding(
+            "PPO is preferred to SFT by held-out labelers (win rate ≥ 0.60, 95% interval above 0.5)",
+            win["ppo"]["mean"] >= 0.6 and win["ppo"]["ci_low"] > 0.5,
+            _fmt_win(win["ppo"]),
+        ),
+        _finding(
+            "PPO-ptx is preferred to SFT (win rate ≥ 0.60, 95% interval above 0.5)",
+            win["ppo_ptx"]["mean"] >= 0.6 and win["ppo_ptx"]["ci_low"] > 0.5,
+            _fmt_win(win["ppo_ptx"]),
+        ),
+        _finding("the base model is worse than SFT", win["base"]["mean"] < 0.5, _fmt_win(win["base"])),
+        _finding(
+            "a few-shot prompt helps the base model, but not up to SFT",
+            win["base"]["mean"] < win["base_fewshot"]["mean"] < win["sft"]["mean"],
+            f"base {win['base']['mean']:.2f} < few-shot {win['base_fewshot']['mean']:.2f} < "
+            f"SFT {win['sft']['mean']:.2f}",
+        ),
+        _finding(
+            "the reward model predicts held-out labelers' rankings (validation accuracy ≥ 0.65)",
+            r["rm"]["val_accuracy"] >= 0.65,
+            f"RM {r['rm']['val_accuracy']:.3f}; labelers agree with each other {r['rm']['labeler_agreement']:.3f}",
+        ),
+        _finding(
+            "PPO-ptx's pretraining loss stays closer to SFT's than PPO's (smaller alignment tax)",
+            abs(loss["ppo_ptx"] - loss["sft"]) < abs(loss["ppo"] - loss["sft"]),
+            f"SFT {loss['sft']:.3f}, PPO {loss['ppo']:.3f}, PPO-ptx {loss['ppo_ptx']:.3f}",
+        ),
+    ]
+    timings = {k: v["seconds"] for k, v in r.items()}
+    return {
+        "description": "InstructGPT (Ouyang et al. 2022) retold in a simulated world: a GPT pretrained from scratch "
+        "on the world's text, SFT on labeler demonstrations, a reward model on labeler rankings, PPO and PPO-ptx; "
+        "judged by held-out labelers on held-out users' prompts.",
+        "findings": findings,
+        "win_rate_vs_sft": win,
+        "win_rate_vs_sft_training_labelers": ev["win_rate_vs_sft_training_labelers"],
+        "likert": ev["likert"],
+        "gold_score": ev["gold_score"],
+        "pretrain_loss": {m: loss[m] for m in ("base", "sft", "ppo", "ppo_ptx")},
+        "benchmark_accuracy": ev["benchmark_accuracy"],
+        "rm_val_accuracy": r["rm"]["val_accuracy"],
+        "labeler_agreement": r["rm"]["labeler_agreement"],
+        "heldout_labeler_agreement": ev["heldout_labeler_agreement"],
+        "overoptimization": ev["overoptimization"],
+        "ppo_curves": ev["overoptimization"],
+        "intake": r["world"]["intake"],
+        "samples": ev["samples"],
+        "timings_s": {**timings, "total": sum(timings.values())},
+        "settings": _jsonable(settings),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------
+def _finding(claim: str, holds: bool, numbers: str) -> dict[str, Any]:
+    return {"claim": claim, "holds": bool(holds), "numbers": numbers}
+
+
+def _fmt_win(w: dict[str, float]) -> str:
+    return f"{w['mean']:.2f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}], n={w['n']}"
+
+
+def _overoptimization(demo: Demo, run: str) -> list[dict[str, float]]:
+    """Per PPO iteration: mean KL, mean RM score and mean gold score of that iteration's rollouts."""
+    by_it: dict[int, list[dict[str, Any]]] = {}
+    for row in _rows(demo.path(run, "rollouts.jsonl")):
+        by_it.setdefault(row["iteration"], []).append(row)
+    out = []
+    for it, rows in sorted(by_it.items()):
+        out.append(
+            {
+                "iteration": it,
+                "kl": sum(r["kl"] for r in rows) / len(rows),
+                "rm_score": sum(r["score"] for r in rows) / len(rows),
+                "gold_score": sum(demo.world.gold_score(r["prompt"], r["response"]) for r in rows)
+                / len(rows),
+            }
+        )
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _prompts(demo: Demo, split: str) -> list[PromptRecord]:
+    return read_records(demo.path("data", f"prompts_{split}.jsonl"), "prompts")  # type: ignore[return-value]
+
+
+def _sample(items: list, n: int, rng: random.Random) -> list:
+    return rng.sample(items, n) if n < len(items) else list(items)
+
+
+def _has_run(path: Path) -> bool:
+    return (path / "config.yaml").exists()
+
+
+def _precision(s: DemoSettings) -> str:
+    from instructrl.training.runtime import resolve_mixed_precision
+
+    return resolve_mixed_precision(s.mixed_precision, cpu=True)
+
+
+def _load_policy(path: Path):
+    from instructrl.models.loading import load_causal_lm, load_tokenizer
+
+    return load_causal_lm(path, dropout=False).eval(), load_tokenizer(path)
+
+
+def _generate(
+    demo: Demo,
+    model,
+    tok,
+    prompts: list[str],
+    *,
+    seed: int,
+    k: int | list[int] = 1,
+    top_k: int = 0,
+    max_new_tokens: int | None = None,
+    template: str = "{prompt}\n",
+) -> list[list[str]]:
+    from instructrl.evaluation.models import autocast
+    from instructrl.models.generation import sample_responses
+
+    with autocast(_precision(demo.settings)):
+        return sample_responses(
+            model,
+            tok,
+            prompts,
+            k=k,
+            seed=seed,
+            top_k=top_k,
+            batch_size=128,
+            max_new_tokens=max_new_tokens or demo.settings.max_new_tokens,
+            prompt_template=template,
+        )
+
+
+def hash_seed(seed: int, name: str) -> int:
+    from instructrl.models.generation import mix_seed
+
+    return mix_seed(seed, *name.encode())
+
+
+def _jsonable(settings: DemoSettings) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(settings)))
