@@ -58,6 +58,8 @@ class Demonstration(Record):
     prompt: str = Field(min_length=1)
     response: str = Field(min_length=1)
     user_id: str | None = None
+    labeler_id: str | None = None
+    """Who wrote it (provenance: held-out labelers' work must never reach training)."""
 
 
 class ResponseLabel(BaseModel):
@@ -79,6 +81,8 @@ class Comparison(Record):
     ranking: list[int]
     user_id: str | None = None
     labels: list[ResponseLabel] | None = None
+    labeler_id: str | None = None
+    """Who ranked it."""
     model: str | None = None
     """The policy that sampled the responses, when known (e.g. an SFT or PPO checkpoint)."""
 

@@ -31,6 +31,9 @@ from instructrl.demo.world import UserConfig, World, benchmark_correct, few_shot
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
 
 MODELS = ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")
+TEMPLATE = "<|endoftext|>{prompt}"
+"""The demo's prompt format: a prompt starts a new document (the corpus separates documents with EOS), and
+the response follows it directly (the word-level tokenizer keeps no newlines)."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,14 @@ class DemoSettings:
     """Context window of the model (a few-shot prompt is the longest input)."""
     block_size: int = 128
     """Pretraining sequence length (documents packed)."""
-    pretrain_epochs: int = 3
+    pretrain_epochs: int = 6
     pretrain_lr: float = 2e-3
     pretrain_batch: int = 32
-    n_demonstrations: int = 2000
+    n_demonstrations: int = 1200
+    """Fewer demonstrations than comparison prompts, as in the paper (13k vs 33k)."""
     sft_epochs: int = 4
     sft_lr: float = 5e-4
-    n_comparison_prompts: int = 1500
+    n_comparison_prompts: int = 3000
     k_range: tuple[int, int] = (4, 9)
     overlap: float = 0.1
     """Share of ranking tasks done by two training labelers (for their agreement)."""
@@ -80,16 +84,16 @@ class DemoSettings:
     def quick(cls, seed: int = 0) -> DemoSettings:
         return cls(
             seed=seed,
-            users=UserConfig(n_users=300, n_heavy_users=2, heavy_prompts=(220, 300)),
-            corpus_docs=4000,
+            users=UserConfig(n_users=400, n_heavy_users=2, heavy_prompts=(220, 300)),
+            corpus_docs=6000,
             n_layer=2,
             n_embd=96,
-            pretrain_epochs=2,
+            pretrain_epochs=3,
             n_demonstrations=400,
             sft_epochs=3,
-            n_comparison_prompts=300,
-            rm_epochs=2,
-            ppo_iterations=8,
+            n_comparison_prompts=400,
+            rm_epochs=1,
+            ppo_iterations=6,
             ppo_rollout=32,
             ppo_batch=16,
             n_eval_prompts=100,
@@ -229,6 +233,7 @@ def step_sft(demo: Demo) -> dict[str, Any]:
             f"max_length={s.context}",
         ],
     )
+    config.prompt_template = TEMPLATE
     return run_sft(
         model_dir=demo.path("pretrain", "final"),
         data=demos["train"],
@@ -240,24 +245,43 @@ def step_sft(demo: Demo) -> dict[str, Any]:
 
 
 def step_rm(demo: Demo) -> dict[str, Any]:
-    """The SFT model samples K = 4..9 responses per prompt; training labelers rank them (some tasks twice,
-    for their agreement); then the reward model."""
+    """K = 4..9 distinct responses per prompt, sampled from the SFT model and from the base model under a
+    few-shot prompt (InstructGPT's comparisons also came from several policies); training labelers rank them,
+    some tasks twice for their agreement; then the reward model."""
     from instructrl.config import load_config
     from instructrl.reward.config import RMConfig
     from instructrl.reward.train import run_rm
 
-    s = demo.settings
-    model, tok = _load_policy(demo.path("sft", "final"))
-    files, agree = {}, [0, 0]
+    s, world = demo.settings, demo.world
+    sft, sft_tok = _load_policy(demo.path("sft", "final"))
+    base, base_tok = _load_policy(demo.path("pretrain", "final"))
+    files, agree, skipped = {}, [0, 0], 0
     for split, n in (("train", s.n_comparison_prompts), ("validation", max(60, s.n_comparison_prompts // 8))):
         rng = demo.rng(f"comparisons/{split}")
         prompts = _sample(_prompts(demo, split), n, rng)
+        texts = [p.prompt for p in prompts]
         ks = [rng.randint(*s.k_range) for _ in prompts]
-        samples = _generate(
-            demo, model, tok, [p.prompt for p in prompts], k=ks, seed=hash_seed(s.seed, split)
+        # about half from each policy, with one spare each for duplicates
+        n_sft = [(k + 1) // 2 + 1 for k in ks]
+        n_base = [k // 2 + 1 for k in ks]
+        from_sft = _generate(demo, sft, sft_tok, texts, k=n_sft, seed=hash_seed(s.seed, f"cmp-sft/{split}"))
+        from_base = _generate(
+            demo,
+            base,
+            base_tok,
+            [world.few_shot_prompt(t) for t in texts],
+            k=n_base,
+            seed=hash_seed(s.seed, f"cmp-base/{split}"),
+            template="{prompt}",
         )
         records = []
-        for i, (p, responses) in enumerate(zip(prompts, samples, strict=True)):
+        for i, p in enumerate(prompts):
+            pool = [*from_sft[i], *(few_shot_answer(r) for r in from_base[i])]
+            responses = list(dict.fromkeys(r for r in pool if r))[: ks[i]]  # distinct and non-empty
+            if len(responses) < s.k_range[0]:
+                skipped += 1
+                continue
+            rng.shuffle(responses)
             labeler = demo.train_labelers[i % len(demo.train_labelers)]
             ranking = labeler.rank(p.prompt, responses)
             records.append(
@@ -267,23 +291,23 @@ def step_rm(demo: Demo) -> dict[str, Any]:
                     ranking=ranking,
                     user_id=p.user_id,
                     labeler_id=labeler.id,
-                    model="sft",
+                    model="sft+base_fewshot",
                 )
             )
             if rng.random() < s.overlap:  # a second training labeler ranks the same task
-                other = demo.train_labelers[
-                    (i + 1 + rng.randrange(len(demo.train_labelers) - 1)) % len(demo.train_labelers)
-                ]
-                a, t = ranking_agreement(ranking, other.rank(p.prompt, responses))
+                j = (i + 1 + rng.randrange(len(demo.train_labelers) - 1)) % len(demo.train_labelers)
+                other = demo.train_labelers[j]
+                second = other.rank(p.prompt, responses)
+                a, t = ranking_agreement(ranking, second)
                 agree[0], agree[1] = agree[0] + a, agree[1] + t
                 records.append(
                     Comparison(
                         prompt=p.prompt,
                         responses=responses,
-                        ranking=other.rank(p.prompt, responses),
+                        ranking=second,
                         user_id=p.user_id,
                         labeler_id=other.id,
-                        model="sft",
+                        model="sft+base_fewshot",
                     )
                 )
         files[split] = demo.path("data", f"comparisons_{split}.jsonl")
@@ -311,6 +335,7 @@ def step_rm(demo: Demo) -> dict[str, Any]:
     )
     summary["labeler_agreement"] = agree[0] / max(agree[1], 1)
     summary["labeler_agreement_pairs"] = agree[1]
+    summary["skipped_too_few_distinct"] = skipped
     return summary
 
 
@@ -658,7 +683,7 @@ def _generate(
     k: int | list[int] = 1,
     top_k: int = 0,
     max_new_tokens: int | None = None,
-    template: str = "{prompt}\n",
+    template: str = TEMPLATE,
 ) -> list[list[str]]:
     from instructrl.evaluation.models import autocast
     from instructrl.models.generation import sample_responses

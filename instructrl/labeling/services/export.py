@@ -60,8 +60,8 @@ def export(*, session: Session, out_dir: Path) -> ExportSummary:
         heldout = labeler.group == HELDOUT_GROUP
         record: BaseModel
         if sub.kind == "demonstration":
-            record = Demonstration(
-                prompt=prompt.text, response=sub.response or "", user_id=prompt.user_id, **extra
+            record = Demonstration.model_validate(
+                {"prompt": prompt.text, "response": sub.response or "", "user_id": prompt.user_id, **extra}
             )
             name = "demonstrations.jsonl"
         elif sub.kind == "ranking":
