@@ -514,6 +514,9 @@ def run_demo(
             raise UserError(f"{out}: was started with other settings ({settings_file}); use a new --out")
     atomic_write_text(settings_file, json.dumps(_jsonable(settings), indent=2))
 
+    from instructrl.models.loading import quiet_transformers
+
+    quiet_transformers()
     world = World(settings.seed)
     labelers = make_labelers(
         world, settings.n_train_labelers, settings.n_heldout_labelers, seed=settings.seed

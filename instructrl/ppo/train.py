@@ -506,8 +506,8 @@ def run_ppo(
                     ],
                     "rollouts.jsonl",
                 )
+            bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{mean_kl:.3f}", refresh=False)
             bar.update(1)
-            bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{mean_kl:.3f}")
 
             state["iteration"], state["kl_coef"] = it + 1, kl_ctl.value
             if stop.should_stop(accelerator):

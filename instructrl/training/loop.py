@@ -142,14 +142,13 @@ def fit(
             metrics["time/elapsed_s"] = time.perf_counter() - t0
             if (step + 1) % config.log_every == 0 or end_of_epoch:
                 run.log(metrics)
+            shown = {
+                k.split("/")[-1]: f"{v:.4g}"
+                for k, v in metrics.items()
+                if k.startswith(("train/loss", "val/"))
+            }
+            bar.set_postfix(shown, refresh=False)  # a refresh here would print every step into log files
             bar.update(1)
-            bar.set_postfix(
-                {
-                    k.split("/")[-1]: f"{v:.4g}"
-                    for k, v in metrics.items()
-                    if k.startswith(("train/loss", "val/"))
-                }
-            )
 
             state["step"] = step + 1
             if stop.should_stop(accelerator):

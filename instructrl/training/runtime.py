@@ -6,6 +6,7 @@ normalised by global counts and 1 process = 2 processes = any gradient-accumulat
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sys
@@ -115,13 +116,15 @@ class Stopped(Exception):
 
 
 def progress(total: int, initial: int, desc: str, accelerator: Accelerator) -> tqdm:
-    """A progress bar on the main process; in a log file (no terminal) it prints every 30 s, not every step."""
+    """A progress bar on the main process; in a log file (no terminal) it prints every 30 s, not every step.
+    TQDM_DISABLE=1 turns it off."""
     tty = sys.stderr.isatty()
+    off = not accelerator.is_main_process or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
     return tqdm(
         total=total,
         initial=initial,
         desc=desc,
-        disable=not accelerator.is_main_process,
+        disable=off,
         mininterval=0.2 if tty else 30.0,
         dynamic_ncols=tty,
     )

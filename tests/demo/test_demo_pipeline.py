@@ -1,0 +1,129 @@
+"""`instructrl demo --quick` end to end: the summary the issue asks for, the report, and the rule that the
+held-out labelers and the gold standard never reach training or model selection."""
+
+import json
+
+import pytest
+
+from instructrl.demo import pipeline
+from instructrl.demo.labelers import Labeler
+from instructrl.demo.world import World
+
+MODELS = ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """Run the quick demo once, recording who judged what during which step."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    calls: list[tuple[str, str, str]] = []  # (step, who, what)
+    state = {"step": "none", "in_labeler": 0}
+    mp = pytest.MonkeyPatch()
+
+    for name in ("step_world", "step_pretrain", "step_sft", "step_rm", "step_ppo", "step_evaluate"):
+        original = getattr(pipeline, name)
+
+        def wrapped(*args, _original=original, _name=name, **kwargs):
+            state["step"] = _name
+            return _original(*args, **kwargs)
+
+        mp.setattr(pipeline, name, wrapped)
+
+    for method in ("rank", "compare", "likert", "write_demonstration"):
+        original = getattr(Labeler, method)
+
+        def wrapped(self, *args, _original=original, _method=method, **kwargs):
+            calls.append((state["step"], self.group, _method))
+            state["in_labeler"] += 1
+            try:
+                return _original(self, *args, **kwargs)
+            finally:
+                state["in_labeler"] -= 1
+
+        mp.setattr(Labeler, method, wrapped)
+
+    original_gold = World.gold_score
+
+    def gold(self, prompt, response):
+        if not state["in_labeler"]:  # the pipeline itself reading the truth
+            calls.append((state["step"], "pipeline", "gold_score"))
+        return original_gold(self, prompt, response)
+
+    mp.setattr(World, "gold_score", gold)
+    try:
+        summary = pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), log=lambda m: None)
+    finally:
+        mp.undo()
+    return out, summary, calls
+
+
+def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
+    out, summary, _ = quick_demo
+    assert json.loads((out / "summary.json").read_text()) == summary
+    for m in MODELS:
+        w = summary["win_rate_vs_sft"][m]
+        assert 0 <= w["ci_low"] <= w["mean"] <= w["ci_high"] <= 1 and w["n"] == 100
+    assert set(summary["pretrain_loss"]) == {"base", "sft", "ppo", "ppo_ptx"}
+    assert 0 < summary["rm_val_accuracy"] <= 1
+    assert 0.5 < summary["labeler_agreement"] < 1 and 0.5 < summary["heldout_labeler_agreement"] < 1
+    assert {"world", "pretrain", "sft", "rm", "ppo", "ppo_ptx", "evaluate", "total"} <= set(
+        summary["timings_s"]
+    )
+    assert summary["settings"]["seed"] == 0
+    for run in ("ppo", "ppo_ptx"):
+        curve = summary["overoptimization"][run]
+        assert [c["iteration"] for c in curve] == list(range(1, 7))
+        assert all({"kl", "rm_score", "gold_score"} <= set(c) for c in curve)
+    assert len(summary["findings"]) == 6 and all(isinstance(f["holds"], bool) for f in summary["findings"])
+
+
+def test_the_quick_run_still_shows_learning(quick_demo):
+    """Loose checks for a 3-minute run: the intake worked, SFT learned from demonstrations, PPO raised the
+    reward-model score, and the SFT model judged against itself lands near 0.5."""
+    out, summary, _ = quick_demo
+    intake = summary["intake"]
+    assert intake["dropped_duplicate"] > 0 and intake["dropped_pii"] > 0 and intake["dropped_user_cap"] > 0
+    assert abs(summary["win_rate_vs_sft"]["sft"]["mean"] - 0.5) < 0.15
+    ppo = json.loads((out / "ppo" / "summary.json").read_text())
+    assert ppo["final_score_mean"] > ppo["initial_score_mean"]
+    sft = json.loads((out / "sft" / "summary.json").read_text())
+    first = json.loads((out / "sft" / "metrics.jsonl").read_text().splitlines()[0])["train/loss"]
+    assert sft["val_loss"] < first
+
+
+def test_report_has_the_plots_and_samples(quick_demo):
+    out, _, _ = quick_demo
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    for heading in (
+        "Win rate against the SFT model",
+        "Alignment tax",
+        "Reward over-optimisation",
+        "Samples for the same prompts",
+        "Wall time per step",
+        "Settings",
+    ):
+        assert heading in html
+
+
+def test_only_training_labelers_data_reaches_sft_rm_and_ppo(quick_demo):
+    out, _, calls = quick_demo
+    for f in [*(out / "data").glob("demonstrations_*.jsonl"), *(out / "data").glob("comparisons_*.jsonl")]:
+        ids = {json.loads(line)["labeler_id"] for line in f.read_text().splitlines()}
+        assert ids and all(i.startswith("train-") for i in ids), (f, ids)
+    before_eval = [c for c in calls if c[0] != "step_evaluate"]
+    assert before_eval, "training labelers worked before the evaluation"
+    assert all(who == "train" for _, who, _ in before_eval), {c for c in before_eval if c[1] != "train"}
+    # held-out labelers judge the evaluation, and the gold standard is read only there (over-optimisation)
+    assert any(who == "heldout" for step, who, _ in calls if step == "step_evaluate")
+    assert all(step == "step_evaluate" for step, who, what in calls if what == "gold_score")
+
+
+def test_resume_of_a_finished_demo_redoes_nothing(quick_demo):
+    out, summary, _ = quick_demo
+    again = pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), resume=True, log=lambda m: None)
+    assert again == summary
+    with pytest.raises(Exception, match="other settings"):
+        pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=1), resume=True, log=lambda m: None)
+    with pytest.raises(Exception, match="already holds a demo run"):
+        pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), log=lambda m: None)
