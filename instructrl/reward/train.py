@@ -154,7 +154,6 @@ def run_rm(
         scheduler=scheduler,
         tokenizer=tokenizer,
         meta=meta,
-        max_grad_norm=config.max_grad_norm,
         desc="rm",
     )
 

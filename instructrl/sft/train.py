@@ -206,7 +206,6 @@ def train_lm(
         scheduler=scheduler,
         tokenizer=tokenizer,
         meta=meta,
-        max_grad_norm=config.max_grad_norm,
         desc=stage,
     )
 

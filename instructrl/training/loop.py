@@ -73,7 +73,6 @@ def fit(
     scheduler: Any,
     tokenizer: Any,
     meta: dict[str, Any],
-    max_grad_norm: float,
     desc: str,
 ) -> dict[str, Any]:
     """Train; returns {'best_metric', 'best_step', 'steps', 'best_dir', 'last_metrics'}."""
@@ -118,7 +117,7 @@ def fit(
                     loss, mb_sums = task.micro_loss(model, mb, norm)
                     accelerator.backward(loss * world)
                 add_sums(sums, mb_sums)
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
