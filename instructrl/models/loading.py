@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def quiet_transformers() -> None:
     """Drop transformers' per-load progress bars and reports; instructrl prints its own progress."""
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # accelerate warns at every checkpoint that tied embeddings are stored once, which is what we want
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
 
 
