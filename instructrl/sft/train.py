@@ -17,7 +17,7 @@ from instructrl.sft.config import SFTConfig
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import finish, make_accelerator, shard
+from instructrl.training.runtime import attention_implementation, finish, make_accelerator, shard
 
 
 def batch_nll(
@@ -104,7 +104,11 @@ def run_sft(
         train_demos, val_demos = demos, read_demonstrations(val_data)
     else:
         train_demos, val_demos = split_by_user(demos, config.val_fraction, config.seed)
-    model = load_causal_lm(model_dir, residual_dropout=config.residual_dropout)
+    model = load_causal_lm(
+        model_dir,
+        residual_dropout=config.residual_dropout,
+        attn_implementation=attention_implementation(accelerator),
+    )
     max_length = min(config.max_length, context_window(model_dir) or config.max_length)
     train, train_stats = tokenize_demonstrations(
         train_demos, tokenizer, config.prompt_template, max_length, config.too_long
