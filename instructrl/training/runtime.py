@@ -6,6 +6,7 @@ normalised by global counts and 1 process = 2 processes = any gradient-accumulat
 
 from __future__ import annotations
 
+import ctypes
 import random
 import signal
 import sys
@@ -32,9 +33,28 @@ def resolve_mixed_precision(setting: str, cpu: bool) -> str:
 
 def make_accelerator(config: StageConfig) -> Accelerator:
     cpu = not torch.cuda.is_available()
+    if cpu:
+        keep_freed_memory()
     accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(config.mixed_precision, cpu))
     seed_everything(config.seed + accelerator.process_index)
     return accelerator
+
+
+def keep_freed_memory() -> None:
+    """On CPU, let glibc keep freed memory for the next tensors instead of handing it back to the OS.
+
+    By default glibc trims the heap and maps big blocks afresh, so the next activation or logits tensor
+    page-faults on every first touch (a 100 MiB tensor: 41 ms to allocate and fill when freshly mapped,
+    3 ms when reused); a PPO iteration spent a fifth of its bf16 training time so. The process keeps its
+    peak memory instead. No-op off glibc.
+    """
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest: bigger blocks still come from mmap
+    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
 
 
 def attention_implementation(accelerator: Accelerator) -> str | None:
