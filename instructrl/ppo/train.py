@@ -59,6 +59,7 @@ from instructrl.training.rundir import RunDir, resolve_config
 from instructrl.training.runtime import (
     Stopped,
     StopSignal,
+    attention_implementation,
     epoch_batches,
     finish,
     make_accelerator,
@@ -324,10 +325,13 @@ def run_ppo(
     ptx_batch = config.ptx_batch_size or config.batch_size
 
     # --- models: policy and value are trained; the SFT reference and the reward model are frozen ---------------
-    policy = load_causal_lm(policy_dir, dropout=False)
-    ref_policy = load_causal_lm(policy_dir, dropout=False).eval().requires_grad_(False).to(accelerator.device)
-    reward_model = load_reward_model(reward_dir).eval().requires_grad_(False).to(accelerator.device)
-    value_model = ScalarHead(load_reward_model(reward_dir))  # the value model starts as the reward model
+    attention = attention_implementation(accelerator)
+    policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
+    ref_policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
+    ref_policy = ref_policy.eval().requires_grad_(False).to(accelerator.device)
+    reward_model = load_reward_model(reward_dir, attn_implementation=attention)
+    reward_model = reward_model.eval().requires_grad_(False).to(accelerator.device)
+    value_model = ScalarHead(load_reward_model(reward_dir, attn_implementation=attention))  # starts as the RM
 
     steps_per_iteration = config.epochs * config.minibatches
     iterations = config.iterations

@@ -25,7 +25,7 @@ from instructrl.reward.loss import ranking_loss_sum, ranking_pairs
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import finish, make_accelerator, shard
+from instructrl.training.runtime import attention_implementation, finish, make_accelerator, shard
 
 
 def rank_forward(model, examples: Sequence[RankedExample], pad_id: int, device: torch.device):
@@ -125,7 +125,8 @@ def run_rm(
     else:
         train_c, val_c = split_by_user(comparisons, config.val_fraction, config.seed)
     norm_demos = read_demonstrations(norm_data) if norm_data is not None else None
-    model = ScalarHead(load_reward_model(model_dir))
+    attention = attention_implementation(accelerator)
+    model = ScalarHead(load_reward_model(model_dir, attn_implementation=attention))
     max_length = min(config.max_length, context_window(model_dir) or config.max_length)
     tok = (tokenizer, config.prompt_template, max_length, config.too_long)
     train, train_stats = tokenize_comparisons(train_c, *tok)
@@ -159,7 +160,7 @@ def run_rm(
 
     # 4. the best model, normalised so that reference responses score 0 on average
     accelerator.wait_for_everyone()
-    best = load_reward_model(result["best_dir"]).to(accelerator.device)
+    best = load_reward_model(result["best_dir"], attn_implementation=attention).to(accelerator.device)
     val_metrics = evaluate_rankings(best, val, tokenizer.pad_token_id, accelerator)
     bias, where, reference = 0.0, None, None
     if config.normalize:

@@ -23,7 +23,7 @@ from instructrl.sft.config import SFTConfig
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import finish, make_accelerator, shard
+from instructrl.training.runtime import attention_implementation, finish, make_accelerator, shard
 
 
 def batch_nll(
@@ -187,7 +187,11 @@ def train_lm(
 ) -> dict[str, Any]:
     """Steps 2-4 shared by SFT and pretraining: model, optimizer, the loop, final/ = the best epoch."""
     # 2. run directory, model, optimizer, schedule
-    model = load_causal_lm(model_dir, residual_dropout=config.residual_dropout)
+    model = load_causal_lm(
+        model_dir,
+        residual_dropout=config.residual_dropout,
+        attn_implementation=attention_implementation(accelerator),
+    )
     run = RunDir(out, accelerator)
     run.start(config)
     optimizer, scheduler = make_optimizer(model, config, planned_steps(len(train), config))
