@@ -277,7 +277,7 @@ def step_rm(demo: Demo) -> dict[str, Any]:
         records = []
         for i, p in enumerate(prompts):
             pool = [*from_sft[i], *(few_shot_answer(r) for r in from_base[i])]
-            responses = list(dict.fromkeys(r for r in pool if r))[: ks[i]]  # distinct and non-empty
+            responses = list(dict.fromkeys(pool))[: ks[i]]  # distinct (an empty answer is ranked too)
             if len(responses) < s.k_range[0]:
                 skipped += 1
                 continue
