@@ -68,8 +68,8 @@ class DemoSettings:
     ppo_rollout: int = 64
     ppo_batch: int = 16
     ppo_lr: float = 5e-5
-    kl_coef: float = 0.05
-    ptx_coef: float = 1.0
+    kl_coef: float = 0.2
+    ptx_coef: float = 0.3
     max_new_tokens: int = 32
     n_eval_prompts: int = 400
     n_train_labelers: int = 10
@@ -474,6 +474,9 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     # 4. over-optimisation: gold standard vs reward model over PPO iterations (post hoc, on the rollouts)
     overopt = {name: _overoptimization(demo, name) for name in ("ppo", "ppo_ptx")}
 
+    # 5. what limits the reward model: its validation rankings held against the gold standard
+    rm_analysis = _rm_against_gold(demo)
+
     samples = [{"prompt": p, **{m: answers[m][i] for m in MODELS}} for i, p in enumerate(prompts[:8])]
     write_jsonl(
         demo.path("evaluate", "answers.jsonl"),
@@ -488,6 +491,7 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
         "pretrain_loss": pretrain_loss,
         "benchmark_accuracy": bench_acc,
         "overoptimization": overopt,
+        "rm_analysis": rm_analysis,
         "samples": samples,
         "n_eval_prompts": len(prompts),
     }
@@ -565,6 +569,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
     ev = r["evaluate"]
     win = ev["win_rate_vs_sft"]
     loss = ev["pretrain_loss"]
+    rma = ev["rm_analysis"]
     findings = [
         _finding(
             "PPO is preferred to SFT by held-out labelers (win rate ≥ 0.60, 95% interval above 0.5)",
@@ -584,14 +589,23 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
             f"SFT {win['sft']['mean']:.2f}",
         ),
         _finding(
-            "the reward model predicts held-out labelers' rankings (validation accuracy ≥ 0.65)",
+            "the reward model predicts labelers' rankings of validation users' prompts (accuracy ≥ 0.65)",
             r["rm"]["val_accuracy"] >= 0.65,
-            f"RM {r['rm']['val_accuracy']:.3f}; labelers agree with each other {r['rm']['labeler_agreement']:.3f}",
+            f"RM {r['rm']['val_accuracy']:.3f}; labelers agree with each other {r['rm']['labeler_agreement']:.3f}; "
+            f"the gold standard itself reaches {rma['gold_vs_labelers']:.3f} "
+            f"({rma['gold_tied_share']:.0%} of pairs are equally good); on the other pairs the RM "
+            f"orders {rma['rm_vs_gold_untied']:.0%} as the gold standard does, labelers "
+            f"{rma['labelers_vs_gold_untied']:.0%}",
         ),
         _finding(
             "PPO-ptx's pretraining loss stays closer to SFT's than PPO's (smaller alignment tax)",
             abs(loss["ppo_ptx"] - loss["sft"]) < abs(loss["ppo"] - loss["sft"]),
             f"SFT {loss['sft']:.3f}, PPO {loss['ppo']:.3f}, PPO-ptx {loss['ppo_ptx']:.3f}",
+        ),
+        _finding(
+            "PPO-ptx's pretraining loss is lower than PPO's (the pretraining gradients cut the alignment tax)",
+            loss["ppo_ptx"] < loss["ppo"],
+            f"base {loss['base']:.3f}, SFT {loss['sft']:.3f}, PPO {loss['ppo']:.3f}, PPO-ptx {loss['ppo_ptx']:.3f}",
         ),
     ]
     timings = {k: v["seconds"] for k, v in r.items()}
@@ -609,6 +623,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
         "rm_val_accuracy": r["rm"]["val_accuracy"],
         "labeler_agreement": r["rm"]["labeler_agreement"],
         "heldout_labeler_agreement": ev["heldout_labeler_agreement"],
+        "rm_analysis": rma,
         "overoptimization": ev["overoptimization"],
         "ppo_curves": ev["overoptimization"],
         "intake": r["world"]["intake"],
@@ -646,6 +661,38 @@ def _overoptimization(demo: Demo, run: str) -> list[dict[str, float]]:
             }
         )
     return out
+
+
+def _rm_against_gold(demo: Demo) -> dict[str, float]:
+    """The RM's validation pairs seen through the gold standard (evaluation only): how many pairs are equally
+    good (a coin flip for labelers and RM alike), how often the gold standard itself orders a pair as the
+    training labelers did (the reachable accuracy), and how often labelers and RM get right the pairs that the
+    gold standard does order."""
+    from instructrl.datasets.io import read_comparisons
+    from instructrl.evaluation.models import rm_scores
+
+    comparisons = read_comparisons(demo.path("data", "comparisons_validation.jsonl"))
+    scores = rm_scores(demo.path("rm", "final"), comparisons)
+    n = tied = gold_agrees = decided = labelers_right = rm_right = 0
+    for c, rm in zip(comparisons, scores, strict=True):
+        gold = [demo.world.gold_score(c.prompt, r) for r in c.responses]
+        for w, lo in c.pairs():  # (labelers' winner, loser)
+            n += 1
+            if abs(gold[w] - gold[lo]) < 1e-9:
+                tied += 1
+                gold_agrees += 0.5
+                continue
+            decided += 1
+            gold_agrees += gold[w] > gold[lo]
+            labelers_right += gold[w] > gold[lo]
+            rm_right += (rm[w] - rm[lo]) * (gold[w] - gold[lo]) > 0
+    return {
+        "pairs": n,
+        "gold_tied_share": tied / n,
+        "gold_vs_labelers": gold_agrees / n,
+        "labelers_vs_gold_untied": labelers_right / max(decided, 1),
+        "rm_vs_gold_untied": rm_right / max(decided, 1),
+    }
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

@@ -80,6 +80,28 @@ def lm_loss(
 
 
 @torch.no_grad()
+@torch.no_grad()
+def rm_scores(
+    model_dir: str | Path, comparisons: Sequence[Comparison], batch_size: int = 16
+) -> list[list[float]]:
+    """The reward model's score of every response of every comparison (all K of a prompt in one batch)."""
+    from instructrl.datasets.tokenize import pad_right
+    from instructrl.models.scoring import score
+
+    tok, model = load_tokenizer(model_dir), load_reward_model(model_dir).eval()
+    template = read_meta(model_dir).get("prompt_template", "{prompt}\n")
+    examples, _ = tokenize_comparisons(comparisons, tok, template, context_window(model_dir) or 512, "error")
+    out: list[list[float]] = []
+    for s in range(0, len(examples), batch_size):
+        batch = examples[s : s + batch_size]
+        ids, mask = pad_right([seq for e in batch for seq in e.sequences], tok.pad_token_id)
+        flat = score(model, ids, mask).float().tolist()
+        for e in batch:
+            out.append(flat[: len(e.sequences)])
+            flat = flat[len(e.sequences) :]
+    return out
+
+
 def rm_accuracy(model_dir: str | Path, comparisons: Sequence[Comparison], batch_size: int = 16) -> float:
     """Share of ranked pairs the reward model orders like the labelers."""
     from instructrl.reward.train import rank_forward

@@ -236,6 +236,20 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
         for k in ("labeler_agreement", "heldout_labeler_agreement"):
             if k in summary:
                 rows.append([k.replace("_", " "), summary[k]])
+        if "rm_analysis" in summary:
+            a = summary["rm_analysis"]
+            rows += [
+                ["the gold standard, as a reward model (the reachable accuracy)", a["gold_vs_labelers"]],
+                ["share of validation pairs the gold standard calls equally good", a["gold_tied_share"]],
+                [
+                    "on the other pairs: labelers ordering them as the gold standard",
+                    a["labelers_vs_gold_untied"],
+                ],
+                [
+                    "on the other pairs: the reward model ordering them as the gold standard",
+                    a["rm_vs_gold_untied"],
+                ],
+            ]
         parts.append(_table(rows, ["", "pairwise agreement"]))
 
     if "pretrain_loss" in summary:

@@ -76,7 +76,7 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
         curve = summary["overoptimization"][run]
         assert [c["iteration"] for c in curve] == list(range(1, 7))
         assert all({"kl", "rm_score", "gold_score"} <= set(c) for c in curve)
-    assert len(summary["findings"]) == 6 and all(isinstance(f["holds"], bool) for f in summary["findings"])
+    assert len(summary["findings"]) == 7 and all(isinstance(f["holds"], bool) for f in summary["findings"])
 
 
 def test_the_quick_run_still_shows_learning(quick_demo):

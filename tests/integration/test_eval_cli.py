@@ -82,3 +82,18 @@ def test_lm_loss_and_rm_accuracy(sft_dir, tiny_model_dir, rm_dir, data_dir):
         "eval", "rm-accuracy", "--model", str(rm_dir), "--data", str(data_dir / "comparisons.jsonl")
     )
     assert acc["accuracy"] > 0.95
+
+
+def test_rm_scores_agree_with_rm_accuracy(rm_dir, data_dir):
+    """Per-response scores, batched several prompts at a time, order the pairs exactly as the batched
+    accuracy pass does, and a prompt's scores do not depend on which prompts share its batch."""
+    from instructrl.datasets.io import read_comparisons
+    from instructrl.evaluation.models import rm_accuracy, rm_scores
+
+    comparisons = read_comparisons(data_dir / "comparisons.jsonl")[:12]
+    scores = rm_scores(rm_dir, comparisons, batch_size=5)
+    assert [len(s) for s in scores] == [c.k for c in comparisons]
+    right = [s[w] > s[lo] for c, s in zip(comparisons, scores, strict=True) for w, lo in c.pairs()]
+    assert sum(right) / len(right) == pytest.approx(rm_accuracy(rm_dir, comparisons))
+    alone = rm_scores(rm_dir, comparisons[3:4], batch_size=1)[0]
+    assert alone == pytest.approx(scores[3], abs=1e-5)
