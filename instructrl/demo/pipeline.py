@@ -673,7 +673,8 @@ def _rm_against_gold(demo: Demo) -> dict[str, float]:
 
     comparisons = read_comparisons(demo.path("data", "comparisons_validation.jsonl"))
     scores = rm_scores(demo.path("rm", "final"), comparisons)
-    n = tied = gold_agrees = decided = labelers_right = rm_right = 0
+    n = tied = decided = labelers_right = rm_right = 0
+    gold_agrees = 0.0
     for c, rm in zip(comparisons, scores, strict=True):
         gold = [demo.world.gold_score(c.prompt, r) for r in c.responses]
         for w, lo in c.pairs():  # (labelers' winner, loser)
