@@ -18,17 +18,12 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SERVE = (
-    "import argparse, sys; from instructrl.labeling import cli; "
-    "p = argparse.ArgumentParser(); cli.register(p.add_subparsers()); a = p.parse_args(); sys.exit(a.func(a))"
-)
 PASSWORD = "load-test-password"
 
 
@@ -92,29 +87,6 @@ def intake_prompts(session, intake_id: int):
     from instructrl.labeling.models import Prompt
 
     return session.scalars(select(Prompt).where(Prompt.intake_id == intake_id).order_by(Prompt.id))
-
-
-def start_server(db_url: str, port: int, cwd: str) -> subprocess.Popen:
-    import httpx
-
-    log = open(Path(cwd) / "server.log", "wb")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, "label", "serve", "--db", db_url, "--port", str(port)],
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/login", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {(Path(cwd) / 'server.log').read_text()[-3000:]}")
-    proc.kill()
-    raise RuntimeError("server did not start in 60 s")
 
 
 async def labeler(i: int, base: str, deadline_holder: list[float], result: LoadResult, latencies: list[float],
@@ -190,7 +162,7 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
 
     from instructrl.labeling.core.db import Database
     from instructrl.labeling.models import Submission
-    from instructrl.labeling.testing import free_port
+    from instructrl.labeling.testing import free_port, serve_process
 
     tasks = tasks or max(50, int(seconds * 40))
     seed_database(db_url, clients=clients, tasks=tasks)
@@ -200,7 +172,7 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
     submit_latencies: list[float] = []
     acked: list[str] = []
     with tempfile.TemporaryDirectory() as cwd:
-        server = start_server(db_url, port, cwd)
+        server = serve_process(db_url, port, cwd)
         try:
             deadline = [float("inf")]
 

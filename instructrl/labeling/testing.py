@@ -120,6 +120,40 @@ def create_database_on(server_url: str, name: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+SERVE = (
+    "import argparse, sys; from instructrl.labeling import cli; "
+    "p = argparse.ArgumentParser(); cli.register(p.add_subparsers()); a = p.parse_args(); sys.exit(a.func(a))"
+)
+"""`instructrl label serve` with only the `label` subcommand registered (no other stage's modules imported)."""
+
+
+def serve_process(db_url: str, port: int, cwd: str | Path) -> subprocess.Popen:
+    """`instructrl label serve` in a process of its own, output in CWD/server.log; returns once it answers."""
+    import sys
+
+    import httpx
+
+    log_path = Path(cwd) / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE, "label", "serve", "--db", db_url, "--port", str(port)],
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/login", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
+    proc.kill()
+    raise RuntimeError("server did not start in 60 s")
+
+
 class LiveServer:
     """The app under uvicorn in a background thread, on a free loopback port: `with LiveServer(app) as url:`."""
 

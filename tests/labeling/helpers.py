@@ -145,37 +145,3 @@ def create_tasks_directly(
             overlap_labelers=overlap_labelers,
             seed=0,
         )
-
-
-# `instructrl label serve` in a process of its own (only the `label` subcommand is registered, so the
-# test does not depend on the other stages' modules).
-SERVE = (
-    "import argparse, sys; from instructrl.labeling import cli; "
-    "p = argparse.ArgumentParser(); cli.register(p.add_subparsers()); a = p.parse_args(); sys.exit(a.func(a))"
-)
-
-
-def serve_process(db_url: str, port: int, cwd: str):
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, "label", "serve", "--db", db_url, "--port", str(port)],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/login", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
-    proc.kill()
-    raise RuntimeError("server did not start in 60 s")

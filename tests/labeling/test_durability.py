@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from instructrl.labeling.core.db import Database
 from instructrl.labeling.models import Submission
-from instructrl.labeling.testing import free_port
+from instructrl.labeling.testing import free_port, serve_process
 from labeling.helpers import (
     PASSWORD,
     PROMPTS,
@@ -19,7 +19,6 @@ from labeling.helpers import (
     login,
     make_app,
     ranking_rows,
-    serve_process,
     upload_prompts,
 )
 
