@@ -663,36 +663,46 @@ def _overoptimization(demo: Demo, run: str) -> list[dict[str, float]]:
     return out
 
 
-def _rm_against_gold(demo: Demo) -> dict[str, float]:
+def _rm_against_gold(demo: Demo) -> dict[str, Any]:
     """The RM's validation pairs seen through the gold standard (evaluation only): how many pairs are equally
     good (a coin flip for labelers and RM alike), how often the gold standard itself orders a pair as the
     training labelers did (the reachable accuracy), and how often labelers and RM get right the pairs that the
-    gold standard does order."""
+    gold standard does order, overall and per instruction family (where the RM falls short)."""
     from instructrl.datasets.io import read_comparisons
     from instructrl.evaluation.models import rm_scores
 
     comparisons = read_comparisons(demo.path("data", "comparisons_validation.jsonl"))
     scores = rm_scores(demo.path("rm", "final"), comparisons)
-    n = tied = decided = labelers_right = rm_right = 0
+    n = tied = 0
     gold_agrees = 0.0
+    untied: dict[str, list[tuple[bool, bool]]] = {}  # family -> (labelers right, RM right) per pair
     for c, rm in zip(comparisons, scores, strict=True):
-        gold = [demo.world.gold_score(c.prompt, r) for r in c.responses]
+        verdicts = [demo.world.gold(c.prompt, r) for r in c.responses]
+        gold = [v.score for v in verdicts]
         for w, lo in c.pairs():  # (labelers' winner, loser)
             n += 1
             if abs(gold[w] - gold[lo]) < 1e-9:
                 tied += 1
                 gold_agrees += 0.5
                 continue
-            decided += 1
             gold_agrees += gold[w] > gold[lo]
-            labelers_right += gold[w] > gold[lo]
-            rm_right += (rm[w] - rm[lo]) * (gold[w] - gold[lo]) > 0
+            right = (gold[w] > gold[lo], (rm[w] - rm[lo]) * (gold[w] - gold[lo]) > 0)
+            untied.setdefault(verdicts[w].family, []).append(right)
+    every = [r for rows in untied.values() for r in rows]
     return {
         "pairs": n,
         "gold_tied_share": tied / n,
         "gold_vs_labelers": gold_agrees / n,
-        "labelers_vs_gold_untied": labelers_right / max(decided, 1),
-        "rm_vs_gold_untied": rm_right / max(decided, 1),
+        "labelers_vs_gold_untied": sum(lab for lab, _ in every) / max(len(every), 1),
+        "rm_vs_gold_untied": sum(rm for _, rm in every) / max(len(every), 1),
+        "untied_by_family": {
+            family: {
+                "pairs": len(rows),
+                "labelers_vs_gold": sum(lab for lab, _ in rows) / len(rows),
+                "rm_vs_gold": sum(rm for _, rm in rows) / len(rows),
+            }
+            for family, rows in sorted(untied.items(), key=lambda kv: -len(kv[1]))
+        },
     }
 
 

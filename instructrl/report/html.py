@@ -251,6 +251,18 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
                 ],
             ]
         parts.append(_table(rows, ["", "pairwise agreement"]))
+        if "untied_by_family" in summary.get("rm_analysis", {}):
+            parts += [
+                "<p>Per instruction family, on the validation pairs the gold standard orders: where the reward "
+                "model falls short of the labelers it learned from.</p>",
+                _table(
+                    [
+                        [family, f["pairs"], f["labelers_vs_gold"], f["rm_vs_gold"]]
+                        for family, f in summary["rm_analysis"]["untied_by_family"].items()
+                    ],
+                    ["family", "pairs", "labelers as the gold standard", "reward model as the gold standard"],
+                ),
+            ]
 
     if "pretrain_loss" in summary:
         parts += [

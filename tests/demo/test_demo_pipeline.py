@@ -77,6 +77,17 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
         assert [c["iteration"] for c in curve] == list(range(1, 7))
         assert all({"kl", "rm_score", "gold_score"} <= set(c) for c in curve)
     assert len(summary["findings"]) == 7 and all(isinstance(f["holds"], bool) for f in summary["findings"])
+    # the RM-vs-gold analysis adds up: untied pairs per family + tied pairs = all validation pairs, and the
+    # gold standard's agreement = ties at one half + the untied pairs it orders as the labelers did
+    a = summary["rm_analysis"]
+    families = a["untied_by_family"]
+    untied = sum(f["pairs"] for f in families.values())
+    assert untied + round(a["gold_tied_share"] * a["pairs"]) == a["pairs"]
+    labelers_right = sum(f["labelers_vs_gold"] * f["pairs"] for f in families.values())
+    assert a["labelers_vs_gold_untied"] == pytest.approx(labelers_right / untied)
+    assert a["gold_vs_labelers"] * a["pairs"] == pytest.approx(
+        a["gold_tied_share"] * a["pairs"] / 2 + labelers_right
+    )
 
 
 def test_the_quick_run_still_shows_learning(quick_demo):
