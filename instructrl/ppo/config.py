@@ -57,7 +57,7 @@ class PPOConfig(StageConfig):
     ptx_batch_size: int | None = None
     """Pretraining sequences per PPO minibatch (empty: batch_size)."""
     eval_prompts: int = 64
-    """Held-out prompts scored before and after training (and every eval_every iterations)."""
+    """Held-out prompts scored before and after training (and every eval_every iterations); 0: none."""
     eval_every: int = 0
     """Evaluate on the held-out prompts every this many iterations (0: only before and after)."""
     forward_batch_size: int = 64

@@ -232,6 +232,8 @@ def evaluate_policy(
         totals = accelerator.reduce(totals, "sum")
         samples = gather_object(samples)
     n = totals[3].item()
+    if n == 0:  # eval_prompts=0, or no held-out prompts at all
+        return {}, samples
     metrics = {
         "score_mean": totals[0].item() / n,
         "kl_mean": totals[1].item() / n,
@@ -532,10 +534,10 @@ def run_ppo(
     initial = state["initial"]
     summary = {
         "stage": "ppo-ptx" if config.ptx_coef > 0 else "ppo",
-        "initial_score_mean": initial["score_mean"],
-        "final_score_mean": final["score_mean"],
-        "initial_kl_mean": initial["kl_mean"],
-        "final_kl_mean": final["kl_mean"],
+        "initial_score_mean": initial.get("score_mean"),  # None without held-out prompts
+        "final_score_mean": final.get("score_mean"),
+        "initial_kl_mean": initial.get("kl_mean"),
+        "final_kl_mean": final.get("kl_mean"),
         "final_kl_coef": kl_ctl.value,
         "iterations": iterations,
         "optimizer_steps": total_steps,

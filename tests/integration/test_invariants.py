@@ -91,7 +91,7 @@ def test_gradient_accumulation_1x8_equals_8x1(tiny_model_dir, sft_dir, data_dir,
     assert_same_curves(metrics(tmp_path / "c"), metrics(tmp_path / "d"))
 
 
-def test_ppo_micro_batches_do_not_change_the_run(sft_dir, rm_dir, data_dir, tmp_path):
+def test_ppo_micro_batches_and_the_held_out_evaluation_do_not_change_the_run(sft_dir, rm_dir, data_dir, tmp_path):
     paths = dict(
         policy_dir=sft_dir,
         reward_dir=rm_dir,
@@ -101,6 +101,14 @@ def test_ppo_micro_batches_do_not_change_the_run(sft_dir, rm_dir, data_dir, tmp_
     run_stage("ppo", tmp_path / "a", PPO_SET, **paths)
     run_stage("ppo", tmp_path / "b", [*PPO_SET, "micro_batch_size=1"], **paths)
     assert_same_curves(metrics(tmp_path / "a"), metrics(tmp_path / "b"))
+    # the held-out evaluation samples with seeds of its own: without it, training runs exactly the same
+    summary = run_stage("ppo", tmp_path / "c", [*PPO_SET, "eval_prompts=0"], **paths)
+    assert summary["eval_prompts"] == 0 and summary["final_score_mean"] is None
+
+    def training(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if "objective/kl" in r]
+
+    assert_same_curves(training(metrics(tmp_path / "a")), training(metrics(tmp_path / "c")))
 
 
 LAUNCH = [
