@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,10 @@ from instructrl.training.runtime import (
 EVAL_STREAM = 0xE7A1  # seeds of evaluation samples never collide with rollout seeds
 
 
+RewardFn = Callable[[list[str], list[str]], list[float]]
+"""(prompts, responses) -> one score per response: a reward given as a Python function."""
+
+
 @dataclass
 class Rollout:
     """One iteration's episodes. B episodes, P prompt tokens (left-padded), R response tokens (right-padded)."""
@@ -109,8 +114,11 @@ def sample_and_score(
     config: PPOConfig,
     accelerator: Accelerator,
     timings: dict[str, float] | None = None,
+    reward_fn: RewardFn | None = None,
+    prompts: list[str] | None = None,
 ) -> Rollout:
-    """This process's episodes: responses from the policy and every no-grad forward pass PPO needs."""
+    """This process's episodes: responses from the policy and every no-grad forward pass PPO needs.
+    `reward_fn(prompts, responses)`, when given, scores the responses instead of the reward model."""
     t0 = time.perf_counter()
     device = accelerator.device
     query, query_mask = left_pad(queries, tokenizer.pad_token_id)  # (B, P)
@@ -144,8 +152,14 @@ def sample_and_score(
             ref_logprobs.append(token_logprobs(ref_logits, response[b]))  # (b, R)
             if value_model is not None:
                 vals.append(values(value_model, ids[b], attn[b])[:, P - 1 : P + R - 1])  # (b, R)
-            score_chunks.append(score(reward_model, ids[b], attn[b]))  # (b,)
-    scores = torch.cat(score_chunks)
+            if reward_fn is None:
+                score_chunks.append(score(reward_model, ids[b], attn[b]))  # (b,)
+    if reward_fn is None:
+        scores = torch.cat(score_chunks)
+    else:
+        assert prompts is not None and len(prompts) == len(queries)
+        given = reward_fn(prompts, decode_responses(tokenizer, response))
+        scores = torch.tensor(given, dtype=torch.float, device=device)  # (B,)
     if config.missing_eos_penalty is not None:
         scores = torch.where(has_eos, scores, scores + config.missing_eos_penalty)
     if timings is not None:
@@ -199,6 +213,7 @@ def evaluate_policy(
     tokenizer,
     config: PPOConfig,
     accelerator: Accelerator,
+    reward_fn: RewardFn | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     mine = shard(range(len(queries)), accelerator.num_processes, accelerator.process_index)
     totals = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # score, kl, length, count
@@ -216,6 +231,8 @@ def evaluate_policy(
             tokenizer=tokenizer,
             config=config,
             accelerator=accelerator,
+            reward_fn=reward_fn,
+            prompts=[prompts[i] for i in rows],
         )
         kl = ((r.logprobs - r.ref_logprobs) * r.mask).sum(-1)  # (b,)
         totals += torch.tensor(
@@ -285,7 +302,12 @@ def run_ppo(
     pretrain_data: Any = None,
     resume: bool = False,
     changed_keys: set[str] | None = None,
+    reward_fn: RewardFn | None = None,
 ) -> dict[str, Any]:
+    """PPO (PPO-ptx when config.ptx_coef > 0) from the SFT policy against the reward model in `reward_dir`.
+
+    `reward_fn(prompts, responses) -> scores`, a Python function, replaces the reward model's score when
+    given (a programmatic or oracle reward); the value model still starts from `reward_dir`."""
     t_start = time.perf_counter()
     changed_keys = changed_keys or set()
     if "prompt_template" not in changed_keys and "prompt_template" in read_meta(policy_dir):
@@ -306,9 +328,8 @@ def run_ppo(
     else:
         train_records, val_records = split_by_user(records, config.val_fraction, config.seed)
     val_records = val_records[: config.eval_prompts]
-    train_q, _, skipped = load_prompt_queries(train_records, tokenizer, config, "training")
+    train_q, train_texts, skipped = load_prompt_queries(train_records, tokenizer, config, "training")
     val_q, val_texts, val_skipped = load_prompt_queries(val_records, tokenizer, config, "held-out")
-    train_texts = [r.prompt for r in train_records]
     if len(train_q) < config.rollout_batch_size:
         raise UserError(
             f"{len(train_q)} usable prompts are fewer than rollout_batch_size={config.rollout_batch_size}; "
@@ -376,6 +397,7 @@ def run_ppo(
             tokenizer=tokenizer,
             config=config,
             accelerator=accelerator,
+            reward_fn=reward_fn,
         )
         if ptx_val:
             metrics["pretrain_loss"] = eval_loss(
@@ -414,6 +436,8 @@ def run_ppo(
                 config=config,
                 accelerator=accelerator,
                 timings=timings,
+                reward_fn=reward_fn,
+                prompts=[train_texts[batch[j]] for j in mine],
             )
             t_rollout = time.perf_counter()
 

@@ -91,7 +91,9 @@ def test_gradient_accumulation_1x8_equals_8x1(tiny_model_dir, sft_dir, data_dir,
     assert_same_curves(metrics(tmp_path / "c"), metrics(tmp_path / "d"))
 
 
-def test_ppo_micro_batches_and_the_held_out_evaluation_do_not_change_the_run(sft_dir, rm_dir, data_dir, tmp_path):
+def test_ppo_micro_batches_and_the_held_out_evaluation_do_not_change_the_run(
+    sft_dir, rm_dir, data_dir, tmp_path
+):
     paths = dict(
         policy_dir=sft_dir,
         reward_dir=rm_dir,

@@ -126,3 +126,34 @@ def test_stages_in_one_process_may_use_different_precisions(tiny_model_dir, data
     )
     assert (a["mixed_precision"], b["mixed_precision"]) == ("no", "bf16")
     assert b["val_loss"] == pytest.approx(a["val_loss"], rel=0.05)  # bf16 autocast learns the same
+
+
+def test_ppo_with_a_reward_function_raises_it_and_sees_each_response_with_its_own_prompt(
+    sft_dir, rm_dir, data_dir, tmp_path
+):
+    """`reward_fn` replaces the reward model: here a rule (how many marker words a response says). Prompts
+    too long to fit are skipped; every prompt the function sees must be the one the response answered."""
+    from conftest import MARKER, make_prompts, write_jsonl
+
+    short = make_prompts()
+    long_ = [{"prompt": "write " + " ".join(["very"] * 200), "user_id": f"u{i}"} for i in range(10)]
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [*long_[:5], *short, *long_[5:]])
+    seen = []
+
+    def markers(prompts: list[str], responses: list[str]) -> list[float]:
+        seen.extend(prompts)
+        return [float(r.split().count(MARKER)) for r in responses]
+
+    summary = run_stage(
+        "ppo",
+        tmp_path / "ppo",
+        [*PPO_SET, "max_length=64", "too_long=skip"],
+        policy_dir=sft_dir,
+        reward_dir=rm_dir,
+        prompts=prompts,
+        reward_fn=markers,
+    )
+    assert summary["skipped_too_long"] >= 5 and set(seen) <= {p["prompt"] for p in short}
+    assert summary["final_score_mean"] > summary["initial_score_mean"] + 0.5, summary
+    rollouts = [json.loads(line) for line in (tmp_path / "ppo" / "rollouts.jsonl").read_text().splitlines()]
+    assert all(r["score"] == r["response"].split().count(MARKER) for r in rollouts)
