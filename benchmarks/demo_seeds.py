@@ -36,7 +36,8 @@ def run_seed(seed: int, out: Path) -> dict:
 def figures(summary: dict) -> dict:
     """The numbers the issue asks about, flat, from one summary.json."""
     win = summary["win_rate_vs_sft"]
-    out: dict = {f"win_vs_sft/{m}": win[m] for m in MODELS}
+    out: dict = {"test_prompts_n": win["sft"]["n"]}
+    out |= {f"win_vs_sft/{m}": win[m] for m in MODELS}
     out |= {f"pretrain_loss/{m}": v for m, v in summary["pretrain_loss"].items()}
     out |= {
         "rm_val_accuracy": summary["rm_val_accuracy"],
@@ -61,6 +62,8 @@ def table(per_seed: dict[int, dict]) -> str:
             return f"{v['mean']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}]"
         if isinstance(v, bool):
             return "holds" if v else "**no**"
+        if isinstance(v, int):
+            return str(v)
         return f"{v:.0f}" if key.startswith("timings_s/") else f"{v:.3f}"
 
     keys = [k for k in per_seed[seeds[0]] if k != "findings"]
