@@ -35,11 +35,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="demo setting override")
     args = p.parse_args()
 
-    from instructrl.config import load_config
     from instructrl.demo import pipeline
     from instructrl.demo.pipeline import DemoSettings, run_demo
-    from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import run_ppo
 
     saved = json.loads((args.run / "settings.json").read_text())
     settings = DemoSettings.full(saved["seed"])
@@ -54,24 +51,14 @@ def main() -> None:
         if not (args.out / step).exists():
             shutil.copytree(args.run / step, args.out / step)
 
+    demo_step_ppo = pipeline.step_ppo
+
     def step_ppo(demo: pipeline.Demo, ptx: bool) -> dict:
         def gold(prompts: list[str], responses: list[str]) -> list[float]:
             pairs = zip(prompts, responses, strict=True)
             return [args.scale * (demo.world.gold_score(p, r) - 1.0) for p, r in pairs]
 
-        name = "ppo_ptx" if ptx else "ppo"
-        config = load_config(PPOConfig, None, pipeline.ppo_settings(demo.settings, ptx))
-        return run_ppo(
-            policy_dir=demo.path("sft", "final"),
-            reward_dir=demo.path("rm", "final"),
-            prompts=demo.path("data", "prompts_train.jsonl"),
-            val_prompts=demo.path("data", "prompts_validation.jsonl"),
-            pretrain_data=demo.path("data", "pretrain.jsonl"),
-            out=demo.path(name),
-            config=config,
-            resume=pipeline._has_run(demo.path(name)),
-            reward_fn=gold,
-        )
+        return demo_step_ppo(demo, ptx, reward_fn=gold)
 
     pipeline.step_ppo = step_ppo  # the one step that differs from the demo
     summary = run_demo(args.out, settings, resume=True, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -22,13 +22,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from instructrl.datasets.io import atomic_write_text, read_records, write_jsonl
 from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
 from instructrl.demo.labelers import Labeler, make_labelers
 from instructrl.demo.world import UserConfig, World, benchmark_correct, few_shot_answer
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
+
+if TYPE_CHECKING:
+    from instructrl.ppo.train import RewardFn
 
 MODELS = ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")
 TEMPLATE = "<|endoftext|>{prompt}"
@@ -356,7 +359,9 @@ def ppo_settings(s: DemoSettings, ptx: bool) -> list[str]:
     ]
 
 
-def step_ppo(demo: Demo, ptx: bool) -> dict[str, Any]:
+def step_ppo(demo: Demo, ptx: bool, reward_fn: RewardFn | None = None) -> dict[str, Any]:
+    """PPO or PPO-ptx from the SFT model against the RM (`reward_fn`: a reward function instead, for
+    benchmarks/demo_oracle.py; the demo itself never passes one)."""
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
     from instructrl.ppo.train import run_ppo
@@ -372,6 +377,7 @@ def step_ppo(demo: Demo, ptx: bool) -> dict[str, Any]:
         out=demo.path(name),
         config=config,
         resume=_has_run(demo.path(name)),
+        reward_fn=reward_fn,
     )
 
 

@@ -80,7 +80,6 @@ def lm_loss(
 
 
 @torch.no_grad()
-@torch.no_grad()
 def rm_scores(
     model_dir: str | Path, comparisons: Sequence[Comparison], batch_size: int = 16
 ) -> list[list[float]]:
@@ -102,6 +101,7 @@ def rm_scores(
     return out
 
 
+@torch.no_grad()
 def rm_accuracy(model_dir: str | Path, comparisons: Sequence[Comparison], batch_size: int = 16) -> float:
     """Share of ranked pairs the reward model orders like the labelers."""
     from instructrl.reward.train import rank_forward
