@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from readme_section import update_readme
+
 HERE = Path(__file__).resolve().parent
 MODELS = ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")
 STEPS = ("world", "pretrain", "sft", "rm", "ppo", "ppo_ptx", "evaluate", "total")
@@ -78,14 +80,6 @@ def table(per_seed: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: Path, text: str) -> None:
-    start, end = "<!-- demo-seeds:start -->", "<!-- demo-seeds:end -->"
-    readme = path.read_text()
-    head, rest = readme.split(start)
-    _, tail = rest.split(end)
-    path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -108,7 +102,7 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n{out}")
     if args.update_readme:
-        update_readme(HERE / "README.md", text)
+        update_readme(HERE / "README.md", "demo-seeds", text)
 
 
 if __name__ == "__main__":

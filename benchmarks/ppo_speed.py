@@ -34,6 +34,10 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from readme_section import update_readme
+
+from instructrl.datasets import io
+
 HERE = Path(__file__).resolve().parent
 MARKER = "great"  # the reward model learns: the more of this word in a response, the better
 
@@ -236,7 +240,7 @@ def build_assets(work: Path, b: Bench) -> dict[str, Path]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    io.write_jsonl(path, rows)
     return path
 
 
@@ -625,14 +629,6 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
-def update_readme(path: Path, text: str) -> None:
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    readme = path.read_text()
-    if start in readme and end in readme:
-        head, rest = readme.split(start, 1)
-        path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------------------
@@ -795,7 +791,7 @@ def main() -> None:
         Path(out).write_text(json.dumps(results, indent=2) + "\n")
         say(f"wrote {out}")
     if args.update_readme:
-        update_readme(HERE / "README.md", report)
+        update_readme(HERE / "README.md", "results", report)
 
 
 if __name__ == "__main__":
