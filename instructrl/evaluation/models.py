@@ -18,7 +18,7 @@ from instructrl.models.loading import (
     load_tokenizer,
     read_meta,
 )
-from instructrl.sft.train import batch_nll
+from instructrl.training.losses import batch_nll
 
 
 def autocast(mixed_precision: str):
@@ -104,7 +104,7 @@ def rm_scores(
 @torch.no_grad()
 def rm_accuracy(model_dir: str | Path, comparisons: Sequence[Comparison], batch_size: int = 16) -> float:
     """Share of ranked pairs the reward model orders like the labelers."""
-    from instructrl.reward.train import rank_forward
+    from instructrl.training.losses import rank_forward
 
     tok, model = load_tokenizer(model_dir), load_reward_model(model_dir).eval()
     template = read_meta(model_dir).get("prompt_template", "{prompt}\n")

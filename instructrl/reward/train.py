@@ -21,24 +21,11 @@ from instructrl.datasets.tokenize import (
 from instructrl.models.loading import context_window, load_reward_model, load_tokenizer, read_meta
 from instructrl.models.scoring import ScalarHead, add_reward_bias, score
 from instructrl.reward.config import RMConfig
-from instructrl.reward.loss import ranking_loss_sum, ranking_pairs
 from instructrl.training.loop import SupervisedTask, fit
+from instructrl.training.losses import rank_forward
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
 from instructrl.training.runtime import attention_implementation, finish, make_accelerator, shard
-
-
-def rank_forward(model, examples: Sequence[RankedExample], pad_id: int, device: torch.device):
-    """Score every response of every prompt in ONE forward pass; returns (loss sum, correct pairs, pairs)."""
-    seqs = [s for e in examples for s in e.sequences]
-    ids, mask = pad_right(seqs, pad_id)  # (N, T), N = sum of K over the prompts
-    rewards = score(model, ids.to(device), mask.to(device))  # (N,)
-    winners, losers, prompt_of_pair = ranking_pairs(
-        [e.pairs for e in examples], [len(e.sequences) for e in examples]
-    )
-    loss_sum = ranking_loss_sum(rewards, winners, losers, prompt_of_pair)
-    correct = (rewards[winners] > rewards[losers]).sum().item()
-    return loss_sum, correct, len(winners)
 
 
 @torch.no_grad()

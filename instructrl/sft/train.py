@@ -7,55 +7,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from instructrl.datasets.io import read_demonstrations
 from instructrl.datasets.tokenize import (
     Example,
     pack_texts,
-    pad_right,
     split_by_user,
     tokenize_demonstrations,
 )
 from instructrl.models.loading import context_window, load_causal_lm, load_tokenizer
-from instructrl.models.scoring import position_ids_from_mask, token_logprobs
 from instructrl.sft.config import SFTConfig
 from instructrl.training.loop import SupervisedTask, fit
+from instructrl.training.losses import batch_nll, eval_loss
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import attention_implementation, finish, make_accelerator, shard
-
-
-def batch_nll(
-    model: torch.nn.Module, examples: Sequence[Example], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, int]:
-    """Summed negative log-likelihood of the target tokens (from n_prompt on) and their count."""
-    ids, mask = pad_right([e.input_ids for e in examples], pad_id)  # (B, T)
-    targets = torch.zeros_like(mask)
-    for b, e in enumerate(examples):
-        targets[b, e.n_prompt : len(e.input_ids)] = 1  # response tokens (all tokens for plain text)
-    ids, mask, targets = ids.to(device), mask.to(device), targets.to(device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-    logp = token_logprobs(logits[:, :-1], ids[:, 1:])  # (B, T-1): log p(token t+1 | tokens <= t)
-    tmask = targets[:, 1:].float()  # (B, T-1)
-    return -(logp * tmask).sum(), int(tmask.sum().item())
-
-
-@torch.no_grad()
-def eval_loss(model, examples: Sequence[Example], pad_id: int, accelerator, batch_size: int = 16) -> float:
-    """Mean per-token NLL over `examples`, each process taking a shard, summed across processes."""
-    model.eval()
-    idx = shard(range(len(examples)), accelerator.num_processes, accelerator.process_index)
-    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    for s in range(0, len(idx), batch_size):
-        with accelerator.autocast():
-            nll, n = batch_nll(
-                model, [examples[i] for i in idx[s : s + batch_size]], pad_id, accelerator.device
-            )
-        total += torch.tensor([nll.item(), n], dtype=torch.float64, device=accelerator.device)
-    if accelerator.num_processes > 1:
-        total = accelerator.reduce(total, "sum")
-    return (total[0] / total[1].clamp(min=1)).item()
+from instructrl.training.runtime import attention_implementation, finish, make_accelerator
 
 
 def lm_task(

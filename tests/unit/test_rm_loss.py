@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from instructrl.reward.loss import ranking_loss_sum, ranking_pairs
+from instructrl.training.losses import ranking_loss_sum, ranking_pairs
 
 
 def logsig(x: float) -> float:
@@ -43,7 +43,7 @@ def test_a_k_response_prompt_costs_k_forward_rows(sft_dir):
     from instructrl.datasets.records import Comparison
     from instructrl.datasets.tokenize import tokenize_comparisons
     from instructrl.models.loading import load_reward_model, load_tokenizer
-    from instructrl.reward.train import rank_forward
+    from instructrl.training.losses import rank_forward
 
     tok = load_tokenizer(sft_dir)
     model = load_reward_model(sft_dir)

@@ -5,7 +5,7 @@ import torch
 from instructrl.datasets.records import Demonstration
 from instructrl.datasets.tokenize import tokenize_demonstrations
 from instructrl.models.loading import load_causal_lm, load_tokenizer
-from instructrl.sft.train import batch_nll
+from instructrl.training.losses import batch_nll
 
 
 def test_loss_counts_response_tokens_only(tiny_model_dir):

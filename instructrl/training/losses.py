@@ -1,0 +1,97 @@
+"""The losses more than one stage computes, defined once below them all.
+
+- the language-model loss: SFT and pretraining train on it, PPO-ptx mixes it into the policy loss, and the
+  evaluation measures the alignment tax with it;
+- the reward model's ranking loss (Ouyang et al. 2022, eq. 1): the RM trains on it, the evaluation reports
+  its pairwise accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from instructrl.datasets.tokenize import Example, RankedExample, pad_right
+from instructrl.models.scoring import position_ids_from_mask, score, token_logprobs
+from instructrl.training.runtime import shard
+
+
+# ---- language modelling ----------------------------------------------------------------------------------
+def batch_nll(
+    model: torch.nn.Module, examples: Sequence[Example], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """Summed negative log-likelihood of the target tokens (from n_prompt on) and their count."""
+    ids, mask = pad_right([e.input_ids for e in examples], pad_id)  # (B, T)
+    targets = torch.zeros_like(mask)
+    for b, e in enumerate(examples):
+        targets[b, e.n_prompt : len(e.input_ids)] = 1  # response tokens (all tokens for plain text)
+    ids, mask, targets = ids.to(device), mask.to(device), targets.to(device)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    logp = token_logprobs(logits[:, :-1], ids[:, 1:])  # (B, T-1): log p(token t+1 | tokens <= t)
+    tmask = targets[:, 1:].float()  # (B, T-1)
+    return -(logp * tmask).sum(), int(tmask.sum().item())
+
+
+@torch.no_grad()
+def eval_loss(
+    model, examples: Sequence[Example], pad_id: int, accelerator: Any, batch_size: int = 16
+) -> float:
+    """Mean per-token NLL over `examples`, each process taking a shard, summed across processes."""
+    model.eval()
+    idx = shard(range(len(examples)), accelerator.num_processes, accelerator.process_index)
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for s in range(0, len(idx), batch_size):
+        with accelerator.autocast():
+            nll, n = batch_nll(
+                model, [examples[i] for i in idx[s : s + batch_size]], pad_id, accelerator.device
+            )
+        total += torch.tensor([nll.item(), n], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(total, "sum")
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+# ---- ranking -----------------------------------------------------------------------------------------------
+def ranking_pairs(
+    pairs_per_prompt: list[list[tuple[int, int]]], sizes: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flatten per-prompt (better, worse) pairs into indices of one reward vector holding every prompt's
+    K responses back to back, plus each pair's prompt index. Returns (winners, losers, prompt_of_pair)."""
+    winners, losers, prompt_of_pair, offset = [], [], [], 0
+    for p, (pairs, k) in enumerate(zip(pairs_per_prompt, sizes, strict=True)):
+        for better, worse in pairs:
+            winners.append(offset + better)
+            losers.append(offset + worse)
+            prompt_of_pair.append(p)
+        offset += k
+    return torch.tensor(winners), torch.tensor(losers), torch.tensor(prompt_of_pair)
+
+
+def ranking_loss_sum(
+    rewards: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor, prompt_of_pair: torch.Tensor
+) -> torch.Tensor:
+    """Sum over prompts of  -1/C(K,2) * sum over the prompt's pairs of log sigmoid(r(x, y_w) - r(x, y_l)).
+
+    rewards: (N,) one reward per response (each response scored once, however many pairs it is in).
+    Divide by the number of prompts for the paper's loss; the trainer divides by the global batch's.
+    """
+    logits = rewards[winners] - rewards[losers]  # (P,)
+    pairs_of_prompt = torch.bincount(prompt_of_pair).to(rewards.dtype)  # (prompts,) = C(K,2) each
+    weight = 1.0 / pairs_of_prompt[prompt_of_pair]  # (P,)
+    return -(weight * F.logsigmoid(logits)).sum()
+
+
+def rank_forward(model, examples: Sequence[RankedExample], pad_id: int, device: torch.device):
+    """Score every response of every prompt in ONE forward pass; returns (loss sum, correct pairs, pairs)."""
+    seqs = [s for e in examples for s in e.sequences]
+    ids, mask = pad_right(seqs, pad_id)  # (N, T), N = sum of K over the prompts
+    rewards = score(model, ids.to(device), mask.to(device))  # (N,)
+    winners, losers, prompt_of_pair = ranking_pairs(
+        [e.pairs for e in examples], [len(e.sequences) for e in examples]
+    )
+    loss_sum = ranking_loss_sum(rewards, winners, losers, prompt_of_pair)
+    correct = (rewards[winners] > rewards[losers]).sum().item()
+    return loss_sum, correct, len(winners)
