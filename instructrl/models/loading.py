@@ -6,6 +6,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import transformers
@@ -72,23 +73,43 @@ def set_residual_dropout(config: transformers.PretrainedConfig, p: float) -> str
     return None
 
 
-DROPOUT_KEYS = (
-    *RESIDUAL_DROPOUT_KEYS,
-    "embd_pdrop",
-    "attn_pdrop",
-    "attention_dropout",
-    "attention_probs_dropout_prob",
-    "summary_first_dropout",
-    "classifier_dropout",
-)
-
-
 def disable_dropout(config: transformers.PretrainedConfig) -> None:
     """RL and reward modelling run without dropout: log-probs and values must be the same function of the
-    weights in rollout and in training (as in TRL and OpenRLHF)."""
-    for key in DROPOUT_KEYS:
-        if isinstance(getattr(config, key, None), int | float) and not isinstance(getattr(config, key), bool):
-            setattr(config, key, 0.0)
+    weights in rollout and in training (as in TRL and OpenRLHF).
+
+    Every rate an architecture keeps in its config goes to 0, whatever it is called (GPT-2 `attn_pdrop`,
+    GPT-Neo `embed_dropout`, OPT `activation_dropout` and `layerdrop`, MPT `attn_config.attn_pdrop`, ...);
+    `zero_dropout_modules` then catches any nn.Dropout built from elsewhere.
+    """
+    for key, value in list(vars(config).items()):
+        if isinstance(value, transformers.PretrainedConfig):
+            disable_dropout(value)
+        elif isinstance(value, dict) and any(_is_dropout_key(k) for k in value):
+            setattr(
+                config,
+                key,
+                {k: type(v)(0) if _is_dropout_key(k) and _is_rate(v) else v for k, v in value.items()},
+            )
+        elif _is_dropout_key(key) and _is_rate(value):
+            setattr(config, key, type(value)(0))  # 0 of the declared type: strict configs check it
+
+
+def _is_dropout_key(key: object) -> bool:
+    return isinstance(key, str) and ("dropout" in key or key.endswith("pdrop") or key == "layerdrop")
+
+
+def _is_rate(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def zero_dropout_modules(model: M) -> M:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
 
 
 def load_causal_lm(
@@ -116,7 +137,7 @@ def load_causal_lm(
         )
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: could not load a causal language model: {e}") from None
-    return model
+    return model if dropout else zero_dropout_modules(model)
 
 
 def load_reward_model(
@@ -141,7 +162,7 @@ def load_reward_model(
         model.config.pad_token_id = (
             model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
         )
-    return model
+    return model if dropout else zero_dropout_modules(model)
 
 
 def context_window(path: str | Path) -> int | None:
