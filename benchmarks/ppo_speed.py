@@ -359,6 +359,9 @@ def instructrl_ppo(
         "seed": b.seed + rep,
         "mixed_precision": "no" if precision == "fp32" else precision,
         "eval_prompts": 16,
+        "eval_every": 0,
+        "keep": "last",
+        "reward_norm": False,  # TRL's PPOTrainer scores with the raw RM; so does the learning curve here
         "checkpoint_every": 10**6,
     }
     spec = {
@@ -371,19 +374,18 @@ def instructrl_ppo(
         "stop_at_eos": b.stop_at_eos,
     }
     run([sys.executable, str(Path(__file__).resolve()), "--instructrl-ppo", json.dumps(spec)], threads)
-    marks = json.loads((out / "marks.json").read_text())
     rows = [r for r in metrics_rows(out) if "time/iteration_s" in r]
     iterations = [
         {
             "iteration": r["iteration"],
             **{p: r[f"time/{p}"] for p in PHASES},
-            "cpu": mark["cpu"],
-            "width": mark["width"],
+            "cpu": {p: r[f"time/{p.removesuffix('_s')}_cpu_s"] for p in PHASES},
+            "width": r["response/width"],
             "length": r["response/length"],
-            "scores": r["objective/scores"],
+            "scores": r["objective/raw_scores"],
             "kl": r["objective/kl"],
         }
-        for r, mark in zip(rows, marks, strict=True)
+        for r in rows
     ]
     return {"framework": "instructrl", "precision": precision, "iterations": iterations}
 
@@ -406,52 +408,15 @@ class NoEOS:
 
 
 def instructrl_ppo_worker(spec: dict) -> None:
-    """instructrl's PPO in this process, as `instructrl ppo` runs it, noting per iteration what
-    metrics.jsonl does not hold: the response width R every forward pass runs on, and CPU (process) time
-    per phase, which other processes on the machine do not inflate the way they inflate wall time."""
-    import instructrl.ppo.train as ppo
+    """instructrl's PPO in this process, as `instructrl ppo` runs it; metrics.jsonl holds the wall and CPU
+    (process) time of every phase and the response width R every forward pass ran on. Without stop_at_eos
+    the run's tokenizer is swapped (on the set-up object, nothing patched) for one whose EOS never comes."""
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
-
-    marks: list[dict] = []  # per iteration: CPU time at the phase boundaries
-    real = {
-        name: getattr(ppo, name) for name in ("sample_and_score", "generate", "ppo_update", "evaluate_policy")
-    }
-
-    def sample_and_score(**kw):
-        training = kw.get("timings") is not None  # the training loop's rollouts, not evaluation's
-        if training:
-            marks.append({"start": time.process_time(), "train": 0.0})
-        rollout = real["sample_and_score"](**kw)
-        if training:
-            marks[-1].update(score_end=time.process_time(), width=rollout.response.shape[1])
-        return rollout
-
-    def generate(*a, **kw):
-        out = real["generate"](*a, **kw)
-        if marks and "score_end" not in marks[-1]:
-            marks[-1]["gen_end"] = time.process_time()
-        return out
-
-    def ppo_update(*a, **kw):
-        t = time.process_time()
-        out = real["ppo_update"](*a, **kw)
-        marks[-1]["train"] += time.process_time() - t
-        return out
-
-    def evaluate_policy(**kw):
-        if marks:  # the final evaluation ends the last iteration
-            marks[-1]["end"] = time.process_time()
-        return real["evaluate_policy"](**kw)
-
-    ppo.sample_and_score, ppo.generate, ppo.ppo_update = sample_and_score, generate, ppo_update
-    ppo.evaluate_policy = evaluate_policy
-    if not spec["stop_at_eos"]:
-        real_load_tokenizer = ppo.load_tokenizer
-        ppo.load_tokenizer = lambda path: NoEOS(real_load_tokenizer(path))
+    from instructrl.ppo.train import setup_ppo, train_ppo
 
     config = load_config(PPOConfig, None, [f"{k}={v}" for k, v in spec["sets"].items()])
-    ppo.run_ppo(
+    s = setup_ppo(
         policy_dir=spec["policy"],
         reward_dir=spec["reward"],
         prompts=spec["prompts"],
@@ -460,15 +425,9 @@ def instructrl_ppo_worker(spec: dict) -> None:
         config=config,
         changed_keys=set(config.model_fields_set),
     )
-    for m, following in zip(marks, marks[1:] + [None], strict=True):
-        end = following["start"] if following else m["end"]
-        m["cpu"] = {
-            "generate_s": m["gen_end"] - m["start"],
-            "score_s": m["score_end"] - m["gen_end"],
-            "train_s": m["train"],
-            "iteration_s": end - m["start"],
-        }
-    Path(spec["out"], "marks.json").write_text(json.dumps(marks))
+    if not spec["stop_at_eos"]:
+        s.tokenizer = NoEOS(s.tokenizer)
+    train_ppo(s)
 
 
 def trl_ppo(

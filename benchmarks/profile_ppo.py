@@ -1,43 +1,30 @@
-"""Where one instructrl PPO iteration spends its time: repeat the iteration's three phases on fixed weights
-and report wall and CPU time per phase, or an operator table from torch.profiler.
+"""Where one instructrl PPO iteration spends its time: repeat one iteration on fixed weights and report wall and
+CPU time per phase, or an operator table from torch.profiler.
 
-    python benchmarks/profile_ppo.py --policy SFT_DIR --reward RM_DIR --prompts prompt_ids.json \\
+    python benchmarks/profile_ppo.py --policy SFT_DIR --reward RM_DIR --prompts prompts.jsonl \\
         [--precision bf16] [--rounds 3] [--profile]
 
-The directories and prompt ids are those `ppo_speed.py --work DIR` leaves in DIR (sft-policy/final, rm/final,
-prompt_ids.json). Every round starts from the same weights and seeds, so rounds (and code versions) do the
-same work; CPU time (time.process_time) is the figure to compare on a machine that others share.
+The directories and prompts are those `ppo_speed.py --work DIR` leaves in DIR (sft-policy/final, rm/final,
+prompts.jsonl). Every round starts from the same weights and seeds, so rounds (and code versions) do the same
+work; CPU time (time.process_time) is the figure to compare on a machine that others share. The phases are the
+ones every PPO iteration logs (`time/*` in metrics.jsonl): nothing of instructrl is patched.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
-import time
+import tempfile
 
 import torch
-
-
-class Clock:
-    def __init__(self):
-        self.wall: dict[str, list[float]] = {}
-        self.cpu: dict[str, list[float]] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        w, c = time.perf_counter(), time.process_time()
-        yield
-        self.wall.setdefault(name, []).append(time.perf_counter() - w)
-        self.cpu.setdefault(name, []).append(time.process_time() - c)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--policy", required=True)
     p.add_argument("--reward", required=True)
-    p.add_argument("--prompts", required=True, help="JSON list of prompt token-id lists")
+    p.add_argument("--prompts", required=True, help="prompts JSONL")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--rounds", type=int, default=3, help="the first one is warm-up")
     p.add_argument("--rollout-batch-size", type=int, default=64)
@@ -60,14 +47,8 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    from instructrl.models.generation import mix_seed
-    from instructrl.models.loading import load_causal_lm, load_reward_model, load_tokenizer
-    from instructrl.models.scoring import ScalarHead
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.core import gae, kl_penalised_rewards, masked_whiten
-    from instructrl.ppo.train import ppo_update, sample_and_score
-    from instructrl.training.optim import make_optimizer
-    from instructrl.training.runtime import make_accelerator
+    from instructrl.ppo.train import ppo_iteration, setup_ppo
 
     config = PPOConfig(
         rollout_batch_size=args.rollout_batch_size,
@@ -75,104 +56,64 @@ def main() -> None:
         epochs=args.epochs,
         max_new_tokens=args.max_new_tokens,
         mixed_precision="no" if args.precision == "fp32" else args.precision,
+        kl_coef=0.02,
+        max_grad_norm=1e9,
+        reward_norm=False,
+        eval_prompts=0,
     )
-    accelerator = make_accelerator(config)
-    tokenizer = load_tokenizer(args.policy)
+    s = setup_ppo(
+        policy_dir=args.policy,
+        reward_dir=args.reward,
+        prompts=args.prompts,
+        out=tempfile.mkdtemp(prefix="profile-ppo-"),
+        config=config,
+    )
     if args.full_length:
         from ppo_speed import NoEOS  # the benchmark's own; this script's folder is on sys.path
 
-        tokenizer = NoEOS(tokenizer)
-    with open(args.prompts) as f:
-        queries = json.load(f)[: config.rollout_batch_size]
-    policy = load_causal_lm(args.policy, dropout=False)
-    ref_policy = load_causal_lm(args.policy, dropout=False).eval().requires_grad_(False)
-    reward_model = load_reward_model(args.reward).eval().requires_grad_(False)
-    value_model = ScalarHead(load_reward_model(args.reward))
-    steps = config.epochs * config.minibatches
-    policy_opt, policy_sched = make_optimizer(policy, config, steps)
-    value_opt, value_sched = make_optimizer(value_model, config, steps)
-    policy, value_model, policy_opt, value_opt = accelerator.prepare(
-        policy, value_model, policy_opt, value_opt
-    )
+        s.tokenizer = NoEOS(s.tokenizer)
     attention = {"sdpa": "sdpa", "sdpa-math": "sdpa", "eager": "eager"}.get(args.attention)
-    if args.attention == "default":
-        with contextlib.suppress(ImportError):  # instructrl versions before the choice: SDPA
-            from instructrl.training.runtime import attention_implementation
+    models = (
+        s.unwrapped_policy,
+        s.ref_policy,
+        s.reward_model,
+        s.accelerator.unwrap_model(s.value_model).model,
+    )
+    if attention is not None:
+        for m in models:
+            m.set_attn_implementation(attention)
+    trained = (s.policy, s.value_model)
+    start = [{k: v.clone() for k, v in m.state_dict().items()} for m in trained]
+    optimizer_start = s.optimizer.state_dict()
 
-            attention = attention_implementation(accelerator)
-    for m in (policy, ref_policy, reward_model, accelerator.unwrap_model(value_model).model):
-        m.set_attn_implementation(attention or "sdpa")
-    start = {id(m): {k: v.clone() for k, v in m.state_dict().items()} for m in (policy, value_model)}
-
-    clock = Clock()
+    rows: list[dict[str, float]] = []
     for rnd in range(args.rounds):
-        for m in (policy, value_model):
-            m.load_state_dict(start[id(m)])
-        profiler = (
-            torch.profiler.profile() if args.profile and rnd == args.rounds - 1 else contextlib.nullcontext()
-        )
+        for m, weights in zip(trained, start, strict=True):
+            m.load_state_dict(weights)
+        s.optimizer.load_state_dict(optimizer_start)
+        last = rnd == args.rounds - 1
+        profiler = torch.profiler.profile() if args.profile and last else contextlib.nullcontext()
         backend = contextlib.nullcontext()
         if args.attention == "sdpa-math":
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             backend = sdpa_kernel(SDPBackend.MATH)
         with profiler, backend:
-            timings: dict[str, float] = {}
-            with clock("rollout (generate + score)"):
-                r = sample_and_score(
-                    policy=accelerator.unwrap_model(policy),
-                    ref_policy=ref_policy,
-                    value_model=value_model,
-                    reward_model=reward_model,
-                    queries=queries,
-                    seeds=[mix_seed(config.seed, 0, j) for j in range(len(queries))],
-                    episodes=list(range(len(queries))),
-                    tokenizer=tokenizer,
-                    config=config,
-                    accelerator=accelerator,
-                    timings=timings,
-                )
-            for k, v in timings.items():
-                clock.wall.setdefault(k, []).append(v)
-            with clock("train"):
-                mask = r.mask.float()
-                rewards, _, _ = kl_penalised_rewards(r.scores, r.logprobs, r.ref_logprobs, mask, 0.02)
-                advantages, returns = gae(rewards, r.values, mask, config.gamma, config.lam)
-                advantages = masked_whiten(advantages, mask)
-                policy.train()
-                value_model.train()
-                for epoch in range(config.epochs):
-                    perm = torch.randperm(
-                        config.rollout_batch_size, generator=torch.Generator().manual_seed(epoch)
-                    )
-                    for k in range(config.minibatches):
-                        ppo_update(
-                            r,
-                            advantages,
-                            returns,
-                            perm[k * config.batch_size : (k + 1) * config.batch_size].tolist(),
-                            [],
-                            policy=policy,
-                            value_model=value_model,
-                            optimizers=(policy_opt, value_opt),
-                            schedulers=(policy_sched, value_sched),
-                            config=config,
-                            accelerator=accelerator,
-                            pad_id=tokenizer.pad_token_id,
-                        )
+            metrics, r, _ = ppo_iteration(s, 0, 0)  # iteration 0 every round: the same prompts and seeds
+        rows.append({k.removeprefix("time/"): v for k, v in metrics.items() if k.startswith("time/")})
         print(
-            f"round {rnd + 1}: response length {r.response.shape[1]}, attention {attention or 'sdpa'}, "
-            + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in clock.wall.items()),
+            f"round {rnd + 1}: response width {r.response.shape[1]}, attention {attention or 'default'}, "
+            + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items() if not k.endswith("_cpu_s")),
             flush=True,
         )
-        if args.profile and rnd == args.rounds - 1:
+        if args.profile and last:
             print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
 
     print(f"median of rounds 2..{args.rounds} ({args.precision}, {torch.get_num_threads()} threads):")
-    for k in clock.wall:
-        w = statistics.median(clock.wall[k][1:])
-        c = statistics.median(clock.cpu[k][1:]) if k in clock.cpu else float("nan")
-        print(f"  {k:28s} wall {w:6.2f}s   cpu {c:6.2f}s")
+    for phase in ("generate", "score", "rollout", "train", "iteration"):
+        wall = statistics.median(row[f"{phase}_s"] for row in rows[1:])
+        cpu = statistics.median(row[f"{phase}_cpu_s"] for row in rows[1:])
+        print(f"  {phase:12s} wall {wall:6.2f}s   cpu {cpu:6.2f}s")
 
 
 if __name__ == "__main__":

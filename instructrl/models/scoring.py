@@ -116,6 +116,18 @@ def add_reward_bias(reward_model: nn.Module, bias: float) -> str:
     return "config.reward_bias"
 
 
+def scale_reward(reward_model: nn.Module, gain: float, bias: float) -> None:
+    """Make the model's score gain · r + bias: the head's weight times gain, the config's offset moved to
+    gain · offset + bias (a bias folded into the final norm is scaled with the weight that reads it)."""
+    model = reward_model.model if isinstance(reward_model, ScalarHead) else reward_model
+    weight = _module(model, "score").weight
+    assert isinstance(weight, torch.Tensor)
+    with torch.no_grad():
+        weight.mul_(gain)
+    config: Any = model.config
+    config.reward_bias = gain * reward_offset(model) + bias
+
+
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[labels], in fp32.
 

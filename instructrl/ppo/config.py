@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import model_validator
+from typing import Literal
+
+from pydantic import field_validator, model_validator
 
 from instructrl.config import StageConfig
 
@@ -31,7 +33,14 @@ class PPOConfig(StageConfig):
     temperature: float = 1.0
     """Sampling temperature for rollouts (log-probs use the same temperature)."""
     top_p: float = 1.0
-    """Nucleus sampling for rollouts (1.0: sample from the full distribution, as RL theory assumes)."""
+    """Must stay 1.0: rollouts are sampled from the full distribution, which the log-probs, the PPO ratio and
+    the KL describe (nucleus-truncated samples would make the update off-policy and the KL biased)."""
+    reward_norm: bool = True
+    """Normalise the reward: a gain and bias that give the SFT policy's samples on training prompts a mean
+    score of 0 and a standard deviation of 1 (lm-human-preferences), applied to every score PPO sees and to
+    the value model's head. kl_coef, cliprange_value and missing_eos_penalty are then in those units."""
+    reward_norm_samples: int = 256
+    """SFT samples (one per training prompt) the normalisation is measured on."""
     kl_coef: float = 0.02
     """β, the per-token KL penalty coefficient (the paper: 0.02); the start value when kl_target is set."""
     kl_target: float | None = None
@@ -58,14 +67,32 @@ class PPOConfig(StageConfig):
     """Pretraining sequences per PPO minibatch (empty: batch_size)."""
     eval_prompts: int = 64
     """Held-out prompts scored before and after training (and every eval_every iterations); 0: none."""
-    eval_every: int = 0
+    eval_every: int = 10
     """Evaluate on the held-out prompts every this many iterations (0: only before and after)."""
+    keep: Literal["best", "last"] = "best"
+    """Which policy becomes final/: 'best' — of the evaluated ones (the SFT start, every eval_every
+    iterations, the last), the one with the highest mean reward on the held-out prompts within kl_budget;
+    'last' — the last iteration's. summary.json says which (kept_iteration)."""
+    kl_budget: float | None = None
+    """With keep=best: the largest mean KL to the SFT model (nats per response, on the held-out prompts) a
+    kept policy may have (empty: no limit)."""
     forward_batch_size: int = 64
     """Sequences per no-grad forward pass when scoring rollouts (memory knob; results do not change)."""
     log_rollouts: bool = True
     """Write every episode (prompt, response, score, KL) to rollouts.jsonl."""
     checkpoint_every: int = 10
     """Save a resumable checkpoint every this many iterations."""
+
+    @field_validator("top_p")
+    @classmethod
+    def _full_distribution(cls, v: float) -> float:
+        if v != 1.0:
+            raise ValueError(
+                "top_p < 1 is refused for PPO: rollouts would come from the nucleus-truncated distribution "
+                "while the log-probs, the PPO ratio and the KL use the full softmax (off-policy updates, a "
+                "biased KL). Sample PPO rollouts with top_p=1"
+            )
+        return v
 
     @model_validator(mode="after")
     def _check_sizes(self) -> PPOConfig:
@@ -75,6 +102,8 @@ class PPOConfig(StageConfig):
             )
         if self.kl_target is not None and self.kl_target <= 0:
             raise ValueError("kl_target must be positive (or empty for a fixed β)")
+        if self.reward_norm and self.reward_norm_samples < 2:
+            raise ValueError("reward_norm_samples must be at least 2 (a standard deviation needs two scores)")
         return self
 
     @property

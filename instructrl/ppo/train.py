@@ -1,22 +1,35 @@
 """`instructrl ppo`: PPO / PPO-ptx against a reward model (InstructGPT step 3).
 
-Every iteration, as in the paper (Ouyang et al. 2022, section 3.5) and Ziegler et al. 2019:
+Set-up (`setup_ppo`): the policy and value model to train, the frozen SFT reference and reward model, the
+prompts, and the reward's normalisation — a gain and bias that give the SFT policy's own samples a mean score
+of 0 and a standard deviation of 1, so that β, the value clip and the missing-EOS penalty have a known scale
+(lm-human-preferences, Ziegler et al. 2019; "The N+ implementation details of RLHF with PPO", Huang et al. 2024).
+
+Every iteration (`ppo_iteration`), as in the paper (Ouyang et al. 2022, section 3.5) and Ziegler et al. 2019:
   1. sample prompts and generate responses with the policy (batched, KV cache, one seed per episode)
   2. forward passes: log-probs of the policy and of the frozen SFT reference, values, reward-model scores
-  3. per-token rewards: the RM score at the end of the response minus β·(log π_RL − log π_SFT) on every token
-  4. gather every process's episodes, so whitening and minibatches are over the global batch
+  3. gather every process's episodes, so whitening and minibatches are over the global batch
+  4. per-token rewards: the normalised score at the end of the response minus β·(log π_RL − log π_SFT) on
+     every token
   5. advantages (GAE) and returns; whiten the advantages
   6. PPO epochs over minibatches: clipped policy loss (+ γ·pretraining LM loss for PPO-ptx), clipped value loss
-  7. update the KL controller, log
+  7. update the KL controller
+
+Every `eval_every` iterations the policy answers held-out prompts (from training users: never the evaluation's)
+with the same seeds each time; with `keep=best` the evaluated policy with the highest mean reward, within
+`kl_budget`, becomes final/ (checkpoint choice as early stopping: Gao et al. 2022 find the true reward peaks
+at some KL while the proxy reward keeps rising).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +52,7 @@ from instructrl.models.scoring import (
     ScalarHead,
     entropy_from_logits,
     response_logits,
+    scale_reward,
     score,
     token_logprobs,
     values,
@@ -53,9 +67,9 @@ from instructrl.ppo.core import (
     policy_loss,
     value_loss,
 )
-from instructrl.sft.train import batch_nll, eval_loss
 from instructrl.training.loop import add_sums, reduce_sums
-from instructrl.training.optim import make_optimizer
+from instructrl.training.losses import batch_nll, eval_loss
+from instructrl.training.optim import clip_grad_norms, make_optimizer
 from instructrl.training.rundir import RunDir, resolve_config
 from instructrl.training.runtime import (
     Stopped,
@@ -70,10 +84,26 @@ from instructrl.training.runtime import (
 )
 
 EVAL_STREAM = 0xE7A1  # seeds of evaluation samples never collide with rollout seeds
-
+NORM_STREAM = 0x5C0E  # nor do those of the samples that set the reward's normalisation
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 """(prompts, responses) -> one score per response: a reward given as a Python function."""
+
+
+@dataclass
+class RewardNorm:
+    """score = gain · r(x, y) + bias, with gain and bias chosen so that the SFT policy's samples on training
+    prompts score mean 0 and standard deviation 1 (gain 1, bias 0: no normalisation)."""
+
+    gain: float = 1.0
+    bias: float = 0.0
+    samples: int = 0
+    """How many SFT samples the mean and standard deviation were measured on."""
+    raw_mean: float | None = None
+    raw_std: float | None = None
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw * self.gain + self.bias
 
 
 @dataclass
@@ -88,7 +118,8 @@ class Rollout:
     logprobs: torch.Tensor  # (B, R) log π_θold(y_t | x, y_<t)
     ref_logprobs: torch.Tensor  # (B, R) log π_SFT(y_t | x, y_<t)
     values: torch.Tensor  # (B, R) V(x, y_<t)
-    scores: torch.Tensor  # (B,) r(x, y), with the missing-EOS penalty
+    raw_scores: torch.Tensor  # (B,) r(x, y) as the reward model (or reward function) gives it
+    scores: torch.Tensor  # (B,) normalised score, with the missing-EOS penalty: what PPO maximises
     has_eos: torch.Tensor  # (B,) bool
 
     def sequences(self, rows: Any = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,76 +128,301 @@ class Rollout:
         return ids, attn
 
 
+@dataclass
+class Prompts:
+    queries: list[list[int]]  # token ids, prompt template applied
+    texts: list[str]
+
+
+@dataclass
+class PPOSetup:
+    """Everything one PPO run holds, built once by `setup_ppo`; the iteration reads it, never module globals."""
+
+    config: PPOConfig
+    accelerator: Accelerator
+    run: RunDir
+    tokenizer: Any
+    policy: torch.nn.Module  # π_θ, prepared for training (DDP-wrapped with several processes)
+    ref_policy: torch.nn.Module  # π_SFT, frozen
+    value_model: torch.nn.Module  # V_φ, starts as the reward model; prepared for training
+    reward_model: torch.nn.Module | None  # r_ψ, frozen; None when reward_fn scores instead
+    reward_fn: RewardFn | None
+    reward_norm: RewardNorm
+    optimizer: (
+        torch.optim.Optimizer
+    )  # one AdamW, a parameter group for the policy and one for the value model
+    scheduler: Any
+    kl_ctl: FixedKLController | AdaptiveKLController
+    train: Prompts
+    val: Prompts
+    ptx_train: list[Example]  # pretraining sequences for PPO-ptx
+    ptx_val: list[Example]  # held-out pretraining sequences: the alignment tax, before and after
+    skipped_too_long: int
+    iterations: int
+    meta: dict[str, Any]
+
+    @property
+    def unwrapped_policy(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.policy)
+
+    @property
+    def ptx_batch(self) -> int:
+        return self.config.ptx_batch_size or self.config.batch_size
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.config.epochs * self.config.minibatches
+
+
+# ---------------------------------------------------------------------------------------------------------
+# set-up
+# ---------------------------------------------------------------------------------------------------------
+def setup_ppo(
+    *,
+    policy_dir: str | Path,
+    reward_dir: str | Path,
+    prompts: Any,
+    out: str | Path,
+    config: PPOConfig,
+    val_prompts: Any = None,
+    pretrain_data: Any = None,
+    resume: bool = False,
+    changed_keys: set[str] | None = None,
+    reward_fn: RewardFn | None = None,
+    accelerator: Accelerator | None = None,
+) -> PPOSetup:
+    """Validate the inputs, load the four models and the data, build the optimizer. Writes nothing but
+    OUT/config.yaml, and only once every input was read."""
+    changed_keys = changed_keys or set()
+    if "prompt_template" not in changed_keys and "prompt_template" in read_meta(policy_dir):
+        config.prompt_template = read_meta(policy_dir)["prompt_template"]
+    if config.ptx_coef > 0 and pretrain_data is None:
+        raise UserError("ptx_coef > 0 (PPO-ptx) needs --pretrain-data text.jsonl")
+    config = resolve_config(out, config, resume, changed_keys)
+    accelerator = accelerator or make_accelerator(config)
+    world = accelerator.num_processes
+
+    # --- data: prompts, held-out prompts, pretraining text --------------------------------------------------
+    tokenizer = load_tokenizer(policy_dir)
+    config.max_length = min(config.max_length, context_window(policy_dir) or config.max_length)
+    check_same_tokenizer(tokenizer, load_tokenizer(reward_dir), reward_dir)
+    records = read_prompts(prompts)
+    if val_prompts is not None:
+        train_records, val_records = records, read_prompts(val_prompts)
+    else:
+        train_records, val_records = split_by_user(records, config.val_fraction, config.seed)
+    train, skipped = load_prompt_queries(train_records, tokenizer, config, "training")
+    val, val_skipped = load_prompt_queries(val_records[: config.eval_prompts], tokenizer, config, "held-out")
+    if len(train.queries) < config.rollout_batch_size:
+        raise UserError(
+            f"{len(train.queries)} usable prompts are fewer than rollout_batch_size={config.rollout_batch_size}; "
+            f"lower it (--set rollout_batch_size=N) or add prompts"
+        )
+    if config.rollout_batch_size % world or config.batch_size % world:
+        raise UserError(f"rollout_batch_size and batch_size must be multiples of the {world} processes")
+    ptx_train: list[Example] = []
+    ptx_val: list[Example] = []
+    if pretrain_data is not None:
+        docs = read_pretrain(pretrain_data)
+        train_docs, val_docs = split_by_user(docs, config.val_fraction, config.seed)
+        window = min(config.max_length, 1024)
+        ptx_train = tokenize_texts([d.text for d in train_docs], tokenizer, window)
+        ptx_val = tokenize_texts([d.text for d in val_docs], tokenizer, window)[:256]
+
+    # --- models: policy and value are trained; the SFT reference and the reward model are frozen ---------------
+    attention = attention_implementation(accelerator)
+    policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
+    ref_policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
+    ref_policy = ref_policy.eval().requires_grad_(False).to(accelerator.device)
+    reward_model = None
+    if reward_fn is None:
+        reward_model = load_reward_model(reward_dir, attn_implementation=attention)
+        reward_model = reward_model.eval().requires_grad_(False).to(accelerator.device)
+    value_model = ScalarHead(load_reward_model(reward_dir, attn_implementation=attention))  # starts as the RM
+
+    iterations = config.iterations
+    steps_per_iteration = config.epochs * config.minibatches
+    if config.max_steps is not None:
+        iterations = min(iterations, max(1, config.max_steps // steps_per_iteration))
+    # One optimizer for both models: under fp16 loss scaling, accelerate unscales every optimizer in each
+    # clip_grad_norm_ and resets its record at each step, so a second optimizer's gradients were unscaled twice.
+    optimizer, scheduler = make_optimizer(
+        [
+            {"params": list(policy.parameters()), "lr": config.lr},
+            {"params": list(value_model.parameters()), "lr": config.value_lr or config.lr},
+        ],
+        config,
+        iterations * steps_per_iteration,
+    )
+    policy, value_model, optimizer = accelerator.prepare(policy, value_model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    kl_ctl: FixedKLController | AdaptiveKLController
+    if config.kl_target is None:
+        kl_ctl = FixedKLController(config.kl_coef)
+    else:
+        kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
+
+    run = RunDir(out, accelerator)
+    run.start(config)
+    meta = {
+        "stage": "ppo",
+        "prompt_template": config.prompt_template,
+        "sft_model": str(policy_dir),
+        "reward_model": str(reward_dir),
+        "ptx_coef": config.ptx_coef,
+    }
+    return PPOSetup(
+        config=config,
+        accelerator=accelerator,
+        run=run,
+        tokenizer=tokenizer,
+        policy=policy,
+        ref_policy=ref_policy,
+        value_model=value_model,
+        reward_model=reward_model,
+        reward_fn=reward_fn,
+        reward_norm=RewardNorm(),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        kl_ctl=kl_ctl,
+        train=train,
+        val=val,
+        ptx_train=ptx_train,
+        ptx_val=ptx_val,
+        skipped_too_long=skipped + val_skipped,
+        iterations=iterations,
+        meta=meta,
+    )
+
+
+def load_prompt_queries(records, tokenizer, config: PPOConfig, what: str) -> tuple[Prompts, int]:
+    """Tokenized prompts that leave room for max_new_tokens; too-long ones are skipped or rejected."""
+    queries, texts, skipped = [], [], 0
+    limit = config.max_length - config.max_new_tokens
+    for i, rec in enumerate(records):
+        q = prompt_ids(tokenizer, rec.prompt, config.prompt_template)
+        if len(q) > limit:
+            if config.too_long == "error":
+                raise UserError(
+                    f"{rec.where(f'{what} prompt {i + 1}')}: prompt is {len(q)} tokens; with max_new_tokens={config.max_new_tokens} it "
+                    f"does not fit max_length={config.max_length}. Shorten it or --set too_long=skip"
+                )
+            skipped += 1
+            continue
+        queries.append(q)
+        texts.append(rec.prompt)
+    return Prompts(queries, texts), skipped
+
+
+def check_same_tokenizer(policy_tok, reward_tok, reward_dir) -> None:
+    if policy_tok.get_vocab() != reward_tok.get_vocab():
+        raise UserError(
+            f"{reward_dir}: the reward model's tokenizer differs from the policy's; instructrl scores the "
+            f"policy's token ids directly, so train the reward model from the same SFT model"
+        )
+
+
+@torch.no_grad()
+def normalise_reward(s: PPOSetup) -> RewardNorm:
+    """Gain and bias that give the SFT policy's samples on `reward_norm_samples` training prompts a mean score
+    of 0 and a standard deviation of 1. The value model starts as the reward model, so its head gets the same
+    gain and bias: its first predictions are on the scale of the rewards it will be paid."""
+    c, acc = s.config, s.accelerator
+    n = min(c.reward_norm_samples, len(s.train.queries))
+    g = torch.Generator().manual_seed(mix_seed(c.seed, NORM_STREAM))
+    rows = torch.randperm(len(s.train.queries), generator=g)[:n].tolist()
+    mine = shard(rows, acc.num_processes, acc.process_index)
+    raw: list[float] = []
+    for start in range(0, len(mine), c.forward_batch_size):
+        chunk = mine[start : start + c.forward_batch_size]
+        r = sample_and_score(
+            s,
+            queries=[s.train.queries[i] for i in chunk],
+            prompts=[s.train.texts[i] for i in chunk],
+            seeds=[mix_seed(c.seed, NORM_STREAM, i) for i in chunk],
+            episodes=chunk,
+            with_values=False,
+        )
+        raw += r.raw_scores.tolist()
+    if acc.num_processes > 1:
+        raw = gather_object(raw)
+    t = torch.tensor(raw, dtype=torch.float64)
+    mean, std = t.mean().item(), t.std(correction=0).item()
+    if not std > 1e-6:
+        raise UserError(
+            f"the reward model gives the SFT policy's {n} samples the same score ({mean:.4g}): there is nothing "
+            f"to normalise or to learn from; check --reward, or --set reward_norm=false"
+        )
+    norm = RewardNorm(gain=1.0 / std, bias=-mean / std, samples=n, raw_mean=mean, raw_std=std)
+    scale_reward(acc.unwrap_model(s.value_model), norm.gain, norm.bias)
+    return norm
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 1.-2. generate and score
 # ---------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def sample_and_score(
+    s: PPOSetup,
     *,
-    policy: torch.nn.Module,
-    ref_policy: torch.nn.Module,
-    value_model: torch.nn.Module | None,
-    reward_model: torch.nn.Module,
     queries: list[list[int]],
+    prompts: list[str],
     seeds: list[int],
     episodes: list[int],
-    tokenizer: Any,
-    config: PPOConfig,
-    accelerator: Accelerator,
+    with_values: bool = True,
     timings: dict[str, float] | None = None,
-    reward_fn: RewardFn | None = None,
-    prompts: list[str] | None = None,
 ) -> Rollout:
-    """This process's episodes: responses from the policy and every no-grad forward pass PPO needs.
-    `reward_fn(prompts, responses)`, when given, scores the responses instead of the reward model."""
-    t0 = time.perf_counter()
-    device = accelerator.device
-    query, query_mask = left_pad(queries, tokenizer.pad_token_id)  # (B, P)
-    query, query_mask = query.to(device), query_mask.to(device)
-    with accelerator.autocast():
+    """This process's episodes: responses from the policy and every no-grad forward pass PPO needs."""
+    c, acc, tok = s.config, s.accelerator, s.tokenizer
+    clock = Clock()
+    policy = s.unwrapped_policy
+    for model in (policy, s.value_model):  # rollouts always run in eval mode (no dropout, no layer drop)
+        model.eval()
+    query, query_mask = left_pad(queries, tok.pad_token_id)  # (B, P)
+    query, query_mask = query.to(acc.device), query_mask.to(acc.device)
+    with acc.autocast():
         response = generate(
             policy,
             query,
             query_mask,
             seeds=torch.tensor(seeds, dtype=torch.long),
-            max_new_tokens=config.max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            temperature=config.temperature,
-            top_p=config.top_p,
+            max_new_tokens=c.max_new_tokens,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            temperature=c.temperature,
         )  # (B, R)
-    t_generated = time.perf_counter()
-    mask = response_mask(response, tokenizer.eos_token_id)  # (B, R)
-    response = response.masked_fill(mask == 0, tokenizer.pad_token_id)
-    has_eos = ((response == tokenizer.eos_token_id) & (mask == 1)).any(-1)  # (B,)
+    clock.mark("generate")
+    mask = response_mask(response, tok.eos_token_id)  # (B, R)
+    response = response.masked_fill(mask == 0, tok.pad_token_id)
+    has_eos = ((response == tok.eos_token_id) & (mask == 1)).any(-1)  # (B,)
     P, R = query.shape[1], response.shape[1]
     ids, attn = torch.cat([query, response], 1), torch.cat([query_mask, mask], 1)  # (B, P + R)
 
-    logprobs, ref_logprobs, vals, score_chunks = [], [], [], []
-    for s in range(0, len(queries), config.forward_batch_size):
-        b = slice(s, s + config.forward_batch_size)
-        with accelerator.autocast():
-            logits = response_logits(policy, ids[b], attn[b], R) / config.temperature  # (b, R, V)
+    logprobs, ref_logprobs, vals, raw = [], [], [], []
+    for start in range(0, len(queries), c.forward_batch_size):
+        b = slice(start, start + c.forward_batch_size)
+        with acc.autocast():
+            logits = response_logits(policy, ids[b], attn[b], R) / c.temperature  # (b, R, V)
             logprobs.append(token_logprobs(logits, response[b]))  # (b, R)
-            ref_logits = response_logits(ref_policy, ids[b], attn[b], R) / config.temperature
+            ref_logits = response_logits(s.ref_policy, ids[b], attn[b], R) / c.temperature
             ref_logprobs.append(token_logprobs(ref_logits, response[b]))  # (b, R)
-            if value_model is not None:
-                vals.append(values(value_model, ids[b], attn[b])[:, P - 1 : P + R - 1])  # (b, R)
-            if reward_fn is None:
-                score_chunks.append(score(reward_model, ids[b], attn[b]))  # (b,)
-    if reward_fn is None:
-        scores = torch.cat(score_chunks)
-    else:
-        assert prompts is not None and len(prompts) == len(queries)
-        given = reward_fn(prompts, decode_responses(tokenizer, response))
-        scores = torch.tensor(given, dtype=torch.float, device=device)  # (B,)
-    if config.missing_eos_penalty is not None:
-        scores = torch.where(has_eos, scores, scores + config.missing_eos_penalty)
+            if with_values:
+                vals.append(values(s.value_model, ids[b], attn[b])[:, P - 1 : P + R - 1])  # (b, R)
+            if s.reward_model is not None:
+                raw.append(score(s.reward_model, ids[b], attn[b]))  # (b,)
+    if s.reward_fn is not None:
+        given = s.reward_fn(prompts, decode_responses(tok, response))
+        raw = [torch.tensor(given, dtype=torch.float, device=acc.device)]
+    raw_scores = torch.cat(raw).float()  # (B,)
+    scores = s.reward_norm(raw_scores)  # (B,)
+    if c.missing_eos_penalty is not None:
+        scores = torch.where(has_eos, scores, scores + c.missing_eos_penalty)
+    clock.mark("score")
     if timings is not None:
-        timings["generate_s"] = t_generated - t0
-        timings["score_s"] = time.perf_counter() - t_generated
+        timings.update(clock.timings())
     return Rollout(
-        episode=torch.tensor(episodes, device=device),
+        episode=torch.tensor(episodes, device=acc.device),
         query=query,
         query_mask=query_mask,
         response=response,
@@ -174,13 +430,14 @@ def sample_and_score(
         logprobs=torch.cat(logprobs),
         ref_logprobs=torch.cat(ref_logprobs),
         values=torch.cat(vals) if vals else torch.zeros_like(mask, dtype=torch.float),
+        raw_scores=raw_scores,
         scores=scores,
         has_eos=has_eos,
     )
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. gather
+# 3. gather
 # ---------------------------------------------------------------------------------------------------------
 def gather_rollout(local: Rollout, accelerator: Accelerator, pad_id: int) -> Rollout:
     """Every process's episodes on every process, padded to common widths and sorted by episode."""
@@ -200,440 +457,153 @@ def gather_rollout(local: Rollout, accelerator: Accelerator, pad_id: int) -> Rol
 
 
 # ---------------------------------------------------------------------------------------------------------
-# evaluation on held-out prompts: the same prompts and seeds before and after training
+# one iteration
 # ---------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate_policy(
-    *,
-    policy,
-    ref_policy,
-    reward_model,
-    queries: list[list[int]],
-    prompts: list[str],
-    tokenizer,
-    config: PPOConfig,
-    accelerator: Accelerator,
-    reward_fn: RewardFn | None = None,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    mine = shard(range(len(queries)), accelerator.num_processes, accelerator.process_index)
-    totals = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # score, kl, length, count
-    samples = []
-    for s in range(0, len(mine), config.forward_batch_size):
-        rows = mine[s : s + config.forward_batch_size]
-        r = sample_and_score(
-            policy=policy,
-            ref_policy=ref_policy,
-            value_model=None,
-            reward_model=reward_model,
-            queries=[queries[i] for i in rows],
-            seeds=[mix_seed(config.seed, EVAL_STREAM, i) for i in rows],
-            episodes=rows,
-            tokenizer=tokenizer,
-            config=config,
-            accelerator=accelerator,
-            reward_fn=reward_fn,
-            prompts=[prompts[i] for i in rows],
-        )
-        kl = ((r.logprobs - r.ref_logprobs) * r.mask).sum(-1)  # (b,)
-        totals += torch.tensor(
-            [r.scores.sum().item(), kl.sum().item(), r.mask.sum().item(), len(rows)],
-            dtype=torch.float64,
-            device=totals.device,
-        )
-        texts = decode_responses(tokenizer, r.response)
-        samples += [
-            {"prompt": prompts[i], "response": t, "score": sc, "kl": k}
-            for i, t, sc, k in zip(rows, texts, r.scores.tolist(), kl.tolist(), strict=True)
-        ]
-    if accelerator.num_processes > 1:
-        totals = accelerator.reduce(totals, "sum")
-        samples = gather_object(samples)
-    n = totals[3].item()
-    if n == 0:  # eval_prompts=0, or no held-out prompts at all
-        return {}, samples
-    metrics = {
-        "score_mean": totals[0].item() / n,
-        "kl_mean": totals[1].item() / n,
-        "length_mean": totals[2].item() / n,
-    }
-    return metrics, samples
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the run
-# ---------------------------------------------------------------------------------------------------------
-def load_prompt_queries(
-    records, tokenizer, config: PPOConfig, what: str
-) -> tuple[list[list[int]], list[str], int]:
-    """Tokenized prompts that leave room for max_new_tokens; too-long ones are skipped or rejected."""
-    queries, texts, skipped = [], [], 0
-    limit = config.max_length - config.max_new_tokens
-    for i, rec in enumerate(records):
-        q = prompt_ids(tokenizer, rec.prompt, config.prompt_template)
-        if len(q) > limit:
-            if config.too_long == "error":
-                raise UserError(
-                    f"{rec.where(f'{what} prompt {i + 1}')}: prompt is {len(q)} tokens; with max_new_tokens={config.max_new_tokens} it "
-                    f"does not fit max_length={config.max_length}. Shorten it or --set too_long=skip"
-                )
-            skipped += 1
-            continue
-        queries.append(q)
-        texts.append(rec.prompt)
-    return queries, texts, skipped
-
-
-def check_same_tokenizer(policy_tok, reward_tok, reward_dir) -> None:
-    if policy_tok.get_vocab() != reward_tok.get_vocab():
-        raise UserError(
-            f"{reward_dir}: the reward model's tokenizer differs from the policy's; instructrl scores the "
-            f"policy's token ids directly, so train the reward model from the same SFT model"
-        )
-
-
-def run_ppo(
-    *,
-    policy_dir: str | Path,
-    reward_dir: str | Path,
-    prompts: Any,
-    out: str | Path,
-    config: PPOConfig,
-    val_prompts: Any = None,
-    pretrain_data: Any = None,
-    resume: bool = False,
-    changed_keys: set[str] | None = None,
-    reward_fn: RewardFn | None = None,
-) -> dict[str, Any]:
-    """PPO (PPO-ptx when config.ptx_coef > 0) from the SFT policy against the reward model in `reward_dir`.
-
-    `reward_fn(prompts, responses) -> scores`, a Python function, replaces the reward model's score when
-    given (a programmatic or oracle reward); the value model still starts from `reward_dir`."""
-    t_start = time.perf_counter()
-    changed_keys = changed_keys or set()
-    if "prompt_template" not in changed_keys and "prompt_template" in read_meta(policy_dir):
-        config.prompt_template = read_meta(policy_dir)["prompt_template"]
-    if config.ptx_coef > 0 and pretrain_data is None:
-        raise UserError("ptx_coef > 0 (PPO-ptx) needs --pretrain-data text.jsonl")
-    config = resolve_config(out, config, resume, changed_keys)
-    accelerator = make_accelerator(config)
-    world, rank = accelerator.num_processes, accelerator.process_index
-
-    # --- data: prompts, held-out prompts, pretraining text --------------------------------------------------
-    tokenizer = load_tokenizer(policy_dir)
-    config.max_length = min(config.max_length, context_window(policy_dir) or config.max_length)
-    check_same_tokenizer(tokenizer, load_tokenizer(reward_dir), reward_dir)
-    records = read_prompts(prompts)
-    if val_prompts is not None:
-        train_records, val_records = records, read_prompts(val_prompts)
-    else:
-        train_records, val_records = split_by_user(records, config.val_fraction, config.seed)
-    val_records = val_records[: config.eval_prompts]
-    train_q, train_texts, skipped = load_prompt_queries(train_records, tokenizer, config, "training")
-    val_q, val_texts, val_skipped = load_prompt_queries(val_records, tokenizer, config, "held-out")
-    if len(train_q) < config.rollout_batch_size:
-        raise UserError(
-            f"{len(train_q)} usable prompts are fewer than rollout_batch_size={config.rollout_batch_size}; "
-            f"lower it (--set rollout_batch_size=N) or add prompts"
-        )
-    if config.rollout_batch_size % world or config.batch_size % world:
-        raise UserError(f"rollout_batch_size and batch_size must be multiples of the {world} processes")
-    ptx_train: list[Example] = []
-    ptx_val: list[Example] = []
-    if pretrain_data is not None:
-        docs = read_pretrain(pretrain_data)
-        train_docs, val_docs = split_by_user(docs, config.val_fraction, config.seed)
-        window = min(config.max_length, 1024)
-        ptx_train = tokenize_texts([d.text for d in train_docs], tokenizer, window)
-        ptx_val = tokenize_texts([d.text for d in val_docs], tokenizer, window)[:256]
-    ptx_batch = config.ptx_batch_size or config.batch_size
-
-    # --- models: policy and value are trained; the SFT reference and the reward model are frozen ---------------
-    attention = attention_implementation(accelerator)
-    policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
-    ref_policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
-    ref_policy = ref_policy.eval().requires_grad_(False).to(accelerator.device)
-    reward_model = load_reward_model(reward_dir, attn_implementation=attention)
-    reward_model = reward_model.eval().requires_grad_(False).to(accelerator.device)
-    value_model = ScalarHead(load_reward_model(reward_dir, attn_implementation=attention))  # starts as the RM
-
-    steps_per_iteration = config.epochs * config.minibatches
-    iterations = config.iterations
-    if config.max_steps is not None:
-        iterations = min(iterations, max(1, config.max_steps // steps_per_iteration))
-    total_steps = iterations * steps_per_iteration
-    policy_opt, policy_sched = make_optimizer(policy, config, total_steps)
-    value_cfg = config.model_copy(update={"lr": config.value_lr or config.lr})
-    value_opt, value_sched = make_optimizer(value_model, value_cfg, total_steps)
-    policy, value_model, policy_opt, value_opt = accelerator.prepare(
-        policy, value_model, policy_opt, value_opt
+def ppo_iteration(s: PPOSetup, it: int, step: int) -> tuple[dict[str, float], Rollout, list[int]]:
+    """PPO iteration `it` (0-based), starting at optimizer step `step`. Returns its metrics, the gathered
+    rollout and the training-prompt index of each of its episodes."""
+    c, acc = s.config, s.accelerator
+    timings: dict[str, float] = {}
+    clock = Clock()
+    # 1.-2. sample prompts, generate, score ---------------------------------------------------------------
+    batch = rollout_prompts(s, it)
+    mine = shard(range(len(batch)), acc.num_processes, acc.process_index)  # this process's episodes
+    local = sample_and_score(
+        s,
+        queries=[s.train.queries[batch[j]] for j in mine],
+        prompts=[s.train.texts[batch[j]] for j in mine],
+        seeds=[mix_seed(c.seed, it, j) for j in mine],
+        episodes=mine,
+        timings=timings,
     )
-    accelerator.register_for_checkpointing(policy_sched)
-    accelerator.register_for_checkpointing(value_sched)
-    unwrapped_policy = accelerator.unwrap_model(policy)
+    # 3. every process gets the whole batch ---------------------------------------------------------------
+    r = gather_rollout(local, acc, s.tokenizer.pad_token_id)
+    clock.mark("rollout")
+    # 4. rewards with the KL penalty ------------------------------------------------------------------------
+    mask = r.mask.float()  # (B, R)
+    rewards, non_score_reward, kl = kl_penalised_rewards(
+        r.scores, r.logprobs, r.ref_logprobs, mask, s.kl_ctl.value
+    )
+    # 5. advantages and returns ----------------------------------------------------------------------------
+    advantages, returns = gae(rewards, r.values, mask, c.gamma, c.lam)  # (B, R) each
+    if c.whiten_advantages:
+        advantages = masked_whiten(advantages, mask)
+    # 6. PPO epochs over minibatches -----------------------------------------------------------------------
+    sums = ppo_epochs(s, r, advantages, returns, it, step)
+    clock.mark("train")
+    # 7. the KL controller --------------------------------------------------------------------------------
+    mean_kl = kl.sum(-1).mean().item()  # per episode, summed over its tokens
+    s.kl_ctl.update(mean_kl, c.rollout_batch_size)
 
-    kl_ctl: FixedKLController | AdaptiveKLController
-    if config.kl_target is None:
-        kl_ctl = FixedKLController(config.kl_coef)
-    else:
-        kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
+    metrics = iteration_metrics(s, r, sums, non_score_reward, mean_kl)
+    metrics.update({f"time/{k}": v for k, v in timings.items()})
+    metrics.update({f"time/{k}": v for k, v in clock.timings(total="iteration").items()})
+    return metrics, r, batch
 
-    run = RunDir(out, accelerator)
-    run.start(config)
-    meta = {
-        "stage": "ppo",
-        "prompt_template": config.prompt_template,
-        "sft_model": str(policy_dir),
-        "reward_model": str(reward_dir),
-        "ptx_coef": config.ptx_coef,
+
+def rollout_prompts(s: PPOSetup, it: int) -> list[int]:
+    """Iteration `it`'s training prompts: the it-th batch of seeded per-epoch permutations."""
+    per_epoch = len(s.train.queries) // s.config.rollout_batch_size
+    epoch, i = divmod(it, per_epoch)
+    return epoch_batches(len(s.train.queries), s.config.rollout_batch_size, s.config.seed, epoch)[i]
+
+
+def ppo_epochs(
+    s: PPOSetup, r: Rollout, advantages: torch.Tensor, returns: torch.Tensor, it: int, step: int
+) -> dict[str, float]:
+    """config.epochs passes over the rollout in seeded minibatches, one optimizer step each."""
+    c = s.config
+    sums: dict[str, float] = {}
+    for ppo_epoch in range(c.epochs):
+        g = torch.Generator().manual_seed(mix_seed(c.seed, it, ppo_epoch))
+        perm = torch.randperm(c.rollout_batch_size, generator=g)  # (B,)
+        for k in range(c.minibatches):
+            mb = perm[k * c.batch_size : (k + 1) * c.batch_size].tolist()
+            ptx = [s.ptx_train[x] for x in ptx_batch_rows(step, len(s.ptx_train), s.ptx_batch, c)]
+            add_sums(sums, ppo_update(s, r, advantages, returns, mb, ptx))
+            step += 1
+    return reduce_sums(s.accelerator, sums)
+
+
+def iteration_metrics(
+    s: PPOSetup, r: Rollout, sums: dict[str, float], non_score_reward: torch.Tensor, mean_kl: float
+) -> dict[str, float]:
+    updates = s.steps_per_iteration * s.accelerator.num_processes  # grad norms were summed over both
+    metrics = {
+        "objective/scores": r.scores.mean().item(),
+        "objective/raw_scores": r.raw_scores.mean().item(),
+        "objective/kl": mean_kl,
+        "objective/kl_coef": s.kl_ctl.value,
+        "objective/non_score_reward": non_score_reward.sum(-1).mean().item(),
+        "objective/rlhf_reward": (r.scores + non_score_reward.sum(-1)).mean().item(),
+        "losses/policy": sums["pg_loss"] / sums["tokens"],
+        "losses/value": sums["vf_loss"] / sums["tokens"],
+        "policy/clipfrac": sums["pg_clipped"] / sums["tokens"],
+        "policy/approxkl": sums["approxkl"] / sums["tokens"],
+        "policy/entropy": sums["entropy"] / sums["tokens"],
+        "policy/grad_norm": sums["policy_grad_norm"] / updates,
+        "value/clipfrac": sums["vf_clipped"] / sums["tokens"],
+        "value/grad_norm": sums["value_grad_norm"] / updates,
+        "response/length": r.mask.float().sum(-1).mean().item(),
+        "response/width": float(r.response.shape[1]),
+        "response/eos_fraction": r.has_eos.float().mean().item(),
+        "train/lr": s.scheduler.get_last_lr()[0],
     }
-
-    def evaluate(tag: str) -> dict[str, float]:
-        metrics, samples = evaluate_policy(
-            policy=unwrapped_policy,
-            ref_policy=ref_policy,
-            reward_model=reward_model,
-            queries=val_q,
-            prompts=val_texts,
-            tokenizer=tokenizer,
-            config=config,
-            accelerator=accelerator,
-            reward_fn=reward_fn,
-        )
-        if ptx_val:
-            metrics["pretrain_loss"] = eval_loss(
-                unwrapped_policy, ptx_val, tokenizer.pad_token_id, accelerator
-            )
-        run.log_many([{"eval": tag, **s} for s in samples], "eval_samples.jsonl")
-        return metrics
-
-    state: dict[str, Any] = {"iteration": 0, "step": 0, "kl_coef": kl_ctl.value}
-    if run.has_checkpoint():
-        state = run.load_checkpoint()
-        kl_ctl.value = state["kl_coef"]
-    else:
-        state["initial"] = evaluate("initial")
-        run.log({"iteration": 0, **{f"eval/{k}": v for k, v in state["initial"].items()}})
-
-    stop = StopSignal()
-    bar = progress(iterations, state["iteration"], "ppo", accelerator)
-    per_epoch = len(train_q) // config.rollout_batch_size
-    try:
-        for it in range(state["iteration"], iterations):
-            t0, timings = time.perf_counter(), dict[str, float]()
-            # 1.-2. sample prompts, generate, score -----------------------------------------------------------
-            epoch, i = divmod(it, per_epoch)
-            batch = epoch_batches(len(train_q), config.rollout_batch_size, config.seed, epoch)[i]
-            mine = shard(range(len(batch)), world, rank)  # positions of this process's episodes in the batch
-            local = sample_and_score(
-                policy=unwrapped_policy,
-                ref_policy=ref_policy,
-                value_model=value_model,
-                reward_model=reward_model,
-                queries=[train_q[batch[j]] for j in mine],
-                seeds=[mix_seed(config.seed, it, j) for j in mine],
-                episodes=mine,
-                tokenizer=tokenizer,
-                config=config,
-                accelerator=accelerator,
-                timings=timings,
-                reward_fn=reward_fn,
-                prompts=[train_texts[batch[j]] for j in mine],
-            )
-            t_rollout = time.perf_counter()
-
-            # 3.-4. rewards with the KL penalty; every process gets the whole batch --------------------------------
-            r = gather_rollout(local, accelerator, tokenizer.pad_token_id)
-            rewards, non_score_reward, kl = kl_penalised_rewards(
-                r.scores, r.logprobs, r.ref_logprobs, r.mask.float(), kl_ctl.value
-            )  # (B, R) each
-
-            # 5. advantages and returns -------------------------------------------------------------------------
-            mask = r.mask.float()  # (B, R)
-            advantages, returns = gae(rewards, r.values, mask, config.gamma, config.lam)  # (B, R)
-            if config.whiten_advantages:
-                advantages = masked_whiten(advantages, mask)
-
-            # 6. PPO epochs over minibatches ------------------------------------------------------------------
-            sums: dict[str, float] = {}
-            policy.train()
-            value_model.train()
-            for ppo_epoch in range(config.epochs):
-                g = torch.Generator().manual_seed(mix_seed(config.seed, it, ppo_epoch))
-                perm = torch.randperm(config.rollout_batch_size, generator=g)  # (B,)
-                for k in range(config.minibatches):
-                    mb = perm[k * config.batch_size : (k + 1) * config.batch_size].tolist()
-                    ptx_rows = ptx_batch_rows(state["step"], len(ptx_train), ptx_batch, config)
-                    add_sums(
-                        sums,
-                        ppo_update(
-                            r,
-                            advantages,
-                            returns,
-                            mb,
-                            [ptx_train[x] for x in ptx_rows],
-                            policy=policy,
-                            value_model=value_model,
-                            optimizers=(policy_opt, value_opt),
-                            schedulers=(policy_sched, value_sched),
-                            config=config,
-                            accelerator=accelerator,
-                            pad_id=tokenizer.pad_token_id,
-                        ),
-                    )
-                    state["step"] += 1
-            t_train = time.perf_counter()
-
-            # 7. KL controller, logging -----------------------------------------------------------------------
-            sums = reduce_sums(accelerator, sums)
-            mean_kl = kl.sum(-1).mean().item()  # per episode, summed over its tokens
-            kl_ctl.update(mean_kl, config.rollout_batch_size)
-            metrics = {
-                "iteration": it + 1,
-                "objective/scores": r.scores.mean().item(),
-                "objective/kl": mean_kl,
-                "objective/kl_coef": kl_ctl.value,
-                "objective/non_score_reward": non_score_reward.sum(-1).mean().item(),
-                "objective/rlhf_reward": (r.scores + non_score_reward.sum(-1)).mean().item(),
-                "losses/policy": sums["pg_loss"] / sums["tokens"],
-                "losses/value": sums["vf_loss"] / sums["tokens"],
-                "policy/clipfrac": sums["pg_clipped"] / sums["tokens"],
-                "policy/approxkl": sums["approxkl"] / sums["tokens"],
-                "policy/entropy": sums["entropy"] / sums["tokens"],
-                "value/clipfrac": sums["vf_clipped"] / sums["tokens"],
-                "response/length": mask.sum(-1).mean().item(),
-                "response/eos_fraction": r.has_eos.float().mean().item(),
-                "train/lr": policy_sched.get_last_lr()[0],
-            }
-            if sums.get("ptx_tokens"):
-                metrics["ptx/loss"] = sums["ptx_nll"] / sums["ptx_tokens"]
-            if config.eval_every and (it + 1) % config.eval_every == 0 and it + 1 < iterations:
-                metrics.update({f"eval/{k}": v for k, v in evaluate(f"iteration {it + 1}").items()})
-            metrics.update(
-                {
-                    "time/generate_s": timings["generate_s"],
-                    "time/score_s": timings["score_s"],
-                    "time/rollout_s": t_rollout - t0,
-                    "time/train_s": t_train - t_rollout,
-                    "time/iteration_s": time.perf_counter() - t0,
-                }
-            )
-            run.log(metrics)
-            if config.log_rollouts:
-                texts = decode_responses(tokenizer, r.response) if accelerator.is_main_process else []
-                run.log_many(
-                    [
-                        {
-                            "iteration": it + 1,
-                            "episode": int(e),
-                            "prompt": train_texts[batch[int(e)]],
-                            "response": t,
-                            "score": sc,
-                            "kl": k,
-                        }
-                        for e, t, sc, k in zip(
-                            r.episode.tolist(), texts, r.scores.tolist(), kl.sum(-1).tolist(), strict=False
-                        )
-                    ],
-                    "rollouts.jsonl",
-                )
-            bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{mean_kl:.3f}", refresh=False)
-            bar.update(1)
-
-            state["iteration"], state["kl_coef"] = it + 1, kl_ctl.value
-            if stop.should_stop(accelerator):
-                run.save_checkpoint(state)
-                raise Stopped(f"stopped after iteration {it + 1}/{iterations}; continue with --resume")
-            if (it + 1) % config.checkpoint_every == 0 and it + 1 < iterations:
-                run.save_checkpoint(state)
-    finally:
-        bar.close()
-        stop.restore()
-
-    # --- final evaluation on the same held-out prompts and seeds, and the checkpoints ----------------------
-    final = evaluate("final")
-    run.log({"iteration": iterations, **{f"eval/{k}": v for k, v in final.items()}})
-    run.save_model(policy, tokenizer, "final", meta)
-    run.save_model(value_model, tokenizer, "value", {**meta, "stage": "ppo-value"})
-    run.remove_checkpoint()
-    initial = state["initial"]
-    summary = {
-        "stage": "ppo-ptx" if config.ptx_coef > 0 else "ppo",
-        "initial_score_mean": initial.get("score_mean"),  # None without held-out prompts
-        "final_score_mean": final.get("score_mean"),
-        "initial_kl_mean": initial.get("kl_mean"),
-        "final_kl_mean": final.get("kl_mean"),
-        "final_kl_coef": kl_ctl.value,
-        "iterations": iterations,
-        "optimizer_steps": total_steps,
-        "episodes": iterations * config.rollout_batch_size,
-        "train_prompts": len(train_q),
-        "eval_prompts": len(val_q),
-        "skipped_too_long": skipped + val_skipped,
-        "mixed_precision": accelerator.mixed_precision,
-        "processes": world,
-        "time_s": time.perf_counter() - t_start,
-    }
-    if ptx_val:
-        summary["pretrain_loss_initial"] = initial["pretrain_loss"]
-        summary["pretrain_loss_final"] = final["pretrain_loss"]
-    run.write_summary(summary)
-    finish(accelerator)
-    return summary
+    if "ptx_tokens" in sums:
+        metrics["ptx/loss"] = sums["ptx_nll"] / max(sums["ptx_tokens"], 1)
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 6. one PPO minibatch update
 # ---------------------------------------------------------------------------------------------------------
 def ppo_update(
+    s: PPOSetup,
     r: Rollout,
     advantages: torch.Tensor,
     returns: torch.Tensor,
     mb: list[int],
     ptx_examples: list[Example],
-    *,
-    policy,
-    value_model,
-    optimizers,
-    schedulers,
-    config: PPOConfig,
-    accelerator: Accelerator,
-    pad_id: int,
 ) -> dict[str, float]:
     """One optimizer step of the policy and the value model on global minibatch rows `mb`.
 
     Every process holds the whole rollout, takes every world-th row of the minibatch, and normalises the
     losses by the global token counts, so the step is the same for any number of processes.
     """
-    world, rank = accelerator.num_processes, accelerator.process_index
-    micro = micro_batch_size(config, world)
+    c, acc = s.config, s.accelerator
+    policy, value_model = s.policy, s.value_model
+    world, rank = acc.num_processes, acc.process_index
+    policy.train()
+    value_model.train()
+    micro = micro_batch_size(c, world)
     mask = r.mask.float()  # (B, R)
     P, R = r.query.shape[1], r.response.shape[1]
     norm = mask[mb].sum().item()  # response tokens in the global minibatch
     mine = mb[rank::world]
-    micros = [mine[s : s + micro] for s in range(0, len(mine), micro)]
+    micros = [mine[i : i + micro] for i in range(0, len(mine), micro)]
     ptx_norm = float(sum(len(e.input_ids) - 1 for e in ptx_examples))  # their target tokens
     ptx_mine = ptx_examples[rank::world]
-    ptx_micros = [ptx_mine[s : s + micro] for s in range(0, len(ptx_mine), micro)]
+    ptx_micros = [ptx_mine[i : i + micro] for i in range(0, len(ptx_mine), micro)]
     sums: dict[str, float] = {}
 
     for j, rows in enumerate(micros):
         last = j == len(micros) - 1
         with contextlib.ExitStack() as ctx:  # sync gradients on each model's last backward only
             if not last:
-                ctx.enter_context(accelerator.no_sync(value_model))
+                ctx.enter_context(acc.no_sync(value_model))
             if not (last and not ptx_micros):
-                ctx.enter_context(accelerator.no_sync(policy))
-            ids, attn = r.sequences(rows)  # (b, P + R)
-            logits = response_logits(policy, ids, attn, R) / config.temperature  # (b, R, V)
+                ctx.enter_context(acc.no_sync(policy))
+            ids, attn = r.sequences(rows)  # (b, P + R); prepared models autocast their own forward
+            logits = response_logits(policy, ids, attn, R) / c.temperature  # (b, R, V)
             new_logprobs = token_logprobs(logits, r.response[rows])  # (b, R)
-            pg_loss, pg_stats = policy_loss(
-                new_logprobs, r.logprobs[rows], advantages[rows], mask[rows], config.cliprange, norm
-            )
             new_values = values(value_model, ids, attn)[:, P - 1 : P + R - 1]  # (b, R)
-            vf_loss, vf_stats = value_loss(
-                new_values, r.values[rows], returns[rows], mask[rows], config.cliprange_value, norm
+            pg_loss, pg_stats = policy_loss(
+                new_logprobs, r.logprobs[rows], advantages[rows], mask[rows], c.cliprange, norm
             )
-            accelerator.backward((pg_loss + vf_loss) * world)
+            vf_loss, vf_stats = value_loss(
+                new_values, r.values[rows], returns[rows], mask[rows], c.cliprange_value, norm
+            )
+            acc.backward((pg_loss + vf_loss) * world)
         with torch.no_grad():
             entropy = (entropy_from_logits(logits) * mask[rows]).sum().item()
         add_sums(
@@ -650,17 +620,19 @@ def ppo_update(
         )
 
     # PPO-ptx: γ · language-model loss on pretraining text, added to the policy's objective
+    if ptx_examples:  # every process reports the keys, also one whose share of the batch is empty
+        add_sums(sums, {"ptx_nll": 0.0, "ptx_tokens": 0.0})
     for j, examples in enumerate(ptx_micros):
-        with accelerator.no_sync(policy) if j < len(ptx_micros) - 1 else contextlib.nullcontext():
-            nll, n = batch_nll(policy, examples, pad_id, accelerator.device)
-            accelerator.backward(config.ptx_coef * nll / ptx_norm * world)
+        with acc.no_sync(policy) if j < len(ptx_micros) - 1 else contextlib.nullcontext():
+            nll, n = batch_nll(policy, examples, s.tokenizer.pad_token_id, acc.device)
+            acc.backward(c.ptx_coef * nll / ptx_norm * world)
         add_sums(sums, {"ptx_nll": nll.item(), "ptx_tokens": n})
 
-    for model, optimizer, scheduler in zip((policy, value_model), optimizers, schedulers, strict=True):
-        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    policy_norm, value_norm = clip_grad_norms(acc, [policy, value_model], c.max_grad_norm)
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    add_sums(sums, {"policy_grad_norm": policy_norm, "value_grad_norm": value_norm})
     return sums
 
 
@@ -680,3 +652,267 @@ def ptx_batch_rows(step: int, n: int, ptx_batch: int, config: PPOConfig) -> list
 def _ptx_permutation(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(mix_seed(seed, 0x9742, epoch))
     return torch.randperm(n, generator=g).tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluation on held-out prompts: the same prompts and seeds before, during and after training
+# ---------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(s: PPOSetup, tag: str) -> dict[str, float]:
+    """Mean score, KL and length of the policy's answers to the held-out prompts (and the pretraining loss
+    when there is pretraining text); the answers go to eval_samples.jsonl."""
+    c, acc = s.config, s.accelerator
+    mine = shard(range(len(s.val.queries)), acc.num_processes, acc.process_index)
+    totals = torch.zeros(5, dtype=torch.float64, device=acc.device)  # score, raw score, kl, length, count
+    samples = []
+    for start in range(0, len(mine), c.forward_batch_size):
+        rows = mine[start : start + c.forward_batch_size]
+        r = sample_and_score(
+            s,
+            queries=[s.val.queries[i] for i in rows],
+            prompts=[s.val.texts[i] for i in rows],
+            seeds=[mix_seed(c.seed, EVAL_STREAM, i) for i in rows],
+            episodes=rows,
+            with_values=False,
+        )
+        kl = ((r.logprobs - r.ref_logprobs) * r.mask).sum(-1)  # (b,)
+        totals += torch.tensor(
+            [
+                r.scores.sum().item(),
+                r.raw_scores.sum().item(),
+                kl.sum().item(),
+                r.mask.sum().item(),
+                len(rows),
+            ],
+            dtype=torch.float64,
+            device=totals.device,
+        )
+        texts = decode_responses(s.tokenizer, r.response)
+        samples += [
+            {"prompt": s.val.texts[i], "response": t, "score": sc, "kl": k}
+            for i, t, sc, k in zip(rows, texts, r.scores.tolist(), kl.tolist(), strict=True)
+        ]
+    if acc.num_processes > 1:
+        totals = acc.reduce(totals, "sum")
+        samples = gather_object(samples)
+    s.run.log_many([{"eval": tag, **x} for x in samples], "eval_samples.jsonl")
+    n = totals[4].item()
+    metrics = {}
+    if n > 0:  # eval_prompts=0, or no held-out prompts at all: no reward metrics
+        metrics = {
+            "score_mean": totals[0].item() / n,
+            "raw_score_mean": totals[1].item() / n,
+            "kl_mean": totals[2].item() / n,
+            "length_mean": totals[3].item() / n,
+        }
+    if s.ptx_val:
+        metrics["pretrain_loss"] = eval_loss(s.unwrapped_policy, s.ptx_val, s.tokenizer.pad_token_id, acc)
+    return metrics
+
+
+def consider_keeping(s: PPOSetup, state: dict[str, Any], iteration: int, metrics: dict[str, float]) -> None:
+    """Checkpoint choice: save the policy as OUT/kept when its held-out reward is the best so far within
+    kl_budget (keep=best)."""
+    c = s.config
+    if c.keep != "best" or "score_mean" not in metrics:
+        return
+    if c.kl_budget is not None and metrics["kl_mean"] > c.kl_budget:
+        return
+    kept = state.get("kept")
+    if kept is not None and metrics["score_mean"] <= kept["score_mean"]:
+        return
+    s.run.save_model(s.policy, s.tokenizer, "kept", {**s.meta, "iteration": iteration})
+    state["kept"] = {
+        "iteration": iteration,
+        "score_mean": metrics["score_mean"],
+        "kl_mean": metrics["kl_mean"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------------------
+def run_ppo(
+    *,
+    policy_dir: str | Path,
+    reward_dir: str | Path,
+    prompts: Any,
+    out: str | Path,
+    config: PPOConfig,
+    val_prompts: Any = None,
+    pretrain_data: Any = None,
+    resume: bool = False,
+    changed_keys: set[str] | None = None,
+    reward_fn: RewardFn | None = None,
+) -> dict[str, Any]:
+    """PPO (PPO-ptx when config.ptx_coef > 0) from the SFT policy against the reward model in `reward_dir`.
+
+    `reward_fn(prompts, responses) -> scores`, a Python function, replaces the reward model's score when
+    given (a programmatic or oracle reward); the value model still starts from `reward_dir`."""
+    t_start = time.perf_counter()
+    s = setup_ppo(
+        policy_dir=policy_dir,
+        reward_dir=reward_dir,
+        prompts=prompts,
+        out=out,
+        config=config,
+        val_prompts=val_prompts,
+        pretrain_data=pretrain_data,
+        resume=resume,
+        changed_keys=changed_keys,
+        reward_fn=reward_fn,
+    )
+    return train_ppo(s, t_start)
+
+
+def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
+    """The run after its set-up: reward normalisation, the iterations (resumable), the kept policy as
+    final/, summary.json. Returns the summary."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    c, acc, run = s.config, s.accelerator, s.run
+
+    state: dict[str, Any] = {"iteration": 0, "step": 0, "evaluations": []}
+    if run.has_checkpoint():
+        s.reward_norm = RewardNorm(**run.checkpoint_state()["reward_norm"])
+        # the head's offset lives in the value model's config, which the checkpoint's weights do not restore
+        scale_reward(acc.unwrap_model(s.value_model), s.reward_norm.gain, s.reward_norm.bias)
+        state = run.load_checkpoint()
+        s.kl_ctl.value = state["kl_coef"]
+    else:
+        if c.reward_norm:
+            s.reward_norm = normalise_reward(s)
+        state["reward_norm"] = asdict(s.reward_norm)
+        state["initial"] = evaluate(s, "initial")
+        record_evaluation(s, state, 0, state["initial"])
+
+    stop = StopSignal()
+    bar = progress(s.iterations, state["iteration"], "ppo", acc)
+    try:
+        for it in range(state["iteration"], s.iterations):
+            metrics, r, batch = ppo_iteration(s, it, state["step"])
+            state["step"] += s.steps_per_iteration
+            if c.eval_every and (it + 1) % c.eval_every == 0 and it + 1 < s.iterations:
+                t = time.perf_counter()
+                evaluation = evaluate(s, f"iteration {it + 1}")
+                record_evaluation(s, state, it + 1, evaluation)
+                metrics.update({f"eval/{k}": v for k, v in evaluation.items()})
+                metrics["time/eval_s"] = time.perf_counter() - t
+            run.log({"iteration": it + 1, **metrics})
+            if c.log_rollouts:
+                log_rollouts(s, it + 1, r, batch)
+            bar.set_postfix(
+                score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}", refresh=False
+            )
+            bar.update(1)
+
+            state["iteration"], state["kl_coef"] = it + 1, s.kl_ctl.value
+            if stop.should_stop(acc):
+                run.save_checkpoint(state)
+                raise Stopped(f"stopped after iteration {it + 1}/{s.iterations}; continue with --resume")
+            if (it + 1) % c.checkpoint_every == 0 and it + 1 < s.iterations:
+                run.save_checkpoint(state)
+    finally:
+        bar.close()
+        stop.restore()
+
+    # --- the last evaluation, the kept policy as final/, the summary ------------------------------------------
+    last = evaluate(s, "final")
+    record_evaluation(s, state, s.iterations, last)
+    run.log({"iteration": s.iterations, **{f"eval/{k}": v for k, v in last.items()}})
+    kept = state.get("kept")
+    if kept is not None and kept["iteration"] != s.iterations:
+        if acc.is_main_process:
+            shutil.rmtree(run.path / "final", ignore_errors=True)
+            os.replace(run.path / "kept", run.path / "final")
+        acc.wait_for_everyone()
+        final = next(e for e in state["evaluations"] if e["iteration"] == kept["iteration"])
+    else:
+        run.save_model(s.policy, s.tokenizer, "final", {**s.meta, "iteration": s.iterations})
+        final = {"iteration": s.iterations, **last}
+    if acc.is_main_process:
+        shutil.rmtree(run.path / "kept", ignore_errors=True)
+    run.save_model(s.value_model, s.tokenizer, "value", {**s.meta, "stage": "ppo-value"})
+    run.remove_checkpoint()
+    initial = state["initial"]
+    summary = {
+        "stage": "ppo-ptx" if c.ptx_coef > 0 else "ppo",
+        "kept_iteration": final["iteration"],
+        "keep": c.keep,
+        "kl_budget": c.kl_budget,
+        "reward_norm": state["reward_norm"],
+        "initial_score_mean": initial.get("score_mean"),  # None without held-out prompts
+        "final_score_mean": final.get("score_mean"),  # the kept policy's, in final/
+        "last_score_mean": last.get("score_mean"),  # the last iteration's
+        "initial_raw_score_mean": initial.get("raw_score_mean"),
+        "final_raw_score_mean": final.get("raw_score_mean"),
+        "initial_kl_mean": initial.get("kl_mean"),
+        "final_kl_mean": final.get("kl_mean"),
+        "last_kl_mean": last.get("kl_mean"),
+        "final_kl_coef": s.kl_ctl.value,
+        "evaluations": state["evaluations"],
+        "iterations": s.iterations,
+        "optimizer_steps": s.iterations * s.steps_per_iteration,
+        "episodes": s.iterations * c.rollout_batch_size,
+        "train_prompts": len(s.train.queries),
+        "eval_prompts": len(s.val.queries),
+        "skipped_too_long": s.skipped_too_long,
+        "mixed_precision": acc.mixed_precision,
+        "processes": acc.num_processes,
+        "time_s": time.perf_counter() - t_start,
+    }
+    if s.ptx_val:
+        summary["pretrain_loss_initial"] = initial["pretrain_loss"]
+        summary["pretrain_loss_final"] = final["pretrain_loss"]
+    run.write_summary(summary)
+    finish(acc)
+    return summary
+
+
+def record_evaluation(s: PPOSetup, state: dict[str, Any], iteration: int, metrics: dict[str, float]) -> None:
+    state["evaluations"].append({"iteration": iteration, **metrics})
+    consider_keeping(s, state, iteration, metrics)
+
+
+def log_rollouts(s: PPOSetup, iteration: int, r: Rollout, batch: list[int]) -> None:
+    """Every episode of the iteration: prompt, response, normalised and raw score, KL to the SFT model."""
+    if not s.accelerator.is_main_process:
+        return
+    texts = decode_responses(s.tokenizer, r.response)
+    kl = ((r.logprobs - r.ref_logprobs) * r.mask).sum(-1)  # (B,)
+    rows = zip(r.episode.tolist(), texts, r.scores.tolist(), r.raw_scores.tolist(), kl.tolist(), strict=True)
+    s.run.log_many(
+        [
+            {
+                "iteration": iteration,
+                "episode": e,
+                "prompt": s.train.texts[batch[e]],
+                "response": t,
+                "score": sc,
+                "raw_score": raw,
+                "kl": k,
+            }
+            for e, t, sc, raw, k in rows
+        ],
+        "rollouts.jsonl",
+    )
+
+
+class Clock:
+    """Wall and CPU (process) seconds between marks, as `<phase>_s` and `<phase>_cpu_s`; CPU time is what
+    other processes on the machine do not inflate."""
+
+    def __init__(self) -> None:
+        self.start = self.last = (time.perf_counter(), time.process_time())
+        self.out: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.out[f"{phase}_s"], self.out[f"{phase}_cpu_s"] = now[0] - self.last[0], now[1] - self.last[1]
+        self.last = now
+
+    def timings(self, total: str | None = None) -> dict[str, float]:
+        """The phases so far, and with `total` the time since the clock started under that name."""
+        if total is None:
+            return dict(self.out)
+        now = (time.perf_counter(), time.process_time())
+        return {**self.out, f"{total}_s": now[0] - self.start[0], f"{total}_cpu_s": now[1] - self.start[1]}

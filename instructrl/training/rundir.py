@@ -121,6 +121,10 @@ class RunDir:
             os.replace(old, self.checkpoint)
         shutil.rmtree(self.path / "checkpoint.tmp", ignore_errors=True)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The `state` saved with the checkpoint, without restoring anything."""
+        return json.loads((self.checkpoint / "trainer_state.json").read_text())
+
     def load_checkpoint(self) -> dict[str, Any]:
         """Restore everything save_checkpoint saved; cut the JSONL logs back to what they held by then."""
         self.accelerator.load_state(str(self.checkpoint))

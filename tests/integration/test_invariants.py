@@ -178,17 +178,21 @@ def test_two_processes_equal_one_process(tiny_model_dir, sft_dir, rm_dir, data_d
         "--pretrain-data",
         str(data_dir / "pretrain.jsonl"),
     ]
+    # PPO-ptx with 1 pretraining sequence per minibatch: the second process has none
+    ppo = [*PPO_SET, "ptx_coef=0.5", "ptx_batch_size=1"]
     run_stage(
         "ppo",
         tmp_path / "ppo1",
-        PPO_SET,
+        ppo,
         policy_dir=sft_dir,
         reward_dir=rm_dir,
         prompts=data_dir / "prompts.jsonl",
         pretrain_data=data_dir / "pretrain.jsonl",
     )
-    launch_2p("ppo", *paths, "--out", str(tmp_path / "ppo2"), *sets(PPO_SET))
-    assert_same_curves(metrics(tmp_path / "ppo1"), metrics(tmp_path / "ppo2"), rel=1e-3)
+    launch_2p("ppo", *paths, "--out", str(tmp_path / "ppo2"), *sets(ppo))
+    one, two = metrics(tmp_path / "ppo1"), metrics(tmp_path / "ppo2")
+    assert all("ptx/loss" in m for m in one if "objective/kl" in m)
+    assert_same_curves(one, two, rel=1e-3)
 
 
 def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -156,4 +156,4 @@ def test_ppo_with_a_reward_function_raises_it_and_sees_each_response_with_its_ow
     assert summary["skipped_too_long"] >= 5 and set(seen) <= {p["prompt"] for p in short}
     assert summary["final_score_mean"] > summary["initial_score_mean"] + 0.5, summary
     rollouts = [json.loads(line) for line in (tmp_path / "ppo" / "rollouts.jsonl").read_text().splitlines()]
-    assert all(r["score"] == r["response"].split().count(MARKER) for r in rollouts)
+    assert all(r["raw_score"] == r["response"].split().count(MARKER) for r in rollouts)

@@ -1,0 +1,190 @@
+"""Defects found on review of the PPO step, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import run_stage
+
+from instructrl.errors import UserError
+
+PPO_SET = [
+    "iterations=2",
+    "rollout_batch_size=8",
+    "batch_size=4",
+    "max_new_tokens=8",
+    "mixed_precision=no",
+    "eval_prompts=8",
+    "val_fraction=0.15",
+]
+
+
+def fake_fp16_accelerator():
+    """An Accelerator that scales losses with a GradScaler as `mixed_precision=fp16` does on a GPU.
+
+    accelerate refuses fp16 on CPU, so the CPU GradScaler goes where accelerate keeps its own; the call order
+    (scale, backward, unscale, scaler.step + update in optimizer.step) is the real one. The math stays fp32
+    (autocast off), so only the loss scaling differs from a plain run.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import AutocastKwargs
+
+    accelerator = Accelerator(
+        cpu=True, mixed_precision="fp16", kwargs_handlers=[AutocastKwargs(enabled=False)]
+    )
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    accelerator.native_amp = True
+    return accelerator
+
+
+def value_moments_after_one_update(sft_dir, rm_dir, data_dir, out, accelerator):
+    """One PPO iteration of one minibatch from the same weights; Adam's first moment of every value-model
+    parameter afterwards (= (1 - β1) · its clipped gradient)."""
+    from instructrl.config import load_config
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.ppo.train import ppo_iteration, setup_ppo
+    from instructrl.training.runtime import finish
+
+    config = load_config(PPOConfig, None, [*PPO_SET, "rollout_batch_size=4", "epochs=1"])
+    s = setup_ppo(
+        policy_dir=sft_dir,
+        reward_dir=rm_dir,
+        prompts=data_dir / "prompts.jsonl",
+        out=out,
+        config=config,
+        accelerator=accelerator,
+    )
+    ppo_iteration(s, 0, 0)
+    state = s.optimizer.optimizer.state
+    moments = {
+        n: state[p]["exp_avg"].clone()
+        for n, p in s.accelerator.unwrap_model(s.value_model).named_parameters()
+    }
+    finish(accelerator)
+    return moments
+
+
+def test_fp16_loss_scaling_unscales_the_value_models_gradients_once(sft_dir, rm_dir, data_dir, tmp_path):
+    """With a GradScaler, the value model's gradients reach its optimizer as in fp32, not divided by the scale
+    a second time (accelerate's clip_grad_norm_ unscales every optimizer, and the policy's step reset the
+    scaler's record of which ones it had unscaled)."""
+    from accelerate import Accelerator
+
+    plain = value_moments_after_one_update(sft_dir, rm_dir, data_dir, tmp_path / "a", Accelerator(cpu=True))
+    scaled = value_moments_after_one_update(
+        sft_dir, rm_dir, data_dir, tmp_path / "b", fake_fp16_accelerator()
+    )
+    assert any(m.abs().max() > 1e-6 for m in plain.values())
+    for name, m in plain.items():
+        assert torch.allclose(scaled[name], m, rtol=1e-3, atol=1e-9), name
+
+
+def test_nucleus_sampling_is_refused_for_rollouts(sft_dir, rm_dir, data_dir, tmp_path):
+    """top_p < 1 would sample rollouts from a truncated distribution while the log-probs, the ratio and the
+    KL use the full softmax: refused with a clear error rather than run off-policy."""
+    with pytest.raises(UserError, match="top_p"):
+        run_stage(
+            "ppo",
+            tmp_path / "ppo",
+            [*PPO_SET, "top_p=0.9"],
+            policy_dir=sft_dir,
+            reward_dir=rm_dir,
+            prompts=data_dir / "prompts.jsonl",
+        )
+    assert not (tmp_path / "ppo" / "final").exists()
+
+
+def test_rollouts_are_sampled_with_every_model_in_eval_mode(sft_dir, rm_dir, data_dir, tmp_path, monkeypatch):
+    import instructrl.ppo.train as ppo
+
+    modes = []
+    real_generate, real_sample = ppo.generate, ppo.sample_and_score
+
+    def generate(model, *args, **kw):  # the policy while it samples
+        modes.append(("policy", model.training))
+        return real_generate(model, *args, **kw)
+
+    def spy(s, **kw):  # the reference and value models, which score the samples
+        out = real_sample(s, **kw)
+        modes.append(("reference and value", s.ref_policy.training or s.value_model.training))
+        return out
+
+    monkeypatch.setattr(ppo, "generate", generate)
+    monkeypatch.setattr(ppo, "sample_and_score", spy)
+    run_stage(
+        "ppo",
+        tmp_path / "ppo",
+        [*PPO_SET, "iterations=3"],
+        policy_dir=sft_dir,
+        reward_dir=rm_dir,
+        prompts=data_dir / "prompts.jsonl",
+    )
+    assert len(modes) >= 6 and not any(training for _, training in modes), modes
+
+
+def tiny_configs(vocab: int):
+    """Small configs of architectures whose dropout lives under names of their own, every rate at 0.5."""
+    from transformers import GPTNeoConfig, MptConfig, OPTConfig
+
+    return {
+        "gpt_neo": GPTNeoConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            attention_types=[[["global"], 2]],
+            max_position_embeddings=64,
+            embed_dropout=0.5,
+            resid_dropout=0.5,
+            attention_dropout=0.5,
+        ),
+        "opt": OPTConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=64,
+            word_embed_proj_dim=32,
+            max_position_embeddings=64,
+            dropout=0.5,
+            activation_dropout=0.5,
+            attention_dropout=0.5,
+            layerdrop=0.5,
+        ),
+        "mpt": MptConfig(
+            vocab_size=vocab,
+            d_model=32,
+            n_layers=2,
+            n_heads=4,
+            max_seq_len=64,
+            resid_pdrop=0.5,
+            emb_pdrop=0.5,
+        ),
+    }
+
+
+@pytest.mark.parametrize("arch", ["gpt_neo", "opt", "mpt"])
+def test_rl_models_run_without_dropout_in_every_architecture(arch, tiny_tokenizer, tmp_path):
+    """PPO's log-probs and values must be the same function of the weights in rollout and in training: no
+    dropout anywhere, whatever the architecture calls it (GPT-Neo embed_dropout, OPT activation_dropout and
+    layerdrop, MPT emb_pdrop), even in train() mode."""
+    from transformers import AutoModelForCausalLM
+
+    from instructrl.models.loading import load_causal_lm, load_reward_model
+    from instructrl.models.scoring import score
+
+    config = tiny_configs(len(tiny_tokenizer))[arch]
+    config.pad_token_id = tiny_tokenizer.pad_token_id
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    ids = torch.randint(3, len(tiny_tokenizer), (4, 12))
+    mask = torch.ones_like(ids)
+
+    lm = load_causal_lm(tmp_path, dropout=False).train()
+    rm = load_reward_model(tmp_path).train()
+    with torch.no_grad():
+        a, b = lm(input_ids=ids).logits, lm(input_ids=ids).logits
+        ra, rb = score(rm, ids, mask), score(rm, ids, mask)
+    assert torch.equal(a, b)
+    assert torch.equal(ra, rb)
