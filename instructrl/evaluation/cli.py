@@ -30,6 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", required=True, help="output JSONL")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--max-new-tokens", type=int, default=64)
+    a.add_argument(
+        "--best-of",
+        type=int,
+        default=1,
+        metavar="N",
+        help="answer with the best of N samples by the reward model (--reward); 1: one sample",
+    )
+    a.add_argument(
+        "--reward", metavar="RM_DIR", help="reward model that picks the best of N (with --best-of)"
+    )
     a.set_defaults(func=run_answers)
 
     w = s.add_parser("winrate", help="win rate of each model against a baseline from A/B judgements")
@@ -65,16 +75,36 @@ def _named(pairs: list[str]) -> dict[str, str]:
 def run_answers(args) -> int:
     from instructrl.datasets.io import read_prompts, write_jsonl
     from instructrl.errors import UserError
-    from instructrl.evaluation.models import generate_answers
+    from instructrl.evaluation.models import best_of_n, best_of_n_kl, generate_answers
+    from instructrl.models.loading import check_model_dir
 
     models = _named(args.model)
     if args.baseline is not None and args.baseline not in models:
         raise UserError(f"--baseline {args.baseline!r} is not one of the --model names {sorted(models)}")
+    if args.best_of < 1:
+        raise UserError(f"--best-of {args.best_of}: must be 1 or more")
+    if args.best_of > 1 and args.reward is None:
+        raise UserError(
+            f"--best-of {args.best_of} needs --reward RM_DIR, the reward model that picks the best"
+        )
+    if args.reward is not None:
+        check_model_dir(args.reward, "reward model")
+    for path in models.values():
+        check_model_dir(path)
     prompts = [r.prompt for r in read_prompts(args.prompts)]
-    answers = {
-        name: generate_answers(path, prompts, seed=args.seed, max_new_tokens=args.max_new_tokens)
-        for name, path in models.items()
-    }
+    answers, scores = {}, {}
+    for name, path in models.items():
+        with _progress(len(prompts) * args.best_of, f"answers: {name}") as bar:
+            tick = _ticker(bar)
+            if args.best_of > 1:
+                answers[name], scores[name] = best_of_n(
+                    path, args.reward, prompts, args.best_of, seed=args.seed,
+                    max_new_tokens=args.max_new_tokens, progress=tick,
+                )  # fmt: skip
+            else:
+                answers[name] = generate_answers(
+                    path, prompts, seed=args.seed, max_new_tokens=args.max_new_tokens, progress=tick
+                )
     if args.baseline is None:
         rows = [
             {"prompt": p, "model": name, "response": answers[name][i]}
@@ -95,8 +125,26 @@ def run_answers(args) -> int:
             for i, p in enumerate(prompts)
         ]
     n = write_jsonl(args.out, rows)
-    print(json.dumps({"written": n, "out": args.out}))
+    report: dict = {"written": n, "out": args.out}
+    if args.best_of > 1:
+        report["best_of"] = args.best_of
+        report["kl_to_sampling_policy_at_most"] = best_of_n_kl(args.best_of)
+        report["mean_reward"] = {name: sum(sc) / len(sc) for name, sc in scores.items()}
+    print(json.dumps(report))
     return 0
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="answer", disable=None)
+
+
+def _ticker(bar):
+    def tick(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    return tick
 
 
 def run_winrate(args) -> int:

@@ -3,6 +3,7 @@ pretraining text (the alignment tax), reward-model accuracy on rankings. One pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -41,14 +42,43 @@ def generate_answers(
 ) -> list[str]:
     """One sampled response per prompt, with the model's own prompt template (`prefix` goes before the
     template, e.g. a few-shot prompt). Sample i uses seed (seed, i) whatever the batching."""
+    out = generate_answers_k(
+        model_dir,
+        prompts,
+        1,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        prefix=prefix,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
+        progress=progress,
+    )
+    return [o[0] for o in out]
+
+
+def generate_answers_k(
+    model_dir: str | Path,
+    prompts: Sequence[str],
+    k: int,
+    *,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    prefix: str = "",
+    batch_size: int = 64,
+    mixed_precision: str = "no",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[str]]:
+    """k sampled responses per prompt; sample j of prompt i uses seed (seed, i, j) whatever the batching."""
     tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir, dropout=False).eval()
     template = prefix + read_meta(model_dir).get("prompt_template", "{prompt}\n")
     with autocast(mixed_precision):
-        out = sample_responses(
+        return sample_responses(
             model,
             tok,
-            [p for p in prompts],
-            k=1,
+            list(prompts),
+            k=k,
             max_new_tokens=max_new_tokens,
             seed=seed,
             temperature=temperature,
@@ -56,7 +86,6 @@ def generate_answers(
             prompt_template=template,
             progress=progress,
         )
-    return [o[0] for o in out]
 
 
 @torch.no_grad()
@@ -80,25 +109,84 @@ def lm_loss(
 
 
 @torch.no_grad()
-def rm_scores(
-    model_dir: str | Path, comparisons: Sequence[Comparison], batch_size: int = 16
+def score_responses(
+    reward_dir: str | Path,
+    prompts: Sequence[str],
+    responses: Sequence[Sequence[str]],
+    batch_size: int = 64,
+    mixed_precision: str = "no",
 ) -> list[list[float]]:
-    """The reward model's score of every response of every comparison (all K of a prompt in one batch)."""
-    from instructrl.datasets.tokenize import pad_right
+    """r(x, y) for every response of every prompt, as texts (any policy's answers; the reward model reads
+    them with its own tokenizer and prompt template). Sequences longer than its context keep their end
+    cut off, as in RM training."""
+    from instructrl.datasets.tokenize import pad_right, prompt_ids, response_ids
     from instructrl.models.scoring import score
 
-    tok, model = load_tokenizer(model_dir), load_reward_model(model_dir).eval()
-    template = read_meta(model_dir).get("prompt_template", "{prompt}\n")
-    examples, _ = tokenize_comparisons(comparisons, tok, template, context_window(model_dir) or 512, "error")
-    out: list[list[float]] = []
-    for s in range(0, len(examples), batch_size):
-        batch = examples[s : s + batch_size]
-        ids, mask = pad_right([seq for e in batch for seq in e.sequences], tok.pad_token_id)
-        flat = score(model, ids, mask).float().tolist()
-        for e in batch:
-            out.append(flat[: len(e.sequences)])
-            flat = flat[len(e.sequences) :]
+    tok, model = load_tokenizer(reward_dir), load_reward_model(reward_dir).eval()
+    template = read_meta(reward_dir).get("prompt_template", "{prompt}\n")
+    window = context_window(reward_dir) or 512
+    seqs = []
+    for p, rs in zip(prompts, responses, strict=True):
+        q = prompt_ids(tok, p, template)
+        seqs += [(q + response_ids(tok, r))[:window] for r in rs]
+    flat: list[float] = []
+    for s in range(0, len(seqs), batch_size):
+        with autocast(mixed_precision):
+            flat += score(model, *pad_right(seqs[s : s + batch_size], tok.pad_token_id)).float().tolist()
+    out, i = [], 0
+    for rs in responses:
+        out.append(flat[i : i + len(rs)])
+        i += len(rs)
     return out
+
+
+def rm_scores(
+    model_dir: str | Path, comparisons: Sequence[Comparison], batch_size: int = 64
+) -> list[list[float]]:
+    """The reward model's score of every response of every comparison."""
+    return score_responses(
+        model_dir, [c.prompt for c in comparisons], [c.responses for c in comparisons], batch_size
+    )
+
+
+def best_of_n(
+    model_dir: str | Path,
+    reward_dir: str | Path,
+    prompts: Sequence[str],
+    n: int,
+    *,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+    mixed_precision: str = "no",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[str], list[float]]:
+    """Best-of-N: N samples per prompt, answered with the one the reward model scores highest (and that
+    score). The cheapest use of a reward model, and PPO's yardstick: its KL to the sampling policy is at
+    most log N - (N - 1)/N (Stiennon et al. 2020, Gao et al. 2022). Sample j of prompt i uses seed
+    (seed, i, j), so sample 0 is what `generate_answers` gives with the same seed."""
+    candidates = generate_answers_k(
+        model_dir,
+        prompts,
+        n,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
+        progress=progress,
+    )
+    scores = score_responses(reward_dir, prompts, candidates, mixed_precision=mixed_precision)
+    best = [max(range(n), key=lambda j: sc[j]) for sc in scores]
+    return [c[j] for c, j in zip(candidates, best, strict=True)], [
+        sc[j] for sc, j in zip(scores, best, strict=True)
+    ]
+
+
+def best_of_n_kl(n: int) -> float:
+    """The KL (nats) of best-of-n to the policy it samples from, as Gao et al. 2022 plot it: log n - (n - 1)/n."""
+    return math.log(n) - (n - 1) / n
 
 
 @torch.no_grad()

@@ -97,3 +97,39 @@ def test_rm_scores_agree_with_rm_accuracy(rm_dir, data_dir):
     assert sum(right) / len(right) == pytest.approx(rm_accuracy(rm_dir, comparisons))
     alone = rm_scores(rm_dir, comparisons[3:4], batch_size=1)[0]
     assert alone == pytest.approx(scores[3], abs=1e-5)
+
+
+def test_best_of_n_answers_with_the_reward_models_favourite_of_n_samples(sft_dir, rm_dir, data_dir):
+    from instructrl.datasets.io import read_prompts
+    from instructrl.evaluation.models import best_of_n, generate_answers, generate_answers_k, score_responses
+
+    prompts = [r.prompt for r in read_prompts(data_dir / "prompts.jsonl")][:24]
+    answers, best = best_of_n(sft_dir, rm_dir, prompts, 8, seed=3, max_new_tokens=8)
+    candidates = generate_answers_k(sft_dir, prompts, 8, seed=3, max_new_tokens=8)
+    scores = score_responses(rm_dir, prompts, candidates)
+    for a, b, cands, sc in zip(answers, best, candidates, scores, strict=True):
+        assert b == max(sc) and a == cands[sc.index(max(sc))]
+    # sample 0 of the N is the plain answer with the same seed, and the best of 8 scores above it
+    assert [c[0] for c in candidates] == generate_answers(sft_dir, prompts, seed=3, max_new_tokens=8)
+    first = [sc[0] for sc in scores]
+    assert sum(best) / len(best) > sum(first) / len(first) + 0.5
+
+
+def test_best_of_n_from_the_command_line(sft_dir, rm_dir, data_dir, tmp_path):
+    import math
+
+    out = tmp_path / "bon.jsonl"
+    args = ["eval", "answers", "--model", f"sft={sft_dir}", "--prompts", str(data_dir / "prompts.jsonl")]
+    report = instructrl(
+        *args, "--out", str(out), "--best-of", "4", "--reward", str(rm_dir), "--max-new-tokens", "6"
+    )
+    assert report["written"] == 200 and report["best_of"] == 4
+    assert report["kl_to_sampling_policy_at_most"] == pytest.approx(math.log(4) - 3 / 4)
+    p = subprocess.run(
+        [sys.executable, "-m", "instructrl", *args, "--out", str(tmp_path / "x.jsonl"), "--best-of", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "--reward" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "x.jsonl").exists()
