@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from instructrl.datasets.io import atomic_write_text, read_records, write_jsonl
 from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
+from instructrl.demo.knowledge import canon
 from instructrl.demo.labelers import Labeler, make_labelers
 from instructrl.demo.world import UserConfig, World, benchmark_correct, few_shot_answer
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
@@ -33,7 +34,13 @@ from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
 if TYPE_CHECKING:
     from instructrl.ppo.train import RewardFn
 
-MODELS = ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")
+MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx")
+"""The models the evaluation compares with SFT; bon_rm answers with the best of N SFT samples by the RM."""
+DIAGNOSTICS = ("bon_gold",)
+"""Judged like the models, but not a model: the best of N SFT samples by the gold standard, the headroom an RM
+could reach among those samples. The gold standard is the evaluation's; no training step ever sees it."""
+BON_CURVE = (1, 2, 4, 8, 16)
+"""N of the best-of-N points in the over-optimisation plot."""
 TEMPLATE = "<|endoftext|>{prompt}"
 """The demo's prompt format: a prompt starts a new document (the corpus separates documents with EOS), and
 the response follows it directly (the word-level tokenizer keeps no newlines)."""
@@ -74,6 +81,8 @@ class DemoSettings:
     kl_coef: float = 0.2
     ptx_coef: float = 0.3
     max_new_tokens: int = 32
+    best_of: int = 4
+    """N of the best-of-N row of the evaluation (the best of N SFT samples by the reward model)."""
     n_eval_prompts: int = 400
     n_train_labelers: int = 10
     n_heldout_labelers: int = 5
@@ -280,7 +289,7 @@ def step_rm(demo: Demo) -> dict[str, Any]:
         records = []
         for i, p in enumerate(prompts):
             pool = [*from_sft[i], *(few_shot_answer(r) for r in from_base[i])]
-            responses = list(dict.fromkeys(pool))[: ks[i]]  # distinct (an empty answer is ranked too)
+            responses = _distinct(pool)[: ks[i]]  # (an empty answer is ranked too)
             if len(responses) < s.k_range[0]:
                 skipped += 1
                 continue
@@ -426,6 +435,13 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
                 template="{prompt}",
             )
             answers["base_fewshot"] = [few_shot_answer(r[0]) for r in few]
+        if name == "sft":  # best-of-N: sample 0 of the N is the SFT answer itself (the same seeds)
+            candidates = _generate(
+                demo, model, tok, prompts, k=max(BON_CURVE), seed=hash_seed(s.seed, "eval")
+            )
+            assert [c[0] for c in candidates] == answers["sft"]
+            bon = _best_of_n(demo, prompts, candidates)
+            answers["bon_rm"], answers["bon_gold"] = bon.pop("bon_rm"), bon.pop("bon_gold")
         if name == "sft":  # a second, independent SFT sample: SFT against itself should come out at 0.5
             answers["sft_again"] = [
                 r[0] for r in _generate(demo, model, tok, prompts, seed=hash_seed(s.seed, "eval-again"))
@@ -434,7 +450,7 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     # 2. judgements against the SFT model, by held-out labelers (and, for comparison, training labelers)
     def judge(labelers: list[Labeler]) -> dict[str, dict[str, float]]:
         out = {}
-        for m in MODELS:
+        for m in (*MODELS, *DIAGNOSTICS):
             other = answers["sft_again"] if m == "sft" else answers[m]
             outcomes = []
             for i, p in enumerate(prompts):
@@ -452,11 +468,11 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
                 for i, p in enumerate(prompts)
             ]
         )
-        for m in MODELS
+        for m in (*MODELS, *DIAGNOSTICS)
     }
     gold = {
         m: sum(world.gold_score(p, answers[m][i]) for i, p in enumerate(prompts)) / len(prompts)
-        for m in MODELS
+        for m in (*MODELS, *DIAGNOSTICS)
     }
 
     # held-out labelers' agreement: two of them rank the five models' answers to the same prompts
@@ -466,7 +482,7 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
             demo.heldout_labelers[i % len(demo.heldout_labelers)],
             demo.heldout_labelers[(i + 1) % len(demo.heldout_labelers)],
         )
-        responses = [answers[m][i] for m in MODELS]
+        responses = [answers[m][i] for m in ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")]
         x, t = ranking_agreement(a.rank(p, responses), b.rank(p, responses))
         agree[0], agree[1] = agree[0] + x, agree[1] + t
 
@@ -479,6 +495,7 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
 
     # 4. over-optimisation: gold standard vs reward model over PPO iterations (post hoc, on the rollouts)
     overopt = {name: _overoptimization(demo, name) for name in ("ppo", "ppo_ptx")}
+    overopt["bon_rm"] = bon["curve"]
 
     # 5. what limits the reward model: its validation rankings held against the gold standard
     rm_analysis = _rm_against_gold(demo)
@@ -486,7 +503,10 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     samples = [{"prompt": p, **{m: answers[m][i] for m in MODELS}} for i, p in enumerate(prompts[:8])]
     write_jsonl(
         demo.path("evaluate", "answers.jsonl"),
-        [{"prompt": p, **{m: answers[m][i] for m in (*MODELS, "sft_again")}} for i, p in enumerate(prompts)],
+        [
+            {"prompt": p, **{m: answers[m][i] for m in (*MODELS, *DIAGNOSTICS, "sft_again")}}
+            for i, p in enumerate(prompts)
+        ],
     )
     return {
         "win_rate_vs_sft": win_heldout,
@@ -587,6 +607,12 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
             win["ppo_ptx"]["mean"] >= 0.6 and win["ppo_ptx"]["ci_low"] > 0.5,
             _fmt_win(win["ppo_ptx"]),
         ),
+        _finding(
+            f"best-of-{settings.best_of} by the reward model is preferred to SFT (95% interval above 0.5)",
+            win["bon_rm"]["ci_low"] > 0.5,
+            f"{_fmt_win(win['bon_rm'])}; best-of-{settings.best_of} by the gold standard (the headroom among "
+            f"the same samples, a diagnostic): {win['bon_gold']['mean']:.2f}",
+        ),
         _finding("the base model is worse than SFT", win["base"]["mean"] < 0.5, _fmt_win(win["base"])),
         _finding(
             "a few-shot prompt helps the base model, but not up to SFT",
@@ -631,7 +657,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
         "heldout_labeler_agreement": ev["heldout_labeler_agreement"],
         "rm_analysis": rma,
         "overoptimization": ev["overoptimization"],
-        "ppo_curves": ev["overoptimization"],
+        "ppo_curves": {k: v for k, v in ev["overoptimization"].items() if k in ("ppo", "ppo_ptx")},
         "intake": r["world"]["intake"],
         "samples": ev["samples"],
         "timings_s": {**timings, "total": sum(timings.values())},
@@ -661,12 +687,43 @@ def _overoptimization(demo: Demo, run: str) -> list[dict[str, float]]:
             {
                 "iteration": it,
                 "kl": sum(r["kl"] for r in rows) / len(rows),
-                "rm_score": sum(r["score"] for r in rows) / len(rows),
+                "rm_score": sum(r["raw_score"] for r in rows) / len(rows),
                 "gold_score": sum(demo.world.gold_score(r["prompt"], r["response"]) for r in rows)
                 / len(rows),
             }
         )
     return out
+
+
+def _best_of_n(demo: Demo, prompts: list[str], candidates: list[list[str]]) -> dict[str, Any]:
+    """Best of the first N SFT samples by the reward model (bon_rm, N = settings.best_of) and by the gold
+    standard (bon_gold, the diagnostic), and the over-optimisation curve of best-of-N by the reward model:
+    for N in BON_CURVE its KL to SFT (log N - (N - 1)/N), mean RM score and mean gold score."""
+    from instructrl.evaluation.models import best_of_n_kl, score_responses
+
+    n = demo.settings.best_of
+    rm = score_responses(demo.path("rm", "final"), prompts, candidates)
+    gold = [[demo.world.gold_score(p, c) for c in cs] for p, cs in zip(prompts, candidates, strict=True)]
+
+    def pick(scores: list[list[float]], k: int) -> list[int]:
+        return [max(range(k), key=lambda j: sc[j]) for sc in scores]
+
+    curve = []
+    for k in BON_CURVE:
+        chosen = pick(rm, k)
+        curve.append(
+            {
+                "n": k,
+                "kl": best_of_n_kl(k),
+                "rm_score": sum(sc[j] for sc, j in zip(rm, chosen, strict=True)) / len(prompts),
+                "gold_score": sum(g[j] for g, j in zip(gold, chosen, strict=True)) / len(prompts),
+            }
+        )
+    return {
+        "bon_rm": [cs[j] for cs, j in zip(candidates, pick(rm, n), strict=True)],
+        "bon_gold": [cs[j] for cs, j in zip(candidates, pick(gold, n), strict=True)],
+        "curve": curve,
+    }
 
 
 def _rm_against_gold(demo: Demo) -> dict[str, Any]:
@@ -710,6 +767,15 @@ def _rm_against_gold(demo: Demo) -> dict[str, Any]:
             for family, rows in sorted(untied.items(), key=lambda kv: -len(kv[1]))
         },
     }
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    """The first of each text as the world reads it: SFT decodes "hi!", few-shot answers keep the world's
+    spaced "hi !", and ranking both is ranking one answer twice."""
+    seen: dict[str, str] = {}
+    for t in texts:
+        seen.setdefault(canon(t), t)
+    return list(seen.values())
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

@@ -63,6 +63,7 @@ from instructrl.ppo.core import (
     FixedKLController,
     gae,
     kl_penalised_rewards,
+    leave_one_out,
     masked_whiten,
     policy_loss,
     value_loss,
@@ -170,6 +171,10 @@ class PPOSetup:
         return self.config.ptx_batch_size or self.config.batch_size
 
     @property
+    def prompts_per_iteration(self) -> int:
+        return self.config.rollout_batch_size // self.config.samples_per_prompt
+
+    @property
     def steps_per_iteration(self) -> int:
         return self.config.epochs * self.config.minibatches
 
@@ -213,10 +218,10 @@ def setup_ppo(
         train_records, val_records = split_by_user(records, config.val_fraction, config.seed)
     train, skipped = load_prompt_queries(train_records, tokenizer, config, "training")
     val, val_skipped = load_prompt_queries(val_records[: config.eval_prompts], tokenizer, config, "held-out")
-    if len(train.queries) < config.rollout_batch_size:
+    if len(train.queries) < config.rollout_batch_size // config.samples_per_prompt:
         raise UserError(
-            f"{len(train.queries)} usable prompts are fewer than rollout_batch_size={config.rollout_batch_size}; "
-            f"lower it (--set rollout_batch_size=N) or add prompts"
+            f"{len(train.queries)} usable prompts are fewer than the {config.rollout_batch_size // config.samples_per_prompt} "
+            f"an iteration samples (rollout_batch_size / samples_per_prompt); lower rollout_batch_size or add prompts"
         )
     if config.rollout_batch_size % world or config.batch_size % world:
         raise UserError(f"rollout_batch_size and batch_size must be multiples of the {world} processes")
@@ -461,17 +466,17 @@ def gather_rollout(local: Rollout, accelerator: Accelerator, pad_id: int) -> Rol
 # ---------------------------------------------------------------------------------------------------------
 def ppo_iteration(s: PPOSetup, it: int, step: int) -> tuple[dict[str, float], Rollout, list[int]]:
     """PPO iteration `it` (0-based), starting at optimizer step `step`. Returns its metrics, the gathered
-    rollout and the training-prompt index of each of its episodes."""
+    rollout and the training prompt of each of its episodes."""
     c, acc = s.config, s.accelerator
     timings: dict[str, float] = {}
     clock = Clock()
     # 1.-2. sample prompts, generate, score ---------------------------------------------------------------
-    batch = rollout_prompts(s, it)
-    mine = shard(range(len(batch)), acc.num_processes, acc.process_index)  # this process's episodes
+    prompt_of = rollout_prompts(s, it)  # (B,) the training prompt of each episode
+    mine = shard(range(len(prompt_of)), acc.num_processes, acc.process_index)  # this process's episodes
     local = sample_and_score(
         s,
-        queries=[s.train.queries[batch[j]] for j in mine],
-        prompts=[s.train.texts[batch[j]] for j in mine],
+        queries=[s.train.queries[prompt_of[j]] for j in mine],
+        prompts=[s.train.texts[prompt_of[j]] for j in mine],
         seeds=[mix_seed(c.seed, it, j) for j in mine],
         episodes=mine,
         timings=timings,
@@ -479,10 +484,11 @@ def ppo_iteration(s: PPOSetup, it: int, step: int) -> tuple[dict[str, float], Ro
     # 3. every process gets the whole batch ---------------------------------------------------------------
     r = gather_rollout(local, acc, s.tokenizer.pad_token_id)
     clock.mark("rollout")
-    # 4. rewards with the KL penalty ------------------------------------------------------------------------
+    # 4. rewards with the KL penalty (the score less the prompt's other samples' mean, with several) ----------
     mask = r.mask.float()  # (B, R)
+    scores = leave_one_out(r.scores, c.samples_per_prompt) if c.samples_per_prompt > 1 else r.scores  # (B,)
     rewards, non_score_reward, kl = kl_penalised_rewards(
-        r.scores, r.logprobs, r.ref_logprobs, mask, s.kl_ctl.value
+        scores, r.logprobs, r.ref_logprobs, mask, s.kl_ctl.value
     )
     # 5. advantages and returns ----------------------------------------------------------------------------
     advantages, returns = gae(rewards, r.values, mask, c.gamma, c.lam)  # (B, R) each
@@ -498,14 +504,17 @@ def ppo_iteration(s: PPOSetup, it: int, step: int) -> tuple[dict[str, float], Ro
     metrics = iteration_metrics(s, r, sums, non_score_reward, mean_kl)
     metrics.update({f"time/{k}": v for k, v in timings.items()})
     metrics.update({f"time/{k}": v for k, v in clock.timings(total="iteration").items()})
-    return metrics, r, batch
+    return metrics, r, prompt_of
 
 
 def rollout_prompts(s: PPOSetup, it: int) -> list[int]:
-    """Iteration `it`'s training prompts: the it-th batch of seeded per-epoch permutations."""
-    per_epoch = len(s.train.queries) // s.config.rollout_batch_size
+    """The training prompt of each of iteration `it`'s episodes: the it-th batch of seeded per-epoch
+    permutations, each prompt samples_per_prompt times in a row."""
+    k = s.config.samples_per_prompt
+    per_epoch = len(s.train.queries) // s.prompts_per_iteration
     epoch, i = divmod(it, per_epoch)
-    return epoch_batches(len(s.train.queries), s.config.rollout_batch_size, s.config.seed, epoch)[i]
+    batch = epoch_batches(len(s.train.queries), s.prompts_per_iteration, s.config.seed, epoch)[i]
+    return [p for p in batch for _ in range(k)]
 
 
 def ppo_epochs(
@@ -789,7 +798,7 @@ def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
     bar = progress(s.iterations, state["iteration"], "ppo", acc)
     try:
         for it in range(state["iteration"], s.iterations):
-            metrics, r, batch = ppo_iteration(s, it, state["step"])
+            metrics, r, prompt_of = ppo_iteration(s, it, state["step"])
             state["step"] += s.steps_per_iteration
             if c.eval_every and (it + 1) % c.eval_every == 0 and it + 1 < s.iterations:
                 t = time.perf_counter()
@@ -799,7 +808,7 @@ def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
                 metrics["time/eval_s"] = time.perf_counter() - t
             run.log({"iteration": it + 1, **metrics})
             if c.log_rollouts:
-                log_rollouts(s, it + 1, r, batch)
+                log_rollouts(s, it + 1, r, prompt_of)
             bar.set_postfix(
                 score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}", refresh=False
             )
@@ -873,7 +882,7 @@ def record_evaluation(s: PPOSetup, state: dict[str, Any], iteration: int, metric
     consider_keeping(s, state, iteration, metrics)
 
 
-def log_rollouts(s: PPOSetup, iteration: int, r: Rollout, batch: list[int]) -> None:
+def log_rollouts(s: PPOSetup, iteration: int, r: Rollout, prompt_of: list[int]) -> None:
     """Every episode of the iteration: prompt, response, normalised and raw score, KL to the SFT model."""
     if not s.accelerator.is_main_process:
         return
@@ -885,7 +894,7 @@ def log_rollouts(s: PPOSetup, iteration: int, r: Rollout, batch: list[int]) -> N
             {
                 "iteration": iteration,
                 "episode": e,
-                "prompt": s.train.texts[batch[e]],
+                "prompt": s.train.texts[prompt_of[e]],
                 "response": t,
                 "score": sc,
                 "raw_score": raw,

@@ -16,16 +16,22 @@ MODEL_LABELS = {
     "base": "GPT (base)",
     "base_fewshot": "GPT (prompted)",
     "sft": "SFT",
+    "bon_rm": "best-of-N (RM)",
     "ppo": "PPO",
     "ppo_ptx": "PPO-ptx",
+    "bon_gold": "best-of-N (gold, diagnostic)",
 }
 COLORS = {
     "base": "#9aa5b1",
     "base_fewshot": "#7b8794",
     "sft": "#3e7cb1",
+    "bon_rm": "#5fa8d3",
     "ppo": "#e4572e",
     "ppo_ptx": "#f3a712",
+    "bon_gold": "#d9dde2",
 }
+DIAGNOSTIC = {"bon_gold"}
+"""Shown hatched: measurements that use the evaluation's gold standard, not models a user could run."""
 
 
 def _png(fig) -> str:
@@ -56,14 +62,18 @@ def plot_win_rates(win: dict[str, dict[str, float]], title: str) -> str:
         [win[m]["mean"] - win[m]["ci_low"] for m in models],
         [win[m]["ci_high"] - win[m]["mean"] for m in models],
     ]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.bar(
-        [MODEL_LABELS[m].replace(" (", "\n(") for m in models],
+    fig, ax = plt.subplots(figsize=(8.5, 3.6))
+    bars = ax.bar(
+        [MODEL_LABELS[m].replace(" (", "\n(").replace(", ", ",\n") for m in models],
         means,
         yerr=err,
         capsize=4,
         color=[COLORS[m] for m in models],
     )
+    for bar, m in zip(bars, models, strict=True):
+        if m in DIAGNOSTIC:
+            bar.set_hatch("//")
+            bar.set_edgecolor("#7b8794")
     ax.axhline(0.5, color="#444", lw=0.8, ls="--")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("win rate vs SFT")
@@ -90,7 +100,8 @@ def plot_ppo_curves(curves: dict[str, list[dict[str, float]]]) -> str:
 
 
 def plot_overoptimization(curves: dict[str, list[dict[str, float]]]) -> str:
-    """Gold score next to the RM score against KL (Gao et al. 2022): where the proxy stops tracking the truth."""
+    """Gold score next to the RM score against KL (Gao et al. 2022): where the proxy stops tracking the truth.
+    One panel per way of optimising the RM: PPO's rollouts by iteration, best-of-N by N."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 3.4), squeeze=False)
     for ax, (name, rows) in zip(axes[0], curves.items(), strict=True):
@@ -107,6 +118,11 @@ def plot_overoptimization(curves: dict[str, list[dict[str, float]]]) -> str:
         ax2.set_ylabel("gold score", color="#e4572e")
         ax.set_title(MODEL_LABELS.get(name, name))
         ax2.spines["right"].set_visible(True)
+        for r, x in zip(rows, kl, strict=True):
+            if "n" in r:
+                ax.annotate(
+                    f"N={r['n']}", (x, r["rm_score"]), fontsize=7, xytext=(2, 3), textcoords="offset points"
+                )
         ax.legend(
             proxy + gold,
             ["reward model (proxy)", "gold standard"],
@@ -219,7 +235,8 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
             "<h2>Reward over-optimisation</h2>",
             "<p>The reward model is a proxy for the labelers' preferences. Plotted against the KL from the SFT "
             "model, the proxy keeps rising while the gold standard eventually stops following it (Gao et al. "
-            "2022, <i>Scaling laws for reward model overoptimization</i>).</p>",
+            "2022, <i>Scaling laws for reward model overoptimization</i>). PPO: its rollouts, iteration by "
+            "iteration; best-of-N: the best of N SFT samples by the reward model, at its KL log N - (N-1)/N.</p>",
             f"<img src='data:image/png;base64,{plot_overoptimization(summary['overoptimization'])}'>",
         ]
 

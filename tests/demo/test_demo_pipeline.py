@@ -2,6 +2,7 @@
 held-out labelers and the gold standard never reach training or model selection."""
 
 import json
+import math
 
 import pytest
 
@@ -9,7 +10,7 @@ from instructrl.demo import pipeline
 from instructrl.demo.labelers import Labeler
 from instructrl.demo.world import World
 
-MODELS = ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")
+MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx", "bon_gold")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,17 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
         curve = summary["overoptimization"][run]
         assert [c["iteration"] for c in curve] == list(range(1, 7))
         assert all({"kl", "rm_score", "gold_score"} <= set(c) for c in curve)
-    assert len(summary["findings"]) == 7 and all(isinstance(f["holds"], bool) for f in summary["findings"])
+    # best-of-N: its curve starts at N = 1, the SFT answer itself (KL 0), and its KL grows as log N - (N-1)/N
+    bon = summary["overoptimization"]["bon_rm"]
+    assert [c["n"] for c in bon] == [1, 2, 4, 8, 16] and bon[0]["kl"] == 0
+    assert bon[0]["gold_score"] == pytest.approx(summary["gold_score"]["sft"])
+    assert bon[2]["kl"] == pytest.approx(math.log(4) - 3 / 4)
+    assert bon[-1]["rm_score"] > bon[0]["rm_score"]  # the reward model's favourite of 16 scores above one sample
+    assert summary["gold_score"]["bon_gold"] >= summary["gold_score"]["sft"]
+    for run in ("ppo", "ppo_ptx"):
+        ppo = json.loads((out / run / "summary.json").read_text())
+        assert ppo["reward_norm"]["gain"] > 0 and 0 <= ppo["kept_iteration"] <= ppo["iterations"]
+    assert len(summary["findings"]) == 8 and all(isinstance(f["holds"], bool) for f in summary["findings"])
     # the RM-vs-gold analysis adds up: untied pairs per family + tied pairs = all validation pairs, and the
     # gold standard's agreement = ties at one half + the untied pairs it orders as the labelers did
     a = summary["rm_analysis"]
@@ -140,3 +151,14 @@ def test_resume_of_a_finished_demo_redoes_nothing(quick_demo):
         pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=1), resume=True, log=lambda m: None)
     with pytest.raises(Exception, match="already holds a demo run"):
         pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), log=lambda m: None)
+
+
+def test_ranked_responses_are_distinct_as_the_world_reads_them(quick_demo):
+    """SFT decodes "hi!" and the few-shot base writes "hi !": one answer, which must not be ranked against itself."""
+    from instructrl.demo.knowledge import canon
+
+    out, _, _ = quick_demo
+    for f in (out / "data").glob("comparisons_*.jsonl"):
+        for line in f.read_text().splitlines():
+            responses = json.loads(line)["responses"]
+            assert len({canon(r) for r in responses}) == len(responses), responses
