@@ -13,12 +13,7 @@ class PPOConfig(StageConfig):
     iterations: int = 100
     """PPO iterations; each samples rollout_batch_size prompts, generates, scores and updates."""
     rollout_batch_size: int = 64
-    """Episodes per iteration, over all processes."""
-    samples_per_prompt: int = 1
-    """Responses sampled for each prompt of an iteration (rollout_batch_size / samples_per_prompt prompts).
-    With more than one, each score is paid less the mean score of the prompt's other samples (a leave-one-out
-    baseline): the value model then learns what differs between one prompt's answers, not each prompt's
-    difficulty."""
+    """Episodes (prompts) per iteration, over all processes."""
     batch_size: int = 16
     """Episodes per PPO minibatch (one optimizer step for the policy and one for the value model)."""
     epochs: int = 4
@@ -101,10 +96,6 @@ class PPOConfig(StageConfig):
 
     @model_validator(mode="after")
     def _check_sizes(self) -> PPOConfig:
-        if self.samples_per_prompt < 1 or self.rollout_batch_size % self.samples_per_prompt:
-            raise ValueError(
-                f"rollout_batch_size ({self.rollout_batch_size}) must be a multiple of samples_per_prompt ({self.samples_per_prompt})"
-            )
         if self.rollout_batch_size % self.batch_size:
             raise ValueError(
                 f"rollout_batch_size ({self.rollout_batch_size}) must be a multiple of batch_size ({self.batch_size})"

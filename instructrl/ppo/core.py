@@ -40,18 +40,6 @@ def kl_penalised_rewards(
     return rewards, non_score_reward, kl
 
 
-def leave_one_out(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Each score less the mean of the other k - 1 samples of the same prompt (episodes in groups of k).
-
-    A baseline per prompt that does not depend on the sample itself, so the policy gradient stays unbiased
-    (REINFORCE leave-one-out, Kool et al. 2019; Ahmadian et al. 2024): the value model is left to learn what
-    differs between one prompt's answers, not how hard each prompt is. scores: (B,), B a multiple of k.
-    """
-    groups = scores.view(-1, k)  # (B / k, k)
-    others = (groups.sum(-1, keepdim=True) - groups) / (k - 1)  # (B / k, k)
-    return (groups - others).view(-1)  # (B,)
-
-
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:

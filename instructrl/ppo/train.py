@@ -63,7 +63,6 @@ from instructrl.ppo.core import (
     FixedKLController,
     gae,
     kl_penalised_rewards,
-    leave_one_out,
     masked_whiten,
     policy_loss,
     value_loss,
@@ -171,10 +170,6 @@ class PPOSetup:
         return self.config.ptx_batch_size or self.config.batch_size
 
     @property
-    def prompts_per_iteration(self) -> int:
-        return self.config.rollout_batch_size // self.config.samples_per_prompt
-
-    @property
     def steps_per_iteration(self) -> int:
         return self.config.epochs * self.config.minibatches
 
@@ -218,10 +213,10 @@ def setup_ppo(
         train_records, val_records = split_by_user(records, config.val_fraction, config.seed)
     train, skipped = load_prompt_queries(train_records, tokenizer, config, "training")
     val, val_skipped = load_prompt_queries(val_records[: config.eval_prompts], tokenizer, config, "held-out")
-    if len(train.queries) < config.rollout_batch_size // config.samples_per_prompt:
+    if len(train.queries) < config.rollout_batch_size:
         raise UserError(
-            f"{len(train.queries)} usable prompts are fewer than the {config.rollout_batch_size // config.samples_per_prompt} "
-            f"an iteration samples (rollout_batch_size / samples_per_prompt); lower rollout_batch_size or add prompts"
+            f"{len(train.queries)} usable prompts are fewer than rollout_batch_size={config.rollout_batch_size}; "
+            f"lower it (--set rollout_batch_size=N) or add prompts"
         )
     if config.rollout_batch_size % world or config.batch_size % world:
         raise UserError(f"rollout_batch_size and batch_size must be multiples of the {world} processes")
@@ -484,11 +479,10 @@ def ppo_iteration(s: PPOSetup, it: int, step: int) -> tuple[dict[str, float], Ro
     # 3. every process gets the whole batch ---------------------------------------------------------------
     r = gather_rollout(local, acc, s.tokenizer.pad_token_id)
     clock.mark("rollout")
-    # 4. rewards with the KL penalty (the score less the prompt's other samples' mean, with several) ----------
+    # 4. rewards with the KL penalty ---------------------------------------------------------------------
     mask = r.mask.float()  # (B, R)
-    scores = leave_one_out(r.scores, c.samples_per_prompt) if c.samples_per_prompt > 1 else r.scores  # (B,)
     rewards, non_score_reward, kl = kl_penalised_rewards(
-        scores, r.logprobs, r.ref_logprobs, mask, s.kl_ctl.value
+        r.scores, r.logprobs, r.ref_logprobs, mask, s.kl_ctl.value
     )
     # 5. advantages and returns ----------------------------------------------------------------------------
     advantages, returns = gae(rewards, r.values, mask, c.gamma, c.lam)  # (B, R) each
@@ -509,12 +503,10 @@ def ppo_iteration(s: PPOSetup, it: int, step: int) -> tuple[dict[str, float], Ro
 
 def rollout_prompts(s: PPOSetup, it: int) -> list[int]:
     """The training prompt of each of iteration `it`'s episodes: the it-th batch of seeded per-epoch
-    permutations, each prompt samples_per_prompt times in a row."""
-    k = s.config.samples_per_prompt
-    per_epoch = len(s.train.queries) // s.prompts_per_iteration
+    permutations."""
+    per_epoch = len(s.train.queries) // s.config.rollout_batch_size
     epoch, i = divmod(it, per_epoch)
-    batch = epoch_batches(len(s.train.queries), s.prompts_per_iteration, s.config.seed, epoch)[i]
-    return [p for p in batch for _ in range(k)]
+    return epoch_batches(len(s.train.queries), s.config.rollout_batch_size, s.config.seed, epoch)[i]
 
 
 def ppo_epochs(

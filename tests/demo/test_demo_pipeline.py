@@ -82,7 +82,8 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
     assert [c["n"] for c in bon] == [1, 2, 4, 8, 16] and bon[0]["kl"] == 0
     assert bon[0]["gold_score"] == pytest.approx(summary["gold_score"]["sft"])
     assert bon[2]["kl"] == pytest.approx(math.log(4) - 3 / 4)
-    assert bon[-1]["rm_score"] > bon[0]["rm_score"]  # the reward model's favourite of 16 scores above one sample
+    # the reward model's favourite of 16 scores above one sample
+    assert bon[-1]["rm_score"] > bon[0]["rm_score"]
     assert summary["gold_score"]["bon_gold"] >= summary["gold_score"]["sft"]
     for run in ("ppo", "ppo_ptx"):
         ppo = json.loads((out / run / "summary.json").read_text())

@@ -108,13 +108,3 @@ def test_masked_whiten_uses_only_masked_entries():
     assert w[0, :3].mean().item() == pytest.approx(0.0, abs=1e-6)
     assert (w[0, :3] ** 2).mean().item() == pytest.approx(1.0, rel=1e-4)
     assert w[0, 3].item() == 0.0
-
-
-def test_leave_one_out_subtracts_the_mean_of_the_prompts_other_samples():
-    from instructrl.ppo.core import leave_one_out
-
-    scores = torch.tensor([1.0, 2.0, 6.0, 0.0, -1.0, 4.0])  # two prompts, three samples each
-    # prompt 1: 1 - (2 + 6)/2 = -3, 2 - (1 + 6)/2 = -1.5, 6 - (1 + 2)/2 = 4.5; prompt 2: 0 - 1.5, -1 - 2, 4 - (-0.5)
-    assert leave_one_out(scores, 3).tolist() == [-3.0, -1.5, 4.5, -1.5, -3.0, 4.5]
-    # with k samples the baselined scores of a prompt sum to 0 (each is k/(k-1) times its distance to the mean)
-    assert leave_one_out(scores, 3).view(2, 3).sum(-1).abs().max() < 1e-6
