@@ -21,7 +21,7 @@ from pathlib import Path
 from readme_section import update_readme
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")
+MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx", "bon_gold")
 STEPS = ("world", "pretrain", "sft", "rm", "ppo", "ppo_ptx", "evaluate", "total")
 
 
