@@ -40,7 +40,9 @@ class PPOConfig(StageConfig):
     score of 0 and a standard deviation of 1 (lm-human-preferences), applied to every score PPO sees and to
     the value model's head. kl_coef, cliprange_value and missing_eos_penalty are then in those units."""
     reward_norm_samples: int = 256
-    """SFT samples (one per training prompt) the normalisation is measured on."""
+    """SFT samples (one per training prompt) the normalisation is measured on. The gain and bias stay fixed
+    for the run (no per-batch whitening of rewards, which would change the objective every batch and hide
+    its trend in the logs; the advantages are whitened)."""
     kl_coef: float = 0.02
     """β, the per-token KL penalty coefficient (the paper: 0.02); the start value when kl_target is set."""
     kl_target: float | None = None
@@ -48,7 +50,9 @@ class PPOConfig(StageConfig):
     kl_horizon: int = 10000
     """Episodes over which the adaptive controller moves β by its full proportional error."""
     missing_eos_penalty: float | None = None
-    """Added to the score of a response that hits max_new_tokens without EOS (e.g. -1.0; empty: none)."""
+    """Added to the (normalised) score of a response that hits max_new_tokens without EOS (e.g. -1.0, as
+    TRL's TL;DR recipe; empty: none). Off by default: the reward model scores the last token of a cut-off
+    response as it would an ended one, so set it when responses run long (`response/eos_fraction` < 1)."""
     gamma: float = 1.0
     """Discount γ of GAE."""
     lam: float = 0.95

@@ -239,6 +239,15 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
             "iteration; best-of-N: the best of N SFT samples by the reward model, at its KL log N - (N-1)/N.</p>",
             f"<img src='data:image/png;base64,{plot_overoptimization(summary['overoptimization'])}'>",
         ]
+        bon = summary["overoptimization"].get("bon_rm")
+        if bon:
+            parts += [
+                "<p>Best-of-N by the reward model, on the test prompts (N = 1 is the SFT answer itself):</p>",
+                _table(
+                    [[r["n"], r["kl"], r["rm_score"], r["gold_score"]] for r in bon],
+                    ["N", "KL to SFT (nats)", "reward-model score", "gold score"],
+                ),
+            ]
 
     if "rm_val_accuracy" in summary:
         ref = {}
