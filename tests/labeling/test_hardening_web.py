@@ -1,0 +1,106 @@
+"""The web layer under hostile or careless input (issue 13): bounded bodies, 4xx for odd input, no reserving
+GETs, strict and honest submissions, closed API docs, quiet errors, unique user names."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from labeling.helpers import (
+    PROMPTS,
+    add_user,
+    create_tasks_directly,
+    login,
+    make_app,
+    ranking_rows,
+    upload_prompts,
+)
+
+LABELS = [{"likert": 4, "flags": []}] * 4
+
+
+@pytest.fixture
+def app(db_url):
+    app = make_app(db_url)
+    add_user(app, "admin", role="admin")
+    add_user(app, "lab1")
+    add_user(app, "lab2")
+    upload_prompts(login(app, "admin"), PROMPTS)
+    create_tasks_directly(app, kind="ranking", rows=ranking_rows(PROMPTS))
+    yield app
+    app.state.db.dispose()
+
+
+def n_rows(app, model) -> int:
+    with app.state.db.session() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+# --- 1. request bodies are limited as they stream in --------------------------------------------------
+
+
+async def post_chunked(app, path: str, chunks, headers: dict[str, str]) -> tuple[int, bytes, int]:
+    """POST `chunks` to the ASGI app one message each, as a server streams a chunked body (TestClient
+    would join them first); returns the status, the response body and how many bytes the app pulled."""
+    pulled, status, body = 0, 0, b""
+    chunks = iter(chunks)
+
+    async def receive():
+        nonlocal pulled
+        chunk = next(chunks, None)
+        pulled += len(chunk or b"")
+        return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
+
+    async def send(message):
+        nonlocal status, body
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    return status, body, pulled
+
+
+@pytest.mark.parametrize(
+    ("path", "who", "content_type"),
+    [
+        ("/api/v1/login", None, "application/json"),
+        ("/admin/prompts", "admin", "multipart/form-data; boundary=xyz"),
+        ("/api/v1/admin/prompts", "admin", "multipart/form-data; boundary=xyz"),
+    ],
+)
+def test_a_chunked_body_over_the_limit_is_refused_413_without_being_read_whole(
+    sqlite_url, path, who, content_type
+):
+    limit = 64 * 1024
+    app = make_app(sqlite_url, max_upload_bytes=limit)
+    add_user(app, "admin", role="admin")
+    headers = {"content-type": content_type, "transfer-encoding": "chunked"}
+    if who:
+        auth = login(app, who)
+        headers["cookie"] = f"instructrl_session={auth.client.cookies['instructrl_session']}"
+        headers["x-csrf-token"] = auth.csrf
+    chunk = b"x" * 16 * 1024
+    part = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+    chunks = [part, *[chunk] * 640]  # 10 MiB
+    status, body, pulled = asyncio.run(post_chunked(app, path, chunks, headers))
+    assert status == 413 and b"over the upload limit" in body
+    assert pulled <= limit + 64 * 1024 + len(chunk)  # the app stopped reading at the limit
+    app.state.db.dispose()
