@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
+from instructrl.labeling.models import Submission
 from labeling.helpers import (
     PROMPTS,
     add_user,
@@ -104,3 +105,41 @@ def test_a_chunked_body_over_the_limit_is_refused_413_without_being_read_whole(
     assert status == 413 and b"over the upload limit" in body
     assert pulled <= limit + 64 * 1024 + len(chunk)  # the app stopped reading at the limit
     app.state.db.dispose()
+
+
+# --- 8. odd input is a 4xx with a message, never a 500 -------------------------------------------------
+
+
+def test_a_likert_score_that_is_not_a_plain_number_is_refused_422(app):
+    lab = login(app, "lab1")
+    a = lab.next("ranking").json()["id"]
+    form = {"submission_key": "k" * 10, "ranking": "0,1,2,3", "likert_0": "²"}
+    form |= {f"likert_{i}": "4" for i in (1, 2, 3)}
+    r = lab.post(f"/assignments/{a}", data=form)
+    assert r.status_code == 422 and "score from 1 to 7" in r.text
+    assert n_rows(app, Submission) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "who"),
+    [
+        ("get", "/api/v1/assignments/{n}", "lab1"),
+        ("get", "/assignments/{n}", "lab1"),
+        ("post", "/api/v1/assignments/{n}/submission", "lab1"),
+        ("get", "/admin/intakes/{n}", "admin"),
+        ("get", "/admin/jobs/{n}", "admin"),
+        ("get", "/api/v1/admin/jobs/{n}", "admin"),
+    ],
+)
+def test_an_id_too_large_for_the_database_is_refused_422(app, method, path, who):
+    client = login(app, who)
+    body = {"json": {"submission_key": "k" * 10, "response": "x"}} if method == "post" else {}
+    r = getattr(client, method)(path.format(n=10**20), **body)
+    assert r.status_code == 422 and "less than or equal to" in r.text
+
+
+def test_a_jsonl_line_nested_too_deep_is_refused_422_naming_the_line(app):
+    admin = login(app, "admin")
+    deep = b'{"prompt": "ok", "user_id": "u1"}\n{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    r = admin.post("/api/v1/admin/prompts", files={"file": ("p.jsonl", deep)})
+    assert r.status_code == 422 and "p.jsonl:2: nested too deeply" in r.json()["detail"]

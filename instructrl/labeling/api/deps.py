@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -20,6 +20,10 @@ from instructrl.labeling.services.users import get_login
 SESSION_COOKIE = "instructrl_session"
 LOGIN_CSRF_COOKIE = "instructrl_login_csrf"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Ids in paths are bounded by the largest PostgreSQL `integer`: beyond it the drivers fail (PostgreSQL: out
+# of range; SQLite past 2**63: OverflowError) and a typed-in id would be a 500 instead of a 422.
+MAX_ID = 2**31 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def get_db(request: Request) -> Database:

@@ -78,6 +78,10 @@ def _jsonl_rows(text: str, filename: str) -> list[tuple[int, dict[str, Any]]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{filename}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise UserError(
+                f"{filename}:{lineno}: nested too deeply to read (lists or objects inside each other)"
+            ) from None
         if not isinstance(obj, dict):
             raise UserError(f"{filename}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         rows.append((lineno, obj))

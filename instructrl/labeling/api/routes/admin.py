@@ -14,6 +14,7 @@ from instructrl.labeling.api.deps import (
     AdminUser,
     DbDep,
     FormDep,
+    IdPath,
     SessionDep,
     SettingsDep,
     admin_user,
@@ -109,7 +110,7 @@ def upload_prompts(
 
 
 @pages.get("/intakes/{intake_id}")
-def intake_page(request: Request, intake_id: int, session: SessionDep) -> Response:
+def intake_page(request: Request, intake_id: IdPath, session: SessionDep) -> Response:
     intake = prompts.get_intake(session=session, intake_id=intake_id)
     if intake is None:
         raise HTTPException(status_code=404, detail=f"intake {intake_id} not found")
@@ -260,7 +261,7 @@ def start_job(
 
 
 @pages.get("/jobs/{job_id}")
-def job_page(request: Request, job_id: int, session: SessionDep) -> Response:
+def job_page(request: Request, job_id: IdPath, session: SessionDep) -> Response:
     job = session.get(GenerationJob, job_id)
     if job is None:
         raise HTTPException(status_code=404, detail=f"generation job {job_id} not found")
@@ -366,7 +367,7 @@ def api_start_job(
 
 
 @api.get("/jobs/{job_id}")
-def api_job(job_id: int, session: SessionDep) -> GenerationJobPublic:
+def api_job(job_id: IdPath, session: SessionDep) -> GenerationJobPublic:
     job = session.get(GenerationJob, job_id)
     if job is None:
         raise HTTPException(status_code=404, detail=f"generation job {job_id} not found")

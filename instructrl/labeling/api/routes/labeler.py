@@ -14,6 +14,7 @@ from instructrl.datasets.records import METADATA_FLAGS
 from instructrl.errors import UserError
 from instructrl.labeling.api.deps import (
     FormDep,
+    IdPath,
     LabelerUser,
     SessionDep,
     SettingsDep,
@@ -76,7 +77,7 @@ def _task_page(
 
 
 @pages.get("/assignments/{assignment_id}")
-def task_page(request: Request, assignment_id: int, user: LabelerUser, session: SessionDep) -> Response:
+def task_page(request: Request, assignment_id: IdPath, user: LabelerUser, session: SessionDep) -> Response:
     return _task_page(request, assignment_id, user, session, error=None, values={})
 
 
@@ -99,7 +100,8 @@ def answer_from_form(form: FormData, kind: str) -> SubmissionCreate:
             likert = form_str(form, f"likert_{i}")
             labels.append(
                 {
-                    "likert": int(likert) if likert.isdigit() else None,
+                    # isdigit() alone lets '²' through to int()
+                    "likert": int(likert) if likert.isascii() and likert.isdigit() else None,
                     "flags": [f for f in form.getlist(f"flags_{i}") if isinstance(f, str)],
                 }
             )
@@ -124,7 +126,7 @@ def _describe(e: ValidationError) -> str:
 
 @pages.post("/assignments/{assignment_id}")
 def submit_form(
-    request: Request, assignment_id: int, form: FormDep, user: LabelerUser, session: SessionDep
+    request: Request, assignment_id: IdPath, form: FormDep, user: LabelerUser, session: SessionDep
 ) -> Response:
     assignment = tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user)
     kind = assignment.task.kind
@@ -171,7 +173,7 @@ def api_list(user: LabelerUser, session: SessionDep) -> list[AssignmentPublic]:
 
 
 @api.get("/assignments/{assignment_id}")
-def api_get(assignment_id: int, user: LabelerUser, session: SessionDep) -> AssignmentPublic:
+def api_get(assignment_id: IdPath, user: LabelerUser, session: SessionDep) -> AssignmentPublic:
     return tasks.assignment_public(
         tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user)
     )
@@ -179,7 +181,7 @@ def api_get(assignment_id: int, user: LabelerUser, session: SessionDep) -> Assig
 
 @api.post("/assignments/{assignment_id}/submission", status_code=201)
 def api_submit(
-    assignment_id: int, body: SubmissionCreate, response: Response, user: LabelerUser, session: SessionDep
+    assignment_id: IdPath, body: SubmissionCreate, response: Response, user: LabelerUser, session: SessionDep
 ) -> SubmissionPublic:
     """Store the answer. 201 when stored now; 200 with the stored submission when this submission_key was
     already stored (a retry); 409 when the assignment was already answered under another key."""
