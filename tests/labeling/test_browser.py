@@ -110,6 +110,13 @@ def log_in(page, base: str, name: str) -> None:
     page.click("button[type=submit]")
 
 
+def start_task(page, base: str, kind: str) -> None:
+    """Press the kind's Start button on the task list (a POST: only it reserves a task)."""
+    page.goto(f"{base}/tasks")
+    with page.expect_navigation():
+        page.click(f"#start-{kind}")
+
+
 def rank_order(page) -> list[int]:
     return [int(x) for x in page.locator("#ranking").input_value().split(",")]
 
@@ -220,10 +227,9 @@ def test_labeling_journey_in_chromium(browser, tmp_path, tiny_model_dir):
         assert "/assignments/" in page.url  # straight on to the next demonstration
 
         # --- labeler: ranking with the mouse --------------------------------------------------------
-        page.goto(f"{base}/tasks/next?kind=ranking")
+        start_task(page, base, "ranking")
         while page.locator(".rank-item").count() != 6:  # skip the generated K=4 tasks for this part
-            _submit_default(page)
-            page.goto(f"{base}/tasks/next?kind=ranking")
+            _submit_default(page)  # and straight on to the next ranking
         mouse_prompt = page.inner_text("#prompt-text")
         items = page.locator(".rank-item")
         assert rank_order(page) == [0, 1, 2, 3, 4, 5]
@@ -270,7 +276,7 @@ def test_labeling_journey_in_chromium(browser, tmp_path, tiny_model_dir):
             page.click("text=Submit ranking")
 
         # --- labeler: A/B -------------------------------------------------------------------------
-        page.goto(f"{base}/tasks/next?kind=ab")
+        start_task(page, base, "ab")
         left = page.inner_text("#response-a")
         page.click(
             "text=B is better" if "ocean" in left else "text=A is better"

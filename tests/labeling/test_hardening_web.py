@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from instructrl.labeling.models import Submission
+from instructrl.labeling.models import Assignment, Submission
 from labeling.helpers import (
     PROMPTS,
     add_user,
@@ -143,3 +143,29 @@ def test_a_jsonl_line_nested_too_deep_is_refused_422_naming_the_line(app):
     deep = b'{"prompt": "ok", "user_id": "u1"}\n{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
     r = admin.post("/api/v1/admin/prompts", files={"file": ("p.jsonl", deep)})
     assert r.status_code == 422 and "p.jsonl:2: nested too deeply" in r.json()["detail"]
+
+
+# --- 10. smaller ones --------------------------------------------------------------------------------
+
+
+def test_get_tasks_next_reserves_nothing_and_post_does(app):
+    lab = login(app, "lab1")
+    r = lab.get("/tasks/next?kind=ranking", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/tasks"
+    assert n_rows(app, Assignment) == 0
+    assert 'action="/tasks/next"' in lab.get("/tasks").text  # the start buttons are forms
+    r = lab.post("/tasks/next", data={"kind": "ranking"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/assignments/")
+    assert n_rows(app, Assignment) == 1
+    # GET now shows the open assignment, still reserving nothing more
+    again = lab.get("/tasks/next?kind=ranking", follow_redirects=False)
+    assert again.headers["location"] == r.headers["location"] and n_rows(app, Assignment) == 1
+
+
+def test_submitting_a_task_form_goes_straight_on_to_the_next_task(app):
+    lab = login(app, "lab1")
+    first = lab.next("ranking").json()["id"]
+    form = {"submission_key": "k" * 10, "ranking": "0,1,2,3"} | {f"likert_{i}": "4" for i in range(4)}
+    r = lab.post(f"/assignments/{first}", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/assignments/")
+    assert r.headers["location"] != f"/assignments/{first}"

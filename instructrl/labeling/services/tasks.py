@@ -175,17 +175,22 @@ def _ab_swap(*, seed: int, task_id: int, labeler_id: int) -> bool:
     return digest[0] & 1 == 1
 
 
-@writes
-def next_assignment(*, session: Session, labeler: User, kind: str, seed: int = 0) -> Assignment | None:
-    """The labeler's open assignment of `kind`, else a new one on the oldest task that still needs their
-    group; None when there is nothing left to do."""
-    pending = session.scalar(
+def pending_assignment(*, session: Session, labeler: User, kind: str) -> Assignment | None:
+    """The labeler's oldest open assignment of `kind`, if any."""
+    return session.scalar(
         select(Assignment)
         .join(Task, Assignment.task_id == Task.id)
         .where(Assignment.labeler_id == labeler.id, Assignment.status == "pending", Task.kind == kind)
         .order_by(Assignment.id)
         .limit(1)
     )
+
+
+@writes
+def next_assignment(*, session: Session, labeler: User, kind: str, seed: int = 0) -> Assignment | None:
+    """The labeler's open assignment of `kind`, else a new one on the oldest task that still needs their
+    group; None when there is nothing left to do."""
+    pending = pending_assignment(session=session, labeler=labeler, kind=kind)
     if pending is not None:
         return pending
     mine = exists().where(Assignment.task_id == Task.id, Assignment.labeler_id == labeler.id)

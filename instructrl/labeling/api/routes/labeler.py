@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
@@ -22,6 +22,7 @@ from instructrl.labeling.api.deps import (
     form_str,
     render,
 )
+from instructrl.labeling.core.config import Settings
 from instructrl.labeling.schemas import AssignmentPublic, SubmissionCreate, SubmissionPublic, TaskKind
 from instructrl.labeling.services import tasks
 
@@ -51,7 +52,21 @@ def home(request: Request, user: LabelerUser, session: SessionDep, msg: str = ""
 
 
 @pages.get("/tasks/next")
-def next_task(user: LabelerUser, session: SessionDep, settings: SettingsDep, kind: TaskKind) -> Response:
+def open_task(user: LabelerUser, session: SessionDep, kind: TaskKind) -> Response:
+    """The open assignment of `kind`, else the task list with its Start buttons: a GET reserves nothing, so
+    a link from another site cannot take a task in the labeler's name."""
+    assignment = tasks.pending_assignment(session=session, labeler=user, kind=kind)
+    return RedirectResponse(f"/assignments/{assignment.id}" if assignment else "/tasks", status_code=303)
+
+
+@pages.post("/tasks/next")
+def next_task(
+    user: LabelerUser, session: SessionDep, settings: SettingsDep, kind: Annotated[TaskKind, Form()]
+) -> Response:
+    return _to_next_task(user=user, session=session, settings=settings, kind=kind)
+
+
+def _to_next_task(*, user: LabelerUser, session: SessionDep, settings: Settings, kind: str) -> Response:
     assignment = tasks.next_assignment(session=session, labeler=user, kind=kind, seed=settings.seed)
     if assignment is None:
         return RedirectResponse("/tasks?msg=none_left", status_code=303)
@@ -126,7 +141,12 @@ def _describe(e: ValidationError) -> str:
 
 @pages.post("/assignments/{assignment_id}")
 def submit_form(
-    request: Request, assignment_id: IdPath, form: FormDep, user: LabelerUser, session: SessionDep
+    request: Request,
+    assignment_id: IdPath,
+    form: FormDep,
+    user: LabelerUser,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
     assignment = tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user)
     kind = assignment.task.kind
@@ -139,7 +159,8 @@ def submit_form(
         session.rollback()
         values = {k: form.getlist(k) for k in form}
         return _task_page(request, assignment_id, user, session, error=str(e), values=values, status_code=422)
-    return RedirectResponse(f"/tasks/next?kind={kind}", status_code=303)
+    # Straight on to the next task of the kind: this is a POST, so it may reserve one.
+    return _to_next_task(user=user, session=session, settings=settings, kind=kind)
 
 
 # --- JSON API ----------------------------------------------------------------------------------------
