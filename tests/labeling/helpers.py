@@ -86,6 +86,11 @@ PROMPTS = [
 ]
 
 
+def scores(k: int = 4) -> list[dict[str, Any]]:
+    """The `labels` of a ranking of k responses: a Likert score of 4 each, no flags."""
+    return [{"likert": 4, "flags": []} for _ in range(k)]
+
+
 def jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 

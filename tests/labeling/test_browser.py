@@ -25,7 +25,7 @@ from sqlalchemy import select
 from instructrl.datasets.io import read_records
 from instructrl.labeling.models import Assignment, Submission, Task
 from instructrl.labeling.testing import LiveServer
-from labeling.helpers import PASSWORD, add_user, jsonl, login, make_app
+from labeling.helpers import PASSWORD, add_user, jsonl, login, make_app, scores
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -303,7 +303,7 @@ def test_labeling_journey_in_chromium(browser, tmp_path, tiny_model_dir):
         while (r := kenji.next("ranking")).status_code == 200:
             k = len(r.json()["task"]["responses"])
             order = [3, 0, 2, 5, 4, 1] if k == 6 else list(range(k))
-            assert kenji.submit(r.json()["id"], ranking=order).status_code == 201
+            assert kenji.submit(r.json()["id"], ranking=order, labels=scores(k)).status_code == 201
         page.click("text=Log out")
 
         # --- admin: quality and export --------------------------------------------------------------

@@ -19,6 +19,7 @@ from labeling.helpers import (
     login,
     make_app,
     ranking_rows,
+    scores,
     upload_prompts,
 )
 
@@ -41,7 +42,7 @@ def test_kill_and_restart_loses_no_acknowledged_submission(db_url, tmp_path):
         csrf = client.post("/api/v1/login", json={"name": "lab1", "password": PASSWORD}).json()["csrf_token"]
         headers = {"X-CSRF-Token": csrf}
         for kind, body in (
-            ("ranking", {"ranking": [3, 1, 0, 2]}),
+            ("ranking", {"ranking": [3, 1, 0, 2], "labels": scores()}),
             ("demonstration", {"response": "Stored."}),
         ):
             while (

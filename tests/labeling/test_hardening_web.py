@@ -16,10 +16,9 @@ from labeling.helpers import (
     login,
     make_app,
     ranking_rows,
+    scores,
     upload_prompts,
 )
-
-LABELS = [{"likert": 4, "flags": []}] * 4
 
 
 @pytest.fixture
@@ -169,3 +168,45 @@ def test_submitting_a_task_form_goes_straight_on_to_the_next_task(app):
     r = lab.post(f"/assignments/{first}", data=form, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/assignments/")
     assert r.headers["location"] != f"/assignments/{first}"
+
+
+def test_a_replayed_submission_key_with_a_different_answer_conflicts_and_keeps_the_first(app):
+    lab = login(app, "lab1")
+    a = lab.next("ranking").json()["id"]
+    first = lab.submit(a, submission_key="key-0001", ranking=[0, 1, 2, 3], labels=scores())
+    same = lab.submit(a, submission_key="key-0001", ranking=[0, 1, 2, 3], labels=scores())
+    different = lab.submit(a, submission_key="key-0001", ranking=[3, 2, 1, 0], labels=scores())
+    assert (first.status_code, same.status_code, different.status_code) == (201, 200, 409)
+    assert "different answer" in different.json()["detail"]
+    with app.state.db.session() as s:
+        assert list(s.scalars(select(Submission.ranking))) == [[0, 1, 2, 3]]
+
+
+def test_another_labelers_submission_key_is_404_not_409(app):
+    lab1, lab2 = login(app, "lab1"), login(app, "lab2")
+    a1, a2 = lab1.next("ranking").json()["id"], lab2.next("ranking").json()["id"]
+    assert (
+        lab1.submit(a1, submission_key="key-0001", ranking=[0, 1, 2, 3], labels=scores()).status_code == 201
+    )
+    r = lab2.submit(a2, submission_key="key-0001", ranking=[0, 1, 2, 3], labels=scores())
+    assert r.status_code == 404
+    assert n_rows(app, Submission) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"ranking": [0, 1, 2, 3]},  # no Likert scores
+        {"ranking": [0, 1, 2, 3], "labels": [{"flags": []}] * 4},
+        {"ranking": ["0", "1", "2", "3"], "labels": scores()},
+        {"ranking": [0, True, 2, 3], "labels": scores()},
+        {"ranking": [0, 1, 2, 3], "labels": [{"likert": "4", "flags": []}] * 4},
+        {"ranking": [0, 1, 2, 3], "labels": [{"likert": True, "flags": []}] * 4},
+    ],
+)
+def test_api_rankings_are_validated_as_strictly_as_the_form(app, answer):
+    lab = login(app, "lab1")
+    a = lab.next("ranking").json()["id"]
+    r = lab.submit(a, **answer)
+    assert r.status_code == 422, r.text
+    assert lab.get(f"/api/v1/assignments/{a}").json()["status"] == "pending"

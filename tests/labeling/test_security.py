@@ -19,6 +19,7 @@ from labeling.helpers import (
     make_app,
     page_csrf,
     ranking_rows,
+    scores,
     upload_prompts,
 )
 
@@ -172,7 +173,7 @@ def test_injection_strings_are_stored_verbatim_and_shown_escaped(app):
         assert task is not None and task.responses == hostile[0]["responses"]
     lab = login(app, "lab1")
     while (r := lab.next("ranking")).status_code == 200 and r.json()["task"]["prompt"] != INJECTIONS[0]:
-        lab.submit(r.json()["id"], ranking=[0, 1, 2, 3])
+        lab.submit(r.json()["id"], ranking=[0, 1, 2, 3], labels=scores())
     page = lab.get(f"/assignments/{r.json()['id']}").text
     assert "<script>alert" not in page and "<img src=x" not in page and "</textarea><script>" not in page
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page

@@ -16,6 +16,7 @@ from labeling.helpers import (
     login,
     make_app,
     ranking_rows,
+    scores,
     upload_prompts,
 )
 
@@ -58,14 +59,14 @@ def test_each_task_goes_to_replicas_labelers_per_group(app):
             if r.status_code == 204:
                 continue
             a = r.json()
-            assert client.submit(a["id"], ranking=[0, 1, 2, 3]).status_code == 201
+            assert client.submit(a["id"], ranking=[0, 1, 2, 3], labels=scores()).status_code == 201
             taken[name] = taken.get(name, 0) + 1
     assert sum(taken.values()) == 8
     # the held-out group has its own quota: it can still label every task once per replica
     held = login(app, "held")
     n = 0
     while (r := held.next("ranking")).status_code == 200:
-        assert held.submit(r.json()["id"], ranking=[3, 2, 1, 0]).status_code == 201
+        assert held.submit(r.json()["id"], ranking=[3, 2, 1, 0], labels=scores()).status_code == 201
         n += 1
     assert n == 6  # a single labeler gets each task at most once
 
@@ -75,7 +76,7 @@ def test_next_returns_the_open_assignment_before_a_new_one(app):
     lab = login(app, "lab1")
     first = lab.next("ranking").json()
     assert lab.next("ranking").json()["id"] == first["id"]
-    assert lab.submit(first["id"], ranking=[0, 1, 2, 3]).status_code == 201
+    assert lab.submit(first["id"], ranking=[0, 1, 2, 3], labels=scores()).status_code == 201
     assert lab.next("ranking").json()["id"] != first["id"]
 
 

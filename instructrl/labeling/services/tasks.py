@@ -305,10 +305,13 @@ def _check_answer(task: Task, answer: SubmissionCreate) -> dict[str, object]:
             raise UserError(
                 f"field 'ranking': must list each of the {k} responses (0..{k - 1}) once, best first"
             )
-        if answer.labels is not None and len(answer.labels) != k:
-            raise UserError(f"field 'labels': {len(answer.labels)} entries for {k} responses")
-        labels = [lab.model_dump(mode="json") for lab in answer.labels] if answer.labels is not None else None
-        return {"ranking": list(answer.ranking), "labels": labels}
+        if answer.labels is None or len(answer.labels) != k:
+            given = "none" if answer.labels is None else len(answer.labels)
+            raise UserError(f"field 'labels': {given} for {k} responses; give each a score from 1 to 7")
+        return {
+            "ranking": list(answer.ranking),
+            "labels": [lab.model_dump(mode="json") for lab in answer.labels],
+        }
     if answer.preferred is None:
         raise UserError("field 'preferred': choose 'a', 'b' or 'tie'")
     return {"preferred": answer.preferred}  # display order; `submit` maps it to the task's order
@@ -320,26 +323,32 @@ def submit(
 ) -> tuple[Submission, bool]:
     """Store the labeler's answer and mark the assignment done, in one transaction.
 
-    Returns (submission, created). The same `submission_key` again returns the stored submission with
-    created=False (a double click or a retried request stores nothing twice); a different answer to an
-    assignment already done is a Conflict.
+    Returns (submission, created). The same `submission_key` with the same answer again returns the stored
+    submission with created=False (a double click or a retried request stores nothing twice); the key with a
+    different answer, or a different answer to an assignment already done, is a Conflict.
     """
-    replay = _replay(session=session, key=answer.submission_key, labeler=labeler, assignment_id=assignment_id)
-    if replay is not None:
-        return replay, False
     assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
-    if assignment.status == "done":
-        raise Conflict(f"assignment {assignment_id} was already submitted")
     columns = _check_answer(assignment.task, answer)
     if assignment.task.kind == "ab" and assignment.swap:
         # Stored in the task's order, whatever side each response was shown on.
         columns["preferred"] = {"a": "b", "b": "a", "tie": "tie"}[str(columns["preferred"])]
+    columns["note"] = answer.note.strip() if answer.note and answer.note.strip() else None
+    replay = _replay(
+        session=session,
+        key=answer.submission_key,
+        labeler=labeler,
+        assignment_id=assignment_id,
+        columns=columns,
+    )
+    if replay is not None:
+        return replay, False
+    if assignment.status == "done":
+        raise Conflict(f"assignment {assignment_id} was already submitted")
     submission = Submission(
         submission_key=answer.submission_key,
         assignment_id=assignment.id,
         labeler_id=labeler.id,
         kind=assignment.task.kind,
-        note=answer.note.strip() if answer.note and answer.note.strip() else None,
         **columns,
     )
     session.add(submission)
@@ -351,7 +360,11 @@ def submit(
         # A concurrent request with the same key (or for the same assignment) committed first.
         session.rollback()
         replay = _replay(
-            session=session, key=answer.submission_key, labeler=labeler, assignment_id=assignment_id
+            session=session,
+            key=answer.submission_key,
+            labeler=labeler,
+            assignment_id=assignment_id,
+            columns=columns,
         )
         if replay is not None:
             return replay, False
@@ -359,10 +372,21 @@ def submit(
     return submission, True
 
 
-def _replay(*, session: Session, key: str, labeler: User, assignment_id: int) -> Submission | None:
+def _replay(
+    *, session: Session, key: str, labeler: User, assignment_id: int, columns: dict[str, object]
+) -> Submission | None:
+    """The submission stored under `key` when this request repeats it exactly; None when the key is new."""
     stored = session.scalar(select(Submission).where(Submission.submission_key == key))
     if stored is None:
         return None
-    if stored.labeler_id != labeler.id or stored.assignment_id != assignment_id:
+    if stored.labeler_id != labeler.id:
+        # Not 409: that would tell a labeler that someone else's key exists.
+        raise NotFound(f"submission key '{key}' not found; generate a new key per form")
+    if stored.assignment_id != assignment_id:
         raise Conflict("this submission key was already used for another task; generate a new key per form")
+    if any(getattr(stored, name) != value for name, value in columns.items()):
+        raise Conflict(
+            f"submission key '{key}' was already used with a different answer, which is kept; "
+            f"generate a new key per form"
+        )
     return stored

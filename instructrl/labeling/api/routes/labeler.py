@@ -205,7 +205,8 @@ def api_submit(
     assignment_id: IdPath, body: SubmissionCreate, response: Response, user: LabelerUser, session: SessionDep
 ) -> SubmissionPublic:
     """Store the answer. 201 when stored now; 200 with the stored submission when this submission_key was
-    already stored (a retry); 409 when the assignment was already answered under another key."""
+    already stored with the same answer (a retry); 409 when it came with a different answer, or the
+    assignment was already answered under another key."""
     submission, created = tasks.submit(
         session=session, assignment_id=assignment_id, labeler=user, answer=body
     )
