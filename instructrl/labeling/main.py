@@ -87,7 +87,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         yield
         db.dispose()
 
-    app = FastAPI(title="instructrl labeling", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    # No docs pages: Swagger UI runs inline and CDN scripts, which the CSP refuses (and should). The schema
+    # is served to admins only, at /api/v1/admin/openapi.json.
+    app = FastAPI(
+        title="instructrl labeling", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings = settings
     app.state.db = db
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
@@ -130,7 +134,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         if is_api(request):
-            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+            # Without the input: a login body missing its name was echoed whole, password included.
+            errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+            return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return _error(request, 422, problems)
 

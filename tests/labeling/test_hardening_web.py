@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from instructrl.labeling.models import Assignment, Submission
@@ -210,3 +211,24 @@ def test_api_rankings_are_validated_as_strictly_as_the_form(app, answer):
     r = lab.submit(a, **answer)
     assert r.status_code == 422, r.text
     assert lab.get(f"/api/v1/assignments/{a}").json()["status"] == "pending"
+
+
+def test_api_docs_are_closed_and_the_schema_is_for_admins_only(app):
+    anon = TestClient(app)
+    assert anon.get("/api/docs").status_code == 404
+    assert anon.get("/openapi.json").status_code == 404
+    assert anon.get("/api/v1/admin/openapi.json").status_code == 401
+    assert login(app, "lab1").get("/api/v1/admin/openapi.json").status_code == 403
+    schema = login(app, "admin").get("/api/v1/admin/openapi.json")
+    assert schema.status_code == 200 and "/api/v1/assignments/next" in schema.json()["paths"]
+
+
+def test_validation_errors_do_not_echo_the_input(app):
+    r = TestClient(app).post("/api/v1/login", json={"password": "hunter2-secret"})
+    assert r.status_code == 422 and "hunter2" not in r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "name"]
+    admin = login(app, "admin")
+    r = admin.post(
+        "/api/v1/admin/users", json={"name": "bad name", "password": "hunter2-secret", "role": "x"}
+    )
+    assert r.status_code == 422 and "hunter2" not in r.text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile
 from fastapi.responses import RedirectResponse
@@ -346,6 +346,12 @@ def export_zip(session: SessionDep) -> Response:
 api = APIRouter(
     prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_user), Depends(csrf_protect)]
 )
+
+
+@api.get("/openapi.json", include_in_schema=False)
+def api_schema(request: Request) -> dict[str, Any]:
+    """The app's OpenAPI schema, for admins writing API clients."""
+    return request.app.openapi()
 
 
 @api.post("/prompts", status_code=201)
