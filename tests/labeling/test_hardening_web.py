@@ -232,3 +232,11 @@ def test_validation_errors_do_not_echo_the_input(app):
         "/api/v1/admin/users", json={"name": "bad name", "password": "hunter2-secret", "role": "x"}
     )
     assert r.status_code == 422 and "hunter2" not in r.text
+
+
+def test_user_names_are_unique_whatever_their_case(app):
+    admin = login(app, "admin")
+    body = {"password": "a-long-password", "role": "labeler"}
+    assert admin.post("/api/v1/admin/users", json={"name": "lab0", **body}).status_code == 201
+    r = admin.post("/api/v1/admin/users", json={"name": "Lab0", **body})
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from instructrl.errors import UserError
@@ -17,8 +17,11 @@ from instructrl.labeling.services import Conflict
 
 @writes
 def create_user(*, session: Session, user_in: UserCreate) -> User:
-    if session.scalar(select(User).where(User.name == user_in.name)) is not None:
-        raise Conflict(f"a user named '{user_in.name}' already exists")
+    # Case-insensitively: 'lab0' and 'Lab0' would be two accounts that people take for one. Names are
+    # ASCII (UserCreate), so lower() is the same in Python, SQLite and PostgreSQL.
+    same = session.scalar(select(User).where(func.lower(User.name) == user_in.name.lower()))
+    if same is not None:
+        raise Conflict(f"a user named '{same.name}' already exists (names are compared ignoring case)")
     if user_in.role == "admin" and user_in.group != "default":
         raise UserError("admins have no labeler group; leave --group out for an admin")
     user = User(
