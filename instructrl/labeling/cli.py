@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = label.add_parser("serve", help="start the web app")
     s.add_argument("--db", help=db_help)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     s.set_defaults(func=run_serve)
 
     u = label.add_parser("add-user", help="create an admin or labeler account")
@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--db", help=db_help)
     e.set_defaults(func=run_export)
+
+
+def _port(text: str) -> int:
+    """A TCP port; anything else is argparse's usage error (exit 2), not a traceback from bind()."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return int(text)
 
 
 def _settings(args: argparse.Namespace) -> Any:

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from instructrl import cli
 from instructrl.labeling.models import Assignment, Submission
 from labeling.helpers import (
     PROMPTS,
@@ -240,3 +241,30 @@ def test_user_names_are_unique_whatever_their_case(app):
     assert admin.post("/api/v1/admin/users", json={"name": "lab0", **body}).status_code == 201
     r = admin.post("/api/v1/admin/users", json={"name": "Lab0", **body})
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
+
+
+# --- 10. the command line ----------------------------------------------------------------------------
+
+
+def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["instructrl.labeling.cli"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(list(argv))
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+def test_an_unsupported_database_url_is_shown_without_its_password(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(monkeypatch, capsys, "label", "export", "--out", "x", "--db", "mysql://u:s3cret@h/db")
+    assert code == 2 and "unsupported database 'mysql'" in err and "s3cret" not in err
+    code, err = run_cli(
+        monkeypatch, capsys, "label", "export", "--out", "x", "--db", "postgresql://u:s3cret@h:port/db"
+    )
+    assert code == 2 and "s3cret" not in err
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_a_malformed_port_exits_2_with_a_message(tmp_path, monkeypatch, capsys, port):
+    db = f"sqlite:///{tmp_path / 'labels.db'}"
+    code, err = run_cli(monkeypatch, capsys, "label", "serve", "--db", db, f"--port={port}")
+    assert code == 2 and "--port" in err and "1 to 65535" in err and "Traceback" not in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -31,9 +32,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise UserError(
-            f"--db {url!r}: not a database URL. Use sqlite:///path/labels.db or "
+            f"--db {_hide_password(url)!r}: not a database URL. Use sqlite:///path/labels.db or "
             f"postgresql://user:password@host:5432/dbname"
         ) from None
     backend = parsed.get_backend_name()
@@ -50,7 +51,13 @@ def make_engine(url: str) -> Engine:
                 drivername="postgresql+psycopg"
             )  # psycopg 3, not SQLAlchemy's default psycopg2
         return create_engine(parsed, pool_size=20, max_overflow=30, pool_pre_ping=True)
-    raise UserError(f"--db {url!r}: unsupported database '{backend}'; use sqlite:/// or postgresql://")
+    shown = parsed.render_as_string(hide_password=True)
+    raise UserError(f"--db {shown!r}: unsupported database '{backend}'; use sqlite:/// or postgresql://")
+
+
+def _hide_password(url: str) -> str:
+    """The URL with anything between 'user:' and '@' starred, for messages (error output ends up in logs)."""
+    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
