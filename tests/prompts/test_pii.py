@@ -54,3 +54,44 @@ def test_luhn_checksum():
 def test_pii_kinds_lists_distinct_kinds_sorted():
     text = "mail a@b.co or c@d.org, or call 555-123-4567"
     assert pii_kinds(text) == ["email", "phone"]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "found"),
+    [
+        ("mail first.last+tag@mail.example.co.uk now", "email", "first.last+tag@mail.example.co.uk"),
+        ("from b.b.b@b.b.com", "email", "b.b.b@b.b.com"),
+        ("office at 10 Downing St. in London", "street_address", "10 Downing St."),
+        ("ship to 42 Old Mill Lane", "street_address", "42 Old Mill Lane"),
+        ("fax 555.123.4567", "phone", "555.123.4567"),
+    ],
+)
+def test_more_forms_each_detector_finds(text, kind, found):
+    assert [(m.kind, m.text) for m in find_pii(text)] == [(kind, found)]
+
+
+ADVERSARIAL = {
+    # Each ~200 KB; the unbounded e-mail pattern took ~50 s on the first (quadratic backtracking).
+    "dotted words": "b." * 100_000,
+    "at signs": "a@" * 100_000,
+    "one local part, endless domain": "a@" + "b." * 100_000,
+    "local parts that reach an @": ("b." * 32 + "@" + "b." * 127 + "bb1") * 625,
+    "digits": "1" * 200_000,
+    "digits and spaces": "1 " * 100_000,
+    "digits and dashes": "1-" * 100_000,
+    "digits and dots": "1." * 100_000,
+    "bracketed area codes": "(12) " * 40_000,
+    "street words without a suffix": "1 " + "Abc " * 50_000,
+    "numbers and words": "12 Abc " * 28_000,
+    "spaces after a number": "1" + " " * 200_000 + "x",
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_every_pattern_is_linear_on_adversarial_text(name):
+    import time
+
+    text = ADVERSARIAL[name]
+    start = time.perf_counter()
+    find_pii(text)
+    assert time.perf_counter() - start < 1.0, f"{name}: {len(text):,} characters took too long"
