@@ -5,12 +5,16 @@ that share a long common prefix, and we limit the number of prompts to 200 per u
 train, validation, and test splits based on user ID, so that the validation and test sets contain no data
 from users whose data is in the training set." The filters run in that spirit, in this order:
 
-1. duplicates: the same text (ignoring case and runs of whitespace) or the same first `prefix_chars`
-   characters as a prompt seen before (earlier in this batch or in `prior`);
+1. duplicates: the same text (after `normalise`: case, whitespace, look-alike forms, invisible characters)
+   or the same first `prefix_chars` normalised characters as a prompt seen before (earlier in this batch
+   or in `prior`);
 2. personal information (`pii.find_pii`): drop the prompt, or keep it flagged, per `pii`;
 3. the per-user cap, counting the user's prompts already in `prior`;
 4. the split: a user already in `prior` keeps their split; new users are shuffled (seeded) and cut
    by the split fractions, so no user crosses splits.
+
+User ids are compared normalised too (`"Ann "`, `ANN`, `ann\u200b` and full-width `ａｎｎ` are one user), so
+neither the cap nor the split can be dodged by respelling an id; the original text is kept for display.
 
 Standard library + pydantic only: the `instructrl demo` pipeline runs it without the web app.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
@@ -41,7 +46,7 @@ class IntakeSettings(BaseModel):
     max_per_user: int = Field(default=200, ge=1)
     """Keep at most this many prompts per user id (the paper's 200); later ones are dropped."""
     prefix_chars: int = Field(default=100, ge=10)
-    """Two prompts whose first this-many characters (case and whitespace normalised) agree are duplicates."""
+    """Two prompts whose first this-many characters (after `normalise`) agree are duplicates."""
     pii: Literal["drop", "flag"] = "drop"
     """A prompt with personal information: 'drop' it, or keep it with `pii` listing what was found."""
     train_fraction: float = Field(default=0.8, ge=0.0, le=1.0)
@@ -108,7 +113,13 @@ _WS = re.compile(r"\s+")
 
 
 def normalise(text: str) -> str:
-    """The text compared for duplicates: case-folded, whitespace runs collapsed, trimmed."""
+    """The form in which prompts (for duplicates) and user ids (for the cap and split) are compared:
+    invisible format characters (Unicode category Cf: zero-width spaces, joiners, bidi marks, soft hyphens)
+    dropped, look-alikes folded (NFKC: full-width letters, ligatures, NBSP), whitespace runs collapsed,
+    trimmed, case-folded."""
+    if not text.isascii():  # ASCII has no format characters and is its own NFKC form
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+        text = unicodedata.normalize("NFKC", text)
     return _WS.sub(" ", text).strip().casefold()
 
 
@@ -135,10 +146,10 @@ def run_intake(
     dropped: dict[str, list[DroppedPrompt]] = {"duplicate": [], "pii": [], "user_cap": []}
     seen_exact = {normalise(p.prompt) for p in prior}
     seen_prefix = {n[: settings.prefix_chars] for n in seen_exact if len(n) >= settings.prefix_chars}
-    per_user = Counter(p.user_id for p in prior)
-    prior_split: dict[str, Split] = {p.user_id: p.split for p in prior}
+    per_user = Counter(normalise(p.user_id) for p in prior)
+    prior_split: dict[str, Split] = {normalise(p.user_id): p.split for p in prior}
 
-    survivors: list[tuple[PromptRecord, list[str]]] = []
+    survivors: list[tuple[PromptRecord, str, list[str]]] = []
     for rec in records:
         # 1. duplicates
         norm = normalise(rec.prompt)
@@ -159,25 +170,27 @@ def run_intake(
             dropped["pii"].append(_drop(rec, "pii", ", ".join(kinds)))
             continue
         # 3. per-user cap
-        if per_user[rec.user_id] >= settings.max_per_user:
+        user = normalise(rec.user_id)
+        if per_user[user] >= settings.max_per_user:
             detail = f"user already has {settings.max_per_user} prompts (the cap)"
             dropped["user_cap"].append(_drop(rec, "user_cap", detail))
             continue
-        per_user[rec.user_id] += 1
-        survivors.append((rec, kinds))
+        per_user[user] += 1
+        survivors.append((rec, user, kinds))
 
-    # 4. split by user id
-    new_users = [r.user_id for r, _ in survivors if r.user_id not in prior_split]
+    # 4. split by (normalised) user id
+    new_users = [user for _, user, _ in survivors if user not in prior_split]
     split_of: dict[str, Split] = {**assign_splits(new_users, settings), **prior_split}
     kept = [
-        KeptPrompt(prompt=r.prompt, user_id=r.user_id, split=split_of[r.user_id], pii=kinds)
-        for r, kinds in survivors
+        KeptPrompt(prompt=r.prompt, user_id=r.user_id, split=split_of[user], pii=kinds)
+        for r, user, kinds in survivors
     ]
 
     splits = {name: SplitCounts() for name in SPLITS}
     for name in SPLITS:
         in_split = [k for k in kept if k.split == name]
-        splits[name] = SplitCounts(prompts=len(in_split), users=len({k.user_id for k in in_split}))
+        users = {normalise(k.user_id) for k in in_split}
+        splits[name] = SplitCounts(prompts=len(in_split), users=len(users))
     report = IntakeReport(
         received=len(records),
         kept=len(kept),

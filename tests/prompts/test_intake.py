@@ -138,3 +138,39 @@ def test_intake_imports_no_web_or_torch_modules():
         "print(bad); sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+CAPUSER_SPELLINGS = ["capuser", "capuser ", " capuser", "CAPUSER", "capuser\u200b", "ｃａｐｕｓｅｒ"]
+
+
+def test_respelled_user_ids_are_one_user_for_the_cap_and_the_split():
+    records = recs(*[(f"question number {i}", u) for i, u in enumerate(CAPUSER_SPELLINGS)])
+    result = run_intake(records, IntakeSettings(max_per_user=2))
+    assert result.report.kept == 2 and result.report.dropped_user_cap == 4
+    assert sum(c.users for c in result.report.splits.values()) == 1
+    # the original spelling is kept for display
+    assert [k.user_id for k in result.kept] == ["capuser", "capuser "]
+
+    prior = [KeptPrompt(prompt="old question", user_id="capuser", split="test")]
+    later = run_intake(
+        records, IntakeSettings(max_per_user=100, train_fraction=1.0, validation_fraction=0.0), prior=prior
+    )
+    assert later.report.kept == 6 and {k.split for k in later.kept} == {"test"}
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "Write a poem about\u200b cats",  # zero-width space
+        "Write a poem\u00a0about cats",  # no-break space
+        "Write a po\u00adem about cats",  # soft hyphen
+        "\ufeffWrite a poem about cats",  # byte-order mark
+        "Ｗｒｉｔｅ ａ ｐｏｅｍ ａｂｏｕｔ ｃａｔｓ",  # full-width
+        "Write a poem about cats\u2009",  # thin space
+        "Write a poem about c\u200dats",  # zero-width joiner
+    ],
+)
+def test_duplicates_are_found_through_invisible_characters_look_alikes_and_nbsp(variant):
+    result = run_intake(recs(("Write a poem about cats", "u1"), (variant, "u2")), IntakeSettings())
+    assert result.report.dropped_duplicate == 1
+    assert result.dropped["duplicate"][0].prompt == variant
