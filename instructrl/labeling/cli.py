@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("name", help="user name (letters, digits, _ . @ -)")
     u.add_argument("--role", required=True, choices=["admin", "labeler"])
     u.add_argument(
-        "--group", default="default", help="labeler group; 'heldout' keeps their work for evaluation only"
+        "--group",
+        default="default",
+        help="labeler group: 'default', or 'heldout' (their work is kept for evaluation only)",
     )
     u.add_argument("--password-file", help="read the password from this file (first line); default: prompt")
     u.add_argument("--db", help=db_help)
@@ -112,9 +114,12 @@ def run_add_user(args: argparse.Namespace) -> int:
 
     from instructrl.labeling.core.db import Database
     from instructrl.labeling.core.security import MIN_PASSWORD_LENGTH
+    from instructrl.labeling.models import GROUPS
     from instructrl.labeling.schemas import UserCreate
     from instructrl.labeling.services.users import create_user
 
+    if args.group not in GROUPS:
+        raise UserError(f"--group '{args.group}': choose {' or '.join(repr(g) for g in GROUPS)}")
     password = _read_password(args.password_file)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")

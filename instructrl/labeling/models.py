@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
@@ -28,6 +29,8 @@ ROLES = ("admin", "labeler")
 TASK_KINDS = ("demonstration", "ranking", "ab")
 DEFAULT_GROUP = "default"
 HELDOUT_GROUP = "heldout"
+GROUPS = (DEFAULT_GROUP, HELDOUT_GROUP)
+"""Labeler groups are a fixed set: a misspelt held-out group would send evaluation work into training."""
 
 
 def utcnow() -> datetime:
@@ -52,6 +55,11 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(
+            "labeler_group IN (" + ", ".join(f"'{g}'" for g in GROUPS) + ")", name="ck_users_labeler_group"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)

@@ -11,6 +11,8 @@ from instructrl.datasets.records import ResponseLabel
 from instructrl.prompts.intake import DroppedPrompt, IntakeReport
 
 Role = Literal["admin", "labeler"]
+Group = Literal["default", "heldout"]
+"""`models.GROUPS`: 'heldout' labelers' work is kept for evaluation only."""
 TaskKind = Literal["demonstration", "ranking", "ab"]
 
 
@@ -25,14 +27,14 @@ class UserCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     password: str = Field(min_length=8, max_length=1024)
     role: Role
-    group: str = Field(default="default", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    group: Group = "default"
 
 
 class UserPublic(ORMModel):
     id: int
     name: str
     role: Role
-    group: str
+    group: Group
 
 
 class LoginIn(BaseModel):

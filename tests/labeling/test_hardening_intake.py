@@ -49,3 +49,74 @@ def test_duplicates_hidden_by_invisible_characters_or_look_alikes_are_dropped(ap
     ]
     report = upload_prompts(admin, [{"prompt": v, "user_id": f"u{i}"} for i, v in enumerate(variants, 1)])
     assert (report["report"]["kept"], report["report"]["dropped_duplicate"]) == (0, 3)
+
+
+# --- labeler groups are a fixed set (finding 4) -------------------------------------------------------
+
+
+def test_an_unknown_labeler_group_is_refused_by_the_api_the_form_and_the_database(app):
+    from sqlalchemy.exc import IntegrityError
+
+    from instructrl.labeling.models import User
+    from labeling.helpers import page_csrf
+
+    admin = login(app, "admin")
+    body = {"name": "ann", "password": "a-long-password", "role": "labeler", "group": "heldOut"}
+    r = admin.post("/api/v1/admin/users", json=body)
+    assert r.status_code == 422 and "'default' or 'heldout'" in r.text
+    token = page_csrf(admin.get("/admin/users").text)
+    r = admin.post("/admin/users", data={**body, "csrf_token": token})
+    assert r.status_code == 422 and "&#39;default&#39; or &#39;heldout&#39;" in r.text
+    with app.state.db.session() as s, pytest.raises(IntegrityError):
+        s.add(User(name="bob", password_hash="x", role="labeler", group="heldOut"))
+        s.commit()
+    with app.state.db.session() as s:
+        assert s.scalars(select(User.name)).all() == ["admin"]
+
+
+def test_the_cli_refuses_an_unknown_group_with_exit_2_and_the_allowed_values(tmp_path, capsys, monkeypatch):
+    from instructrl import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["instructrl.labeling.cli"])
+    pw = tmp_path / "pw"
+    pw.write_text("a-long-password\n")
+    argv = ["label", "add-user", "ann", "--role", "labeler", "--group", "heldOut", "--password-file", str(pw)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--db", f"sqlite:///{tmp_path / 'labels.db'}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "'heldOut'" in err and "'default'" in err and "'heldout'" in err
+
+
+def test_upgrading_a_database_with_a_misspelt_group_stops_and_names_the_users(db_url):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from instructrl.errors import UserError
+    from instructrl.labeling.core.db import MIGRATIONS_DIR, Database, make_engine
+
+    engine = make_engine(db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(
+            text(
+                "INSERT INTO users (name, password_hash, role, labeler_group, created_at) "
+                "VALUES ('ann', 'x', 'labeler', 'heldOut', CURRENT_TIMESTAMP)"
+            )
+        )
+    engine.dispose()
+    with pytest.raises(UserError, match=r"ann \(heldOut\); set each one's labeler_group to 'default' or"):
+        Database(db_url)
+
+
+def test_the_group_type_of_the_api_is_the_databases_set():
+    from typing import get_args
+
+    from instructrl.labeling.models import GROUPS
+    from instructrl.labeling.schemas import Group
+
+    assert get_args(Group) == GROUPS

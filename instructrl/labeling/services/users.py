@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from instructrl.errors import UserError
 from instructrl.labeling.core.db import writes
 from instructrl.labeling.core.security import hash_password, new_token, token_hash, verify_password
-from instructrl.labeling.models import AuthSession, User, utcnow
+from instructrl.labeling.models import DEFAULT_GROUP, AuthSession, User, utcnow
 from instructrl.labeling.schemas import UserCreate
 from instructrl.labeling.services import Conflict
 
@@ -22,7 +22,7 @@ def create_user(*, session: Session, user_in: UserCreate) -> User:
     same = session.scalar(select(User).where(func.lower(User.name) == user_in.name.lower()))
     if same is not None:
         raise Conflict(f"a user named '{same.name}' already exists (names are compared ignoring case)")
-    if user_in.role == "admin" and user_in.group != "default":
+    if user_in.role == "admin" and user_in.group != DEFAULT_GROUP:
         raise UserError("admins have no labeler group; leave --group out for an admin")
     user = User(
         name=user_in.name,
