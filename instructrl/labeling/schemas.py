@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from instructrl.datasets.records import ResponseLabel
+from instructrl.datasets.records import PromptRecord, ResponseLabel
 from instructrl.prompts.intake import DroppedPrompt, IntakeReport
 
 Role = Literal["admin", "labeler"]
@@ -18,6 +18,23 @@ TaskKind = Literal["demonstration", "ranking", "ab"]
 
 class ORMModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+# What PostgreSQL cannot store is refused for both databases, so both give the same answer (issue 13):
+# text with NUL characters, and names longer than their String(255) columns.
+MAX_NAME = 255
+"""User ids and model names: String(255) columns."""
+NUL_MESSAGE = "contains a NUL character (\\x00), which cannot be stored; remove it"
+
+
+def no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError(NUL_MESSAGE)
+    return text
+
+
+StoredStr = Annotated[str, AfterValidator(no_nul)]
+"""Text that goes into the database."""
 
 
 # --- users -------------------------------------------------------------------------------------------
@@ -51,6 +68,12 @@ class LoginPublic(BaseModel):
 # --- prompts -----------------------------------------------------------------------------------------
 
 
+class PromptUpload(PromptRecord):
+    """A line of a prompt upload (NUL characters are refused for every field as the file is read)."""
+
+    user_id: str = Field(min_length=1, max_length=MAX_NAME)
+
+
 class PromptPublic(ORMModel):
     id: int
     text: str
@@ -76,7 +99,7 @@ class RankingUploadItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str = Field(min_length=1)
     responses: list[str] = Field(min_length=2, max_length=9)
-    model: str = "uploaded"
+    model: str = Field(default="uploaded", min_length=1, max_length=MAX_NAME)
 
 
 class ABUploadItem(BaseModel):
@@ -86,8 +109,8 @@ class ABUploadItem(BaseModel):
     prompt: str = Field(min_length=1)
     response_a: str
     response_b: str
-    model_a: str = Field(min_length=1)
-    model_b: str = Field(min_length=1)
+    model_a: str = Field(min_length=1, max_length=MAX_NAME)
+    model_b: str = Field(min_length=1, max_length=MAX_NAME)
 
 
 class DemonstrationTasksCreate(BaseModel):
@@ -136,7 +159,7 @@ class SubmissionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     submission_key: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    response: str | None = Field(default=None, max_length=100_000)
+    response: StoredStr | None = Field(default=None, max_length=100_000)
     """Demonstration: the response written for the prompt."""
     ranking: list[int] | None = None
     """Ranking: indices of `responses`, best first."""
@@ -144,7 +167,7 @@ class SubmissionCreate(BaseModel):
     """Ranking: Likert 1-7 and metadata flags per response, in `responses` order."""
     preferred: Literal["a", "b", "tie"] | None = None
     """A/B: the displayed response preferred ('a' left, 'b' right) or 'tie'."""
-    note: str | None = Field(default=None, max_length=2000)
+    note: StoredStr | None = Field(default=None, max_length=2000)
     """Flag the task for review, saying why."""
 
 
@@ -161,9 +184,9 @@ class SubmissionPublic(ORMModel):
 
 class GenerationJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    checkpoint: str = Field(min_length=1)
+    checkpoint: StoredStr = Field(min_length=1)
     """A Hugging Face causal LM directory (e.g. an instructrl SFT or PPO run's final/)."""
-    model_name: str | None = None
+    model_name: StoredStr | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     """Name recorded with the responses (default: the directory name)."""
     split: Literal["train", "validation", "test", "all"] = "all"
     limit: int = Field(default=20, ge=1, le=10_000)

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from instructrl.labeling.models import Prompt
 from instructrl.prompts.intake import IntakeSettings
-from labeling.helpers import add_user, login, make_app, upload_prompts
+from labeling.helpers import PROMPTS, add_user, jsonl, login, make_app, upload_prompts
 
 
 @pytest.fixture
@@ -120,3 +120,138 @@ def test_the_group_type_of_the_api_is_the_databases_set():
     from instructrl.labeling.schemas import Group
 
     assert get_args(Group) == GROUPS
+
+
+# --- what PostgreSQL cannot store is refused on both databases, naming the line (finding 6) -----------
+
+LONG = "x" * 256
+
+
+def table_counts(app) -> tuple[int, ...]:
+    from sqlalchemy import func
+
+    from instructrl.labeling.models import Intake, Submission, Task
+
+    with app.state.db.session() as s:
+        return tuple(
+            s.scalar(select(func.count()).select_from(t)) or 0 for t in (Prompt, Intake, Task, Submission)
+        )
+
+
+def ranking(prompt: str = PROMPTS[0]["prompt"], **changes):
+    return {"prompt": prompt, "responses": [f"answer {i}" for i in range(4)], "model": "m", **changes}
+
+
+def ab(prompt: str = PROMPTS[0]["prompt"], **changes):
+    return {"prompt": prompt, "response_a": "a", "response_b": "b", "model_a": "x", "model_b": "y", **changes}
+
+
+@pytest.mark.parametrize(
+    ("url", "rows", "message"),
+    [
+        (
+            "/api/v1/admin/prompts",
+            [{"prompt": "fine", "user_id": "u"}, {"prompt": "a\x00b", "user_id": "u"}],
+            "up.jsonl:2: field 'prompt': contains a NUL character",
+        ),
+        (
+            "/api/v1/admin/prompts",
+            [{"prompt": "fine", "user_id": "u\x00"}],
+            "up.jsonl:1: field 'user_id': contains a NUL",
+        ),
+        (
+            "/api/v1/admin/prompts",
+            [{"prompt": "fine", "user_id": "u"}, {"prompt": "long id", "user_id": LONG}],
+            "up.jsonl:2: field 'user_id': String should have at most 255 characters",
+        ),
+        (
+            "/admin/tasks/rankings",
+            [ranking(), ranking(responses=["a", "b\x00", "c", "d"])],
+            "up.jsonl:2: field 'responses': contains a NUL character",
+        ),
+        (
+            "/admin/tasks/rankings",
+            [ranking(model=LONG)],
+            "up.jsonl:1: field 'model': String should have at most 255",
+        ),
+        ("/admin/tasks/rankings", [ranking(prompt="a\x00b")], "up.jsonl:1: field 'prompt': contains a NUL"),
+        ("/admin/tasks/ab", [ab(response_b="\x00")], "up.jsonl:1: field 'response_b': contains a NUL"),
+        (
+            "/admin/tasks/ab",
+            [ab(model_a=LONG)],
+            "up.jsonl:1: field 'model_a': String should have at most 255",
+        ),
+    ],
+)
+def test_nul_characters_and_overlong_names_in_uploads_are_refused_naming_line_and_field(
+    app, url, rows, message
+):
+    import html
+
+    admin = login(app, "admin")
+    upload_prompts(admin, PROMPTS)
+    before = table_counts(app)
+    r = admin.post(url, files={"file": ("up.jsonl", jsonl(rows))})
+    assert r.status_code == 422
+    assert message in html.unescape(r.text)
+    assert table_counts(app) == before
+
+
+@pytest.mark.parametrize("url", ["/api/v1/admin/prompts", "/admin/tasks/rankings"])
+def test_an_overlong_or_nul_file_name_is_refused(app, url):
+    import html
+
+    admin = login(app, "admin")
+    upload_prompts(admin, PROMPTS)
+    before = table_counts(app)
+    rows = [ranking()] if "rankings" in url else PROMPTS
+    for name in ("p" * 300 + ".jsonl", "p\x00.jsonl"):
+        # by hand: httpx would percent-encode the NUL
+        body = (
+            f'--b\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode()
+            + jsonl(rows)
+            + b"\r\n--b--\r\n"
+        )
+        r = admin.post(url, content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 422 and "file name" in html.unescape(r.text)
+    assert table_counts(app) == before
+
+
+@pytest.mark.parametrize("field", ["response", "note"])
+def test_nul_in_a_submitted_response_or_note_is_refused_on_both_databases(app, field):
+    from labeling.helpers import create_tasks_directly
+
+    upload_prompts(login(app, "admin"), PROMPTS)
+    create_tasks_directly(app, kind="demonstration", rows=[])
+    add_user(app, "lab")
+    lab = login(app, "lab")
+    assignment = lab.next("demonstration").json()["id"]
+    body = {"response": "a fine answer", "note": "unclear prompt", field: "bad \x00 text"}
+    r = lab.submit(assignment, **body)
+    assert r.status_code == 422 and "NUL" in r.text and field in r.text
+    assert lab.submit(assignment, response="a fine answer").status_code == 201
+
+
+def test_a_generation_job_with_an_overlong_model_name_is_refused(app, tmp_path):
+    from instructrl.labeling.models import GenerationJob
+
+    upload_prompts(login(app, "admin"), PROMPTS)
+    (tmp_path / "config.json").write_text("{}")  # passes the checkpoint check: the name is what fails
+    body = {"checkpoint": str(tmp_path), "model_name": LONG}
+    r = login(app, "admin").post("/api/v1/admin/jobs", json=body)
+    assert r.status_code == 422 and "model_name" in r.text
+    with app.state.db.session() as s:
+        assert s.scalars(select(GenerationJob)).all() == []
+
+
+def test_the_cli_import_refuses_nul_naming_the_line_on_both_databases(db_url, tmp_path, capsys, monkeypatch):
+    from instructrl import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["instructrl.labeling.cli"])
+    path = tmp_path / "p.csv"
+    path.write_text('prompt,user_id\nfine,u1\n"bad \x00 prompt",u2\n')
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["label", "import-prompts", str(path), "--db", db_url])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "p.csv:3: field 'prompt': contains a NUL character" in err

@@ -8,13 +8,14 @@ from sqlalchemy.orm import Session
 from instructrl.datasets.records import PromptRecord
 from instructrl.labeling.core.db import writes
 from instructrl.labeling.models import Intake, Prompt
+from instructrl.labeling.schemas import PromptUpload
 from instructrl.labeling.services.uploads import parse_rows
 from instructrl.prompts.intake import IntakeSettings, KeptPrompt, run_intake
 
 
 def parse_prompt_file(*, data: bytes, filename: str, limit: int) -> list[PromptRecord]:
     """Prompts from a CSV (header with `prompt` and `user_id`) or JSONL (`{"prompt", "user_id"}`) upload."""
-    return parse_rows(data=data, filename=filename, model=PromptRecord, limit=limit)
+    return list(parse_rows(data=data, filename=filename, model=PromptUpload, limit=limit))
 
 
 @writes

@@ -10,9 +10,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from instructrl.errors import UserError
+from instructrl.labeling.schemas import NUL_MESSAGE
 from instructrl.labeling.services import TooLarge
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_FILENAME = 200
+"""An upload's name is stored in String(255) columns, as itself and as a task's source ('upload:NAME')."""
 
 
 def check_size(*, data: bytes, limit: int, filename: str) -> None:
@@ -21,6 +25,15 @@ def check_size(*, data: bytes, limit: int, filename: str) -> None:
             f"{filename}: {len(data):,} bytes is over the upload limit of {limit:,} bytes; "
             f"split the file, or raise INSTRUCTRL_LABEL_MAX_UPLOAD_BYTES"
         )
+
+
+def check_filename(filename: str) -> None:
+    if len(filename) > MAX_FILENAME:
+        raise UserError(
+            f"the file name has {len(filename):,} characters; rename the file to at most {MAX_FILENAME}"
+        )
+    if "\x00" in filename:
+        raise UserError("the file name contains a NUL character (\\x00); rename the file")
 
 
 def decode(*, data: bytes, filename: str) -> str:
@@ -45,6 +58,7 @@ def parse_rows(*, data: bytes, filename: str, model: type[M], limit: int, csv_ok
     The format follows the name (.csv, .jsonl, .json), else the first character ('{' means JSONL).
     Raises UserError naming the first bad line; an empty file is an error too.
     """
+    check_filename(filename)
     check_size(data=data, limit=limit, filename=filename)
     text = decode(data=data, filename=filename)
     lower = filename.lower()
@@ -63,10 +77,28 @@ def parse_rows(*, data: bytes, filename: str, model: type[M], limit: int, csv_ok
 
 
 def _validate(model: type[M], obj: dict[str, Any], where: str) -> M:
+    for key, value in obj.items():
+        if _has_nul([key, value]):
+            raise UserError(f"{where}: field '{key}': {NUL_MESSAGE}")
     try:
         return model.model_validate(obj)
     except ValidationError as e:
         raise UserError(f"{where}: {_problems(e)}") from None
+
+
+def _has_nul(value: object) -> bool:
+    """Whether any string in a parsed JSON value holds a NUL (a loop, not recursion: values nest deep)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) and "\x00" in v:
+            return True
+        if isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+    return False
 
 
 def _jsonl_rows(text: str, filename: str) -> list[tuple[int, dict[str, Any]]]:
