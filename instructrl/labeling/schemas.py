@@ -68,9 +68,15 @@ class LoginPublic(BaseModel):
 # --- prompts -----------------------------------------------------------------------------------------
 
 
+MAX_PROMPT = 100_000
+"""Characters in one prompt. It also bounds the personal-information scan of a prompt: a regular expression
+holds the GIL while it runs, so one 20 MB prompt would stall every request for seconds (~1.5 s per MB)."""
+
+
 class PromptUpload(PromptRecord):
     """A line of a prompt upload (NUL characters are refused for every field as the file is read)."""
 
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
     user_id: str = Field(min_length=1, max_length=MAX_NAME)
 
 

@@ -255,3 +255,18 @@ def test_the_cli_import_refuses_nul_naming_the_line_on_both_databases(db_url, tm
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert "p.csv:3: field 'prompt': contains a NUL character" in err
+
+
+# --- one prompt cannot stall the server (finding 2) ---------------------------------------------------
+
+
+def test_a_prompt_over_the_length_limit_is_refused_naming_the_line(app):
+    from instructrl.labeling.schemas import MAX_PROMPT
+
+    admin = login(app, "admin")
+    before = table_counts(app)
+    rows = [PROMPTS[0], {"prompt": "b." * (MAX_PROMPT // 2 + 1), "user_id": "u"}]
+    r = admin.post("/api/v1/admin/prompts", files={"file": ("up.jsonl", jsonl(rows))})
+    assert r.status_code == 422
+    assert f"up.jsonl:2: field 'prompt': String should have at most {MAX_PROMPT} characters" in r.text
+    assert table_counts(app) == before

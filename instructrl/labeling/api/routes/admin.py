@@ -55,6 +55,8 @@ def read_upload(upload: object, settings: Settings) -> tuple[bytes, str]:
 def _intake(
     *, session: SessionDep, settings: Settings, data: bytes, filename: str, admin_id: int
 ) -> IntakePublic:
+    # CPU-heavy: the routes that call it are plain `def`, which FastAPI runs in its thread pool, off the event
+    # loop. A regex holds the GIL, though: linear PII patterns and `MAX_PROMPT` keep each scan short.
     records = prompts.parse_prompt_file(data=data, filename=filename, limit=settings.max_upload_bytes)
     intake = prompts.import_prompts(
         session=session, records=records, settings=settings.intake, filename=filename, created_by=admin_id
