@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import select
+import html
+from typing import get_args
 
-from instructrl.labeling.models import Prompt
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from instructrl import cli
+from instructrl.errors import UserError
+from instructrl.labeling.core.db import MIGRATIONS_DIR, Database, make_engine
+from instructrl.labeling.models import GROUPS, GenerationJob, Intake, Prompt, Submission, Task, User
+from instructrl.labeling.schemas import MAX_PROMPT, Group
 from instructrl.prompts.intake import IntakeSettings
-from labeling.helpers import PROMPTS, add_user, jsonl, login, make_app, upload_prompts
+from labeling.helpers import (
+    PROMPTS,
+    add_user,
+    create_tasks_directly,
+    jsonl,
+    login,
+    make_app,
+    page_csrf,
+    upload_prompts,
+)
 
 
 @pytest.fixture
@@ -55,11 +74,6 @@ def test_duplicates_hidden_by_invisible_characters_or_look_alikes_are_dropped(ap
 
 
 def test_an_unknown_labeler_group_is_refused_by_the_api_the_form_and_the_database(app):
-    from sqlalchemy.exc import IntegrityError
-
-    from instructrl.labeling.models import User
-    from labeling.helpers import page_csrf
-
     admin = login(app, "admin")
     body = {"name": "ann", "password": "a-long-password", "role": "labeler", "group": "heldOut"}
     r = admin.post("/api/v1/admin/users", json=body)
@@ -75,8 +89,6 @@ def test_an_unknown_labeler_group_is_refused_by_the_api_the_form_and_the_databas
 
 
 def test_the_cli_refuses_an_unknown_group_with_exit_2_and_the_allowed_values(tmp_path, capsys, monkeypatch):
-    from instructrl import cli
-
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["instructrl.labeling.cli"])
     pw = tmp_path / "pw"
     pw.write_text("a-long-password\n")
@@ -89,13 +101,6 @@ def test_the_cli_refuses_an_unknown_group_with_exit_2_and_the_allowed_values(tmp
 
 
 def test_upgrading_a_database_with_a_misspelt_group_stops_and_names_the_users(db_url):
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import text
-
-    from instructrl.errors import UserError
-    from instructrl.labeling.core.db import MIGRATIONS_DIR, Database, make_engine
-
     engine = make_engine(db_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -114,11 +119,6 @@ def test_upgrading_a_database_with_a_misspelt_group_stops_and_names_the_users(db
 
 
 def test_the_group_type_of_the_api_is_the_databases_set():
-    from typing import get_args
-
-    from instructrl.labeling.models import GROUPS
-    from instructrl.labeling.schemas import Group
-
     assert get_args(Group) == GROUPS
 
 
@@ -128,10 +128,6 @@ LONG = "x" * 256
 
 
 def table_counts(app) -> tuple[int, ...]:
-    from sqlalchemy import func
-
-    from instructrl.labeling.models import Intake, Submission, Task
-
     with app.state.db.session() as s:
         return tuple(
             s.scalar(select(func.count()).select_from(t)) or 0 for t in (Prompt, Intake, Task, Submission)
@@ -186,8 +182,6 @@ def ab(prompt: str = PROMPTS[0]["prompt"], **changes):
 def test_nul_characters_and_overlong_names_in_uploads_are_refused_naming_line_and_field(
     app, url, rows, message
 ):
-    import html
-
     admin = login(app, "admin")
     upload_prompts(admin, PROMPTS)
     before = table_counts(app)
@@ -199,8 +193,6 @@ def test_nul_characters_and_overlong_names_in_uploads_are_refused_naming_line_an
 
 @pytest.mark.parametrize("url", ["/api/v1/admin/prompts", "/admin/tasks/rankings"])
 def test_an_overlong_or_nul_file_name_is_refused(app, url):
-    import html
-
     admin = login(app, "admin")
     upload_prompts(admin, PROMPTS)
     before = table_counts(app)
@@ -219,8 +211,6 @@ def test_an_overlong_or_nul_file_name_is_refused(app, url):
 
 @pytest.mark.parametrize("field", ["response", "note"])
 def test_nul_in_a_submitted_response_or_note_is_refused_on_both_databases(app, field):
-    from labeling.helpers import create_tasks_directly
-
     upload_prompts(login(app, "admin"), PROMPTS)
     create_tasks_directly(app, kind="demonstration", rows=[])
     add_user(app, "lab")
@@ -233,8 +223,6 @@ def test_nul_in_a_submitted_response_or_note_is_refused_on_both_databases(app, f
 
 
 def test_a_generation_job_with_an_overlong_model_name_is_refused(app, tmp_path):
-    from instructrl.labeling.models import GenerationJob
-
     upload_prompts(login(app, "admin"), PROMPTS)
     (tmp_path / "config.json").write_text("{}")  # passes the checkpoint check: the name is what fails
     body = {"checkpoint": str(tmp_path), "model_name": LONG}
@@ -245,8 +233,6 @@ def test_a_generation_job_with_an_overlong_model_name_is_refused(app, tmp_path):
 
 
 def test_the_cli_import_refuses_nul_naming_the_line_on_both_databases(db_url, tmp_path, capsys, monkeypatch):
-    from instructrl import cli
-
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["instructrl.labeling.cli"])
     path = tmp_path / "p.csv"
     path.write_text('prompt,user_id\nfine,u1\n"bad \x00 prompt",u2\n')
@@ -261,8 +247,6 @@ def test_the_cli_import_refuses_nul_naming_the_line_on_both_databases(db_url, tm
 
 
 def test_a_prompt_over_the_length_limit_is_refused_naming_the_line(app):
-    from instructrl.labeling.schemas import MAX_PROMPT
-
     admin = login(app, "admin")
     before = table_counts(app)
     rows = [PROMPTS[0], {"prompt": "b." * (MAX_PROMPT // 2 + 1), "user_id": "u"}]
