@@ -279,7 +279,15 @@ def step_rm(demo: Demo) -> dict[str, Any]:
         # about half from each policy, with one spare each for duplicates
         n_sft = [(k + 1) // 2 + 1 for k in ks]
         n_base = [k // 2 + 1 for k in ks]
-        from_sft = _generate(demo, sft, sft_tok, texts, k=n_sft, seed=hash_seed(s.seed, f"cmp-sft/{split}"))
+        from_sft = _generate(
+            demo,
+            sft,
+            sft_tok,
+            texts,
+            k=n_sft,
+            seed=hash_seed(s.seed, f"cmp-sft/{split}"),
+            desc=f"candidates from SFT ({split})",
+        )
         from_base = _generate(
             demo,
             base,
@@ -287,6 +295,7 @@ def step_rm(demo: Demo) -> dict[str, Any]:
             [world.few_shot_prompt(t) for t in texts],
             k=n_base,
             seed=hash_seed(s.seed, f"cmp-base/{split}"),
+            desc=f"candidates from few-shot base ({split})",
             template="{prompt}",
         )
         records = []
@@ -415,13 +424,19 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     bench_acc: dict[str, float] = {}
     for name, d in dirs.items():
         model, tok = _load_policy(d)
-        answers[name] = [r[0] for r in _generate(demo, model, tok, prompts, seed=hash_seed(s.seed, "eval"))]
+        answers[name] = [
+            r[0]
+            for r in _generate(
+                demo, model, tok, prompts, seed=hash_seed(s.seed, "eval"), desc=f"answers: {name}"
+            )
+        ]
         greedy = _generate(
             demo,
             model,
             tok,
             [q for q, _ in benchmark],
             seed=0,
+            desc=f"closed-QA benchmark: {name}",
             top_k=1,
             max_new_tokens=3,
             template="{prompt}",
@@ -436,19 +451,29 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
                 tok,
                 [world.few_shot_prompt(p) for p in prompts],
                 seed=hash_seed(s.seed, "eval"),
+                desc="answers: base_fewshot",
                 template="{prompt}",
             )
             answers["base_fewshot"] = [few_shot_answer(r[0]) for r in few]
         if name == "sft":  # best-of-N: sample 0 of the N is the SFT answer itself (the same seeds)
             candidates = _generate(
-                demo, model, tok, prompts, k=max(BON_CURVE), seed=hash_seed(s.seed, "eval")
+                demo,
+                model,
+                tok,
+                prompts,
+                k=max(BON_CURVE),
+                seed=hash_seed(s.seed, "eval"),
+                desc=f"best-of-{max(BON_CURVE)} candidates: sft",
             )
             assert [c[0] for c in candidates] == answers["sft"]
             bon = _best_of_n(demo, prompts, candidates)
             answers["bon_rm"], answers["bon_gold"] = bon.pop("bon_rm"), bon.pop("bon_gold")
         if name == "sft":  # a second, independent SFT sample: SFT against itself should come out at 0.5
             answers["sft_again"] = [
-                r[0] for r in _generate(demo, model, tok, prompts, seed=hash_seed(s.seed, "eval-again"))
+                r[0]
+                for r in _generate(
+                    demo, model, tok, prompts, seed=hash_seed(s.seed, "eval-again"), desc="answers: sft_again"
+                )
             ]
 
     # 2. judgements against the SFT model, by held-out labelers (and, for comparison, training labelers)
@@ -817,15 +842,19 @@ def _generate(
     prompts: list[str],
     *,
     seed: int,
+    desc: str,
     k: int | list[int] = 1,
     top_k: int = 0,
     max_new_tokens: int | None = None,
     template: str = TEMPLATE,
 ) -> list[list[str]]:
+    """Samples with a progress bar (`desc`: what is being sampled)."""
     from instructrl.evaluation.models import autocast
     from instructrl.models.generation import sample_responses
+    from instructrl.training.runtime import progress_bar
 
-    with autocast(_precision(demo.settings)):
+    total = k * len(prompts) if isinstance(k, int) else sum(k)
+    with autocast(_precision(demo.settings)), progress_bar(total, desc, unit="sample") as bar:
         return sample_responses(
             model,
             tok,
@@ -836,6 +865,7 @@ def _generate(
             batch_size=128,
             max_new_tokens=max_new_tokens or demo.settings.max_new_tokens,
             prompt_template=template,
+            progress=lambda done, _: bar.update(done - bar.n),
         )
 
 

@@ -135,9 +135,9 @@ def run_answers(args) -> int:
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
+    from instructrl.training.runtime import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="answer", disable=None)
+    return progress_bar(total, desc, unit="answer")
 
 
 def _ticker(bar):

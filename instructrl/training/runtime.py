@@ -148,14 +148,20 @@ class Stopped(Exception):
 
 
 def progress(total: int, initial: int, desc: str, accelerator: Accelerator) -> tqdm:
-    """A progress bar on the main process; in a log file (no terminal) it prints every 30 s, not every step.
+    """A progress bar on the main process (see `progress_bar`)."""
+    return progress_bar(total, desc, initial=initial, show=accelerator.is_main_process)
+
+
+def progress_bar(total: int, desc: str, *, initial: int = 0, unit: str = "it", show: bool = True) -> tqdm:
+    """A progress bar; in a log file (no terminal) it prints every 30 s, not every step.
     TQDM_DISABLE=1 turns it off."""
     tty = sys.stderr.isatty()
-    off = not accelerator.is_main_process or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+    off = not show or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
     return tqdm(
         total=total,
         initial=initial,
         desc=desc,
+        unit=unit,
         disable=off,
         mininterval=0.2 if tty else 30.0,
         dynamic_ncols=tty,

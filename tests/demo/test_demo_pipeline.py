@@ -1,14 +1,17 @@
 """`instructrl demo --quick` end to end: the summary the issue asks for, the report, and the rule that the
 held-out labelers and the gold standard never reach training or model selection."""
 
+import io
 import json
 import math
 
 import pytest
+from tqdm import tqdm
 
 from instructrl.demo import pipeline
 from instructrl.demo.labelers import Labeler
 from instructrl.demo.world import World
+from instructrl.training import runtime
 
 MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx", "bon_gold")
 
@@ -51,15 +54,23 @@ def quick_demo(tmp_path_factory):
         return original_gold(self, prompt, response)
 
     mp.setattr(World, "gold_score", gold)
+
+    bars: list[tqdm] = []  # every progress bar the demo shows (shown into a string: TQDM_DISABLE is set)
+
+    def progress_bar(total, desc, **kwargs):
+        bars.append(tqdm(total=total, desc=desc, file=io.StringIO(), disable=False))
+        return bars[-1]
+
+    mp.setattr(runtime, "progress_bar", progress_bar)
     try:
         summary = pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), log=lambda m: None)
     finally:
         mp.undo()
-    return out, summary, calls
+    return out, summary, calls, bars
 
 
 def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
-    out, summary, _ = quick_demo
+    out, summary, *_ = quick_demo
     assert json.loads((out / "summary.json").read_text()) == summary
     for m in MODELS:
         w = summary["win_rate_vs_sft"][m]
@@ -105,7 +116,7 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
 def test_the_quick_run_still_shows_learning(quick_demo):
     """Loose checks for a 3-minute run: the intake worked, SFT learned from demonstrations, PPO raised the
     reward-model score, and the SFT model judged against itself lands near 0.5."""
-    out, summary, _ = quick_demo
+    out, summary, *_ = quick_demo
     intake = summary["intake"]
     assert intake["dropped_duplicate"] > 0 and intake["dropped_pii"] > 0 and intake["dropped_user_cap"] > 0
     assert abs(summary["win_rate_vs_sft"]["sft"]["mean"] - 0.5) < 0.15
@@ -117,7 +128,7 @@ def test_the_quick_run_still_shows_learning(quick_demo):
 
 
 def test_report_has_the_plots_and_samples(quick_demo):
-    out, _, _ = quick_demo
+    out, *_ = quick_demo
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
     for heading in (
@@ -132,7 +143,7 @@ def test_report_has_the_plots_and_samples(quick_demo):
 
 
 def test_only_training_labelers_data_reaches_sft_rm_and_ppo(quick_demo):
-    out, _, calls = quick_demo
+    out, _, calls, _ = quick_demo
     for f in [*(out / "data").glob("demonstrations_*.jsonl"), *(out / "data").glob("comparisons_*.jsonl")]:
         ids = {json.loads(line)["labeler_id"] for line in f.read_text().splitlines()}
         assert ids and all(i.startswith("train-") for i in ids), (f, ids)
@@ -145,7 +156,7 @@ def test_only_training_labelers_data_reaches_sft_rm_and_ppo(quick_demo):
 
 
 def test_resume_of_a_finished_demo_redoes_nothing(quick_demo):
-    out, summary, _ = quick_demo
+    out, summary, *_ = quick_demo
     again = pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), resume=True, log=lambda m: None)
     assert again == summary
     with pytest.raises(Exception, match="other settings"):
@@ -158,8 +169,28 @@ def test_ranked_responses_are_distinct_as_the_world_reads_them(quick_demo):
     """SFT decodes "hi!" and the few-shot base writes "hi !": one answer, which must not be ranked against itself."""
     from instructrl.demo.knowledge import canon
 
-    out, _, _ = quick_demo
+    out, *_ = quick_demo
     for f in (out / "data").glob("comparisons_*.jsonl"):
         for line in f.read_text().splitlines():
             responses = json.loads(line)["responses"]
             assert len({canon(r) for r in responses}) == len(responses), responses
+
+
+def test_every_long_step_shows_progress_to_the_end(quick_demo):
+    """Sampling the ranked candidates and the evaluation's answers (minutes in the full run) show a progress
+    bar, as training does; each bar ends at its total."""
+    *_, bars = quick_demo
+    shown = {b.desc for b in bars}
+    for desc in (
+        "candidates from SFT (train)",
+        "candidates from few-shot base (validation)",
+        "answers: sft",
+        "answers: ppo_ptx",
+        "answers: base_fewshot",
+        "best-of-16 candidates: sft",
+        "closed-QA benchmark: base",
+        "ppo",
+    ):
+        assert desc in shown, (desc, sorted(shown))
+    for bar in bars:
+        assert bar.total > 0 and bar.n == bar.total, (bar.desc, bar.n, bar.total)
