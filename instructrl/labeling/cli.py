@@ -113,25 +113,24 @@ def run_add_user(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from instructrl.labeling.core.db import Database
-    from instructrl.labeling.core.security import MIN_PASSWORD_LENGTH
     from instructrl.labeling.models import GROUPS
     from instructrl.labeling.schemas import UserCreate
     from instructrl.labeling.services.users import create_user
 
     if args.group not in GROUPS:
         raise UserError(f"--group '{args.group}': choose {' or '.join(repr(g) for g in GROUPS)}")
+    settings = _settings(args)
     password = _read_password(args.password_file)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    settings.password.check(password, name=args.name)  # before the database is opened or created
     try:
         user_in = UserCreate(name=args.name, password=password, role=args.role, group=args.group)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         raise UserError(problems) from None
-    db = Database(_settings(args).database_url)
+    db = Database(settings.database_url)
     try:
         with db.session() as session:
-            user = create_user(session=session, user_in=user_in)
+            user = create_user(session=session, user_in=user_in, policy=settings.password)
             print(
                 f"created {user.role} '{user.name}'"
                 + (f" (group {user.group})" if user.role == "labeler" else "")

@@ -21,6 +21,7 @@ from instructrl.labeling.api.deps import render, status_for
 from instructrl.labeling.api.routes import admin, auth, labeler
 from instructrl.labeling.core.config import Settings
 from instructrl.labeling.core.db import Database
+from instructrl.labeling.services import TooManyRequests
 from instructrl.labeling.services.generation import fail_interrupted_jobs
 
 HERE = Path(__file__).resolve().parent
@@ -129,7 +130,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> Response:
-        return _error(request, status_for(exc), str(exc))
+        response = _error(request, status_for(exc), str(exc))
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

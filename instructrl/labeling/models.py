@@ -86,6 +86,25 @@ class AuthSession(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
+class LoginThrottle(Base):
+    """Failed logins of one account name or one client address, for throttling with backoff. Kept in the
+    database so that every worker sees the same counts and a restart forgets nothing."""
+
+    __tablename__ = "login_throttles"
+    __table_args__ = (UniqueConstraint("scope", "subject", name="uq_login_throttle_scope_subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    """'account' (subject: the name tried, lower-cased) or 'address' (subject: the client address)."""
+    subject: Mapped[str] = mapped_column(String(128))
+    failures: Mapped[int] = mapped_column(default=0)
+    """Attempts in the current window that did not succeed (an attempt counts as failed until it succeeds)."""
+    window_start: Mapped[datetime]
+    lockouts: Mapped[int] = mapped_column(default=0)
+    """Lockouts in a row: the next lasts twice as long as the last."""
+    locked_until: Mapped[datetime | None]
+
+
 class Intake(Base):
     """One prompt upload and its report (what was kept, what was dropped and why)."""
 

@@ -42,7 +42,8 @@ StoredStr = Annotated[str, AfterValidator(no_nul)]
 
 class UserCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password: str = Field(min_length=8, max_length=1024)
+    password: str = Field(min_length=1, max_length=1024)
+    """Checked against the deployment's password policy (`Settings.password`) when the user is created."""
     role: Role
     group: Group = "default"
 

@@ -99,7 +99,7 @@ def test_malformed_prompt_file_and_duplicate_user_are_user_errors(tmp_path, caps
     code, _, err = run(
         capsys, "label", "add-user", "amy", "--role", "admin", "--password-file", str(pw), "--db", db
     )
-    assert code == 2 and "at least 8 characters" in err
+    assert code == 2 and "at least 10 characters" in err
     pw.write_text("long-enough-pw\n")
     assert (
         run(capsys, "label", "add-user", "amy", "--role", "admin", "--password-file", str(pw), "--db", db)[0]

@@ -124,7 +124,7 @@ def form_str(form: FormData, key: str, default: str = "") -> str:
 
 def status_for(error: Exception) -> int:
     """The HTTP status of a service error."""
-    from instructrl.labeling.services import Conflict, NotFound, TooLarge
+    from instructrl.labeling.services import Conflict, NotFound, TooLarge, TooManyRequests
 
     if isinstance(error, NotFound):
         return 404
@@ -132,4 +132,6 @@ def status_for(error: Exception) -> int:
         return 409
     if isinstance(error, TooLarge):
         return 413
+    if isinstance(error, TooManyRequests):
+        return 429
     return 422

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from instructrl.labeling.core.security import PasswordPolicy
 from instructrl.prompts.intake import IntakeSettings
 
 DATA_DIR = "instructrl-data"
@@ -15,6 +16,25 @@ DATA_DIR = "instructrl-data"
 def default_database_url() -> str:
     """The embedded default: an SQLite file in ./instructrl-data/ (created on first use)."""
     return f"sqlite:///{(Path.cwd() / DATA_DIR / 'labels.db').as_posix()}"
+
+
+class LoginThrottle(BaseModel):
+    """Failed logins are counted per account name and per client address, in the database (so every worker
+    shares the counts and they survive a restart). Past the limit in a window, further attempts, the right
+    password included, get 429 with Retry-After; each lockout in a row is twice as long as the one before."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    max_failures: int = Field(default=5, ge=1)
+    """Failed logins to one account name within `window_minutes` before it is locked."""
+    max_failures_per_address: int = Field(default=30, ge=1)
+    """Failed logins from one client address (any names) within `window_minutes` before it is locked."""
+    window_minutes: float = Field(default=15.0, gt=0)
+    """Failures older than this are forgotten; so is the backoff, a window after the last lockout ended."""
+    lockout_seconds: float = Field(default=30.0, gt=0)
+    """The first lockout; the n-th in a row lasts lockout_seconds * 2**(n-1)."""
+    max_lockout_seconds: float = Field(default=3600.0, gt=0)
+    """No lockout lasts longer than this."""
 
 
 class Settings(BaseSettings):
@@ -46,6 +66,10 @@ class Settings(BaseSettings):
     """Most responses in a ranking task."""
     seed: int = 0
     """Seed for choosing overlapping tasks and the A/B display order."""
+    login: LoginThrottle = LoginThrottle()
+    """Login throttling with backoff, per account and per client address."""
+    password: PasswordPolicy = PasswordPolicy()
+    """What a new password must be: applied wherever one is set (CLI, admin page and API, reset)."""
     intake: IntakeSettings = IntakeSettings()
     """Prompt intake: dedup prefix, PII drop/flag, per-user cap, split fractions and seed."""
 

@@ -5,6 +5,8 @@ Each function that writes commits its own transaction, so every acknowledged cha
 
 from __future__ import annotations
 
+import math
+
 from instructrl.errors import UserError
 
 
@@ -18,3 +20,11 @@ class Conflict(UserError):
 
 class TooLarge(UserError):
     """An upload over the size limit (HTTP 413)."""
+
+
+class TooManyRequests(UserError):
+    """Too many attempts or tasks in a while: HTTP 429 with Retry-After (whole seconds)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))

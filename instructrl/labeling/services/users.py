@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from instructrl.errors import UserError
+from instructrl.labeling.core.config import LoginThrottle as ThrottleSettings
 from instructrl.labeling.core.db import writes
-from instructrl.labeling.core.security import hash_password, new_token, token_hash, verify_password
-from instructrl.labeling.models import DEFAULT_GROUP, AuthSession, User, utcnow
+from instructrl.labeling.core.security import (
+    PasswordPolicy,
+    hash_password,
+    new_token,
+    token_hash,
+    verify_password,
+)
+from instructrl.labeling.models import DEFAULT_GROUP, AuthSession, LoginThrottle, User, utcnow
 from instructrl.labeling.schemas import UserCreate
-from instructrl.labeling.services import Conflict
+from instructrl.labeling.services import Conflict, TooManyRequests
 
 
 @writes
-def create_user(*, session: Session, user_in: UserCreate) -> User:
+def create_user(*, session: Session, user_in: UserCreate, policy: PasswordPolicy) -> User:
     # Case-insensitively: 'lab0' and 'Lab0' would be two accounts that people take for one. Names are
     # ASCII (UserCreate), so lower() is the same in Python, SQLite and PostgreSQL.
     same = session.scalar(select(User).where(func.lower(User.name) == user_in.name.lower()))
@@ -24,6 +32,7 @@ def create_user(*, session: Session, user_in: UserCreate) -> User:
         raise Conflict(f"a user named '{same.name}' already exists (names are compared ignoring case)")
     if user_in.role == "admin" and user_in.group != DEFAULT_GROUP:
         raise UserError("admins have no labeler group; leave --group out for an admin")
+    policy.check(user_in.password, name=user_in.name)
     user = User(
         name=user_in.name,
         password_hash=hash_password(user_in.password),
@@ -43,6 +52,105 @@ def authenticate(*, session: Session, name: str, password: str) -> User | None:
     user = session.scalar(select(User).where(User.name == name))
     ok = verify_password(password, user.password_hash if user else None)
     return user if ok else None
+
+
+# --- login throttling --------------------------------------------------------------------------------
+# An attempt on an account is counted as failed before the password is checked, and taken back when it
+# succeeds: ten parallel guessers cannot all pass the check before any of their failures is stored. An
+# address's count grows only with failures, so fifty labelers behind one NAT can log in at the same moment.
+
+
+def log_in(
+    *, session: Session, name: str, password: str, address: str, throttle: ThrottleSettings
+) -> User | None:
+    """The user when the name and password match; None when they do not. TooManyRequests, without
+    checking the password, while the account name or the client address is locked out."""
+    account, client = ("account", name.casefold()[:128]), ("address", address[:128])
+    wait = _take_attempt(session=session, account=account, client=client, throttle=throttle)
+    if wait is not None:
+        raise TooManyRequests(
+            f"too many failed logins; try again in {max(1, round(wait))} s", retry_after=wait
+        )
+    user = authenticate(session=session, name=name, password=password)
+    _attempt_done(session=session, account=account, client=client, succeeded=user is not None)
+    return user
+
+
+def _throttle_row(*, session: Session, key: tuple[str, str], now: datetime) -> LoginThrottle:
+    scope, subject = key
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        insert(LoginThrottle)
+        .values(scope=scope, subject=subject, failures=0, lockouts=0, window_start=now)
+        .on_conflict_do_nothing(index_elements=["scope", "subject"])
+    )
+    row = session.scalar(
+        select(LoginThrottle)
+        .where(LoginThrottle.scope == scope, LoginThrottle.subject == subject)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert row is not None
+    return row
+
+
+@writes
+def _take_attempt(
+    *, session: Session, account: tuple[str, str], client: tuple[str, str], throttle: ThrottleSettings
+) -> float | None:
+    """Count one attempt against the account; the seconds to wait instead when it or the address is (now)
+    locked."""
+    now = utcnow()
+    window = timedelta(minutes=throttle.window_minutes)
+    limits = {"account": throttle.max_failures, "address": throttle.max_failures_per_address}
+    # Rows always in this order ('account' < 'address'), so two attempts never deadlock (PostgreSQL).
+    rows = [_throttle_row(session=session, key=key, now=now) for key in (account, client)]
+    locked = [(r.locked_until - now).total_seconds() for r in rows if r.locked_until and r.locked_until > now]
+    if locked:
+        session.commit()
+        return max(locked)
+    waits = []
+    for row in rows:
+        if row.window_start + window <= now:  # a quiet window: start counting again
+            row.failures, row.window_start = 0, now
+            if row.locked_until is None or row.locked_until + window <= now:
+                row.lockouts = 0
+        if row.failures >= limits[row.scope]:
+            row.lockouts += 1
+            wait = min(throttle.lockout_seconds * 2 ** (row.lockouts - 1), throttle.max_lockout_seconds)
+            row.locked_until = now + timedelta(seconds=wait)
+            row.failures, row.window_start = 0, row.locked_until
+            waits.append(wait)
+    if not waits:
+        rows[0].failures += 1
+    # Forget rows that no longer hold anything back (unknown names tried once would pile up otherwise).
+    stale = now - window - timedelta(seconds=throttle.max_lockout_seconds)
+    session.execute(
+        delete(LoginThrottle).where(
+            LoginThrottle.window_start < stale,
+            or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < stale),
+        )
+    )
+    session.commit()
+    return max(waits) if waits else None
+
+
+@writes
+def _attempt_done(
+    *, session: Session, account: tuple[str, str], client: tuple[str, str], succeeded: bool
+) -> None:
+    """A success resets its account's count and backoff (not the address's: one good login must not wash
+    out a guessing spree from the same place); a failure adds to the address's count."""
+    if succeeded:
+        scope, subject = account
+        session.execute(
+            delete(LoginThrottle).where(LoginThrottle.scope == scope, LoginThrottle.subject == subject)
+        )
+    else:
+        row = _throttle_row(session=session, key=client, now=utcnow())
+        row.failures += 1
+    session.commit()
 
 
 @writes

@@ -281,7 +281,7 @@ def users_page(request: Request, session: SessionDep) -> Response:
 
 
 @pages.post("/users")
-def create_user_form(request: Request, form: FormDep, session: SessionDep) -> Response:
+def create_user_form(request: Request, form: FormDep, session: SessionDep, settings: SettingsDep) -> Response:
     data = {
         "name": form_str(form, "name"),
         "password": form_str(form, "password"),
@@ -290,7 +290,9 @@ def create_user_form(request: Request, form: FormDep, session: SessionDep) -> Re
     if form_str(form, "group").strip():
         data["group"] = form_str(form, "group").strip()
     try:
-        user = users.create_user(session=session, user_in=UserCreate.model_validate(data))
+        user = users.create_user(
+            session=session, user_in=UserCreate.model_validate(data), policy=settings.password
+        )
     except ValidationError as e:
         error = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         return render(
@@ -388,8 +390,10 @@ def api_users(session: SessionDep) -> list[UserPublic]:
 
 
 @api.post("/users", status_code=201)
-def api_create_user(body: UserCreate, session: SessionDep) -> UserPublic:
-    return UserPublic.model_validate(users.create_user(session=session, user_in=body))
+def api_create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserPublic:
+    return UserPublic.model_validate(
+        users.create_user(session=session, user_in=body, policy=settings.password)
+    )
 
 
 @api.get("/quality")

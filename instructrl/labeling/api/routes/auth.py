@@ -23,7 +23,7 @@ from instructrl.labeling.core.config import Settings
 from instructrl.labeling.core.security import new_token, tokens_match
 from instructrl.labeling.models import AuthSession, User
 from instructrl.labeling.schemas import LoginIn, LoginPublic, UserPublic
-from instructrl.labeling.services import users
+from instructrl.labeling.services import TooManyRequests, users
 
 router = APIRouter()
 
@@ -46,6 +46,17 @@ def _set_session_cookie(response: Response, token: str, settings: Settings) -> N
         samesite="lax",
         secure=settings.secure_cookies,
         path="/",
+    )
+
+
+def _log_in(
+    request: Request, session: SessionDep, settings: Settings, name: str, password: str
+) -> User | None:
+    # Behind a reverse proxy, uvicorn sets the client from X-Forwarded-For when the proxy's address is in
+    # FORWARDED_ALLOW_IPS (default 127.0.0.1); otherwise every client would share the proxy's address.
+    address = request.client.host if request.client else "unknown"
+    return users.log_in(
+        session=session, name=name, password=password, address=address, throttle=settings.login
     )
 
 
@@ -72,7 +83,19 @@ def login_form(request: Request, form: FormDep, session: SessionDep, settings: S
     cookie_token = request.cookies.get(LOGIN_CSRF_COOKIE)
     if not tokens_match(form_str(form, "csrf_token"), cookie_token):
         raise HTTPException(status_code=403, detail="missing or wrong CSRF token; reload the login page")
-    user = users.authenticate(session=session, name=name, password=password)
+    try:
+        user = _log_in(request, session, settings, name, password)
+    except TooManyRequests as e:
+        page = render(
+            request,
+            "login.html",
+            status_code=429,
+            login_csrf=cookie_token,
+            next=next_url or "",
+            error=f"Too many failed logins. Try again in {e.retry_after} seconds.",
+        )
+        page.headers["Retry-After"] = str(e.retry_after)
+        return page
     if user is None:
         return render(
             request,
@@ -102,9 +125,12 @@ api = APIRouter(prefix="/api/v1", tags=["auth"])
 
 
 @api.post("/login")
-def api_login(body: LoginIn, response: Response, session: SessionDep, settings: SettingsDep) -> LoginPublic:
-    """Log in with JSON; the session cookie is set and the CSRF token returned for the X-CSRF-Token header."""
-    user = users.authenticate(session=session, name=body.name, password=body.password)
+def api_login(
+    request: Request, body: LoginIn, response: Response, session: SessionDep, settings: SettingsDep
+) -> LoginPublic:
+    """Log in with JSON; the session cookie is set and the CSRF token returned for the X-CSRF-Token header.
+    429 with Retry-After while the name or the client address is locked out after failed logins."""
+    user = _log_in(request, session, settings, body.name, body.password)
     if user is None:
         raise HTTPException(status_code=401, detail="wrong user name or password")
     token, auth = users.create_login(session=session, user=user, hours=settings.session_hours)
