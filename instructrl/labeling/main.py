@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from instructrl.errors import UserError
 from instructrl.labeling.api.deps import render, status_for
 from instructrl.labeling.api.routes import admin, auth, labeler
+from instructrl.labeling.core import display
 from instructrl.labeling.core.config import Settings
 from instructrl.labeling.core.db import Database
 from instructrl.labeling.services import TooManyRequests
@@ -95,7 +96,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     app.state.settings = settings
     app.state.db = db
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, finalize=display.finalize
+    )
+    env.filters["editable"] = display.editable
     app.state.templates = Jinja2Templates(env=env)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for router in (auth.router, auth.api, labeler.pages, labeler.api, admin.pages, admin.api):
