@@ -97,6 +97,18 @@ def test_a_retried_submission_is_stored_once_and_a_second_answer_conflicts(app):
         assert session.scalar(select(func.count()).select_from(Submission)) == 1
 
 
+def test_a_task_form_submitted_again_from_a_second_tab_is_a_409_page_not_a_500(app):
+    # The service's rollback expired the login's ORM objects; the error page, rendered after the request's
+    # database session had closed, then failed to load the user for the page header (DetachedInstanceError).
+    create_tasks_directly(app, kind="ranking", rows=ranking_rows(PROMPTS))
+    lab = login(app, "lab1")
+    a = lab.next("ranking").json()["id"]
+    form = {"submission_key": "first-tab", "ranking": "0,1,2,3"} | {f"likert_{i}": "4" for i in range(4)}
+    assert lab.post(f"/assignments/{a}", data=form, follow_redirects=False).status_code == 303
+    r = lab.post(f"/assignments/{a}", data=form | {"submission_key": "second-tab"})
+    assert r.status_code == 409 and "already submitted" in r.text and "lab1" in r.text
+
+
 def test_invalid_answers_are_refused_with_the_field_named(app):
     create_tasks_directly(app, kind="ranking", rows=ranking_rows(PROMPTS[:1], k=5))
     lab = login(app, "lab1")

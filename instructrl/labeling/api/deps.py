@@ -15,6 +15,7 @@ from instructrl.labeling.core.config import Settings
 from instructrl.labeling.core.db import Database
 from instructrl.labeling.core.security import tokens_match
 from instructrl.labeling.models import AuthSession, User
+from instructrl.labeling.schemas import UserPublic
 from instructrl.labeling.services.users import get_login
 
 SESSION_COOKIE = "instructrl_session"
@@ -48,6 +49,11 @@ def optional_login(request: Request, session: SessionDep) -> AuthSession | None:
     token = request.cookies.get(SESSION_COOKIE)
     auth = get_login(session=session, token=token) if token else None
     request.state.auth = auth
+    # What pages show of the login, copied now: an error page is rendered after the request's database
+    # session has closed, and a rolled-back write has expired the ORM objects by then.
+    if auth is not None:
+        request.state.viewer = UserPublic.model_validate(auth.user)
+        request.state.csrf_token = auth.csrf_token
     return auth
 
 
@@ -111,9 +117,8 @@ def templates(request: Request) -> Jinja2Templates:
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """A page, with the logged-in user and their CSRF token in the context."""
-    auth: AuthSession | None = getattr(request.state, "auth", None)
-    context.setdefault("user", auth.user if auth else None)
-    context.setdefault("csrf_token", auth.csrf_token if auth else "")
+    context.setdefault("user", getattr(request.state, "viewer", None))
+    context.setdefault("csrf_token", getattr(request.state, "csrf_token", ""))
     return templates(request).TemplateResponse(request, name, context, status_code=status_code)
 
 
