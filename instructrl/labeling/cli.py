@@ -1,4 +1,5 @@
-"""`instructrl label {serve,add-user,import-prompts,export}`: the labeling app from the command line.
+"""`instructrl label {serve,add-user,disable-user,enable-user,end-sessions,reset-password,import-prompts,export}`:
+the labeling app from the command line.
 
 fastapi, sqlalchemy and friends are imported inside the run functions, so `instructrl --help` stays fast.
 """
@@ -41,6 +42,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--password-file", help="read the password from this file (first line); default: prompt")
     u.add_argument("--db", help=db_help)
     u.set_defaults(func=run_add_user)
+
+    for command, help_text, func in (
+        (
+            "disable-user",
+            "disable an account: its sessions end at once, its pending tasks go back",
+            run_disable,
+        ),
+        ("enable-user", "enable a disabled account again", run_enable),
+        ("end-sessions", "log a user out everywhere", run_end_sessions),
+        ("reset-password", "set a new password for a user (ends all their sessions)", run_reset_password),
+    ):
+        a = label.add_parser(command, help=help_text)
+        a.add_argument("name", help="user name (case does not matter)")
+        if command == "reset-password":
+            a.add_argument(
+                "--password-file", help="read the password from this file (first line); default: prompt"
+            )
+        a.add_argument("--db", help=db_help)
+        a.set_defaults(func=func)
 
     i = label.add_parser("import-prompts", help="run the prompt intake on a CSV or JSONL file")
     i.add_argument("file", help='CSV (header with prompt,user_id) or JSONL ({"prompt", "user_id"})')
@@ -138,6 +158,63 @@ def run_add_user(args: argparse.Namespace) -> int:
     finally:
         db.dispose()
     return 0
+
+
+def _on_user(args: argparse.Namespace, action: Any) -> int:
+    """Run `action(session, settings, user)` on the user named args.name; print what it returns."""
+    from instructrl.labeling.core.db import Database
+    from instructrl.labeling.services.users import find_user
+
+    settings = _settings(args)
+    db = Database(settings.database_url)
+    try:
+        with db.session() as session:
+            print(action(session, settings, find_user(session=session, name=args.name)))
+    finally:
+        db.dispose()
+    return 0
+
+
+def run_disable(args: argparse.Namespace) -> int:
+    from instructrl.labeling.services.users import set_disabled
+
+    def disable(session: Any, _settings: Any, user: Any) -> str:
+        set_disabled(session=session, user_id=user.id, disabled=True)
+        return f"disabled '{user.name}': logged out everywhere, pending tasks given back"
+
+    return _on_user(args, disable)
+
+
+def run_enable(args: argparse.Namespace) -> int:
+    from instructrl.labeling.services.users import set_disabled
+
+    def enable(session: Any, _settings: Any, user: Any) -> str:
+        set_disabled(session=session, user_id=user.id, disabled=False)
+        return f"enabled '{user.name}'"
+
+    return _on_user(args, enable)
+
+
+def run_end_sessions(args: argparse.Namespace) -> int:
+    from instructrl.labeling.services.users import end_sessions
+
+    def end(session: Any, _settings: Any, user: Any) -> str:
+        return f"ended {end_sessions(session=session, user_id=user.id)} session(s) of '{user.name}'"
+
+    return _on_user(args, end)
+
+
+def run_reset_password(args: argparse.Namespace) -> int:
+    from instructrl.labeling.services.users import reset_password
+
+    password = _read_password(args.password_file)
+    _settings(args).password.check(password, name=args.name)  # before the database is opened
+
+    def reset(session: Any, settings: Any, user: Any) -> str:
+        n = reset_password(session=session, user_id=user.id, password=password, policy=settings.password)
+        return f"set a new password for '{user.name}' and ended {n} session(s)"
+
+    return _on_user(args, reset)
 
 
 def run_import_prompts(args: argparse.Namespace) -> int:

@@ -68,6 +68,8 @@ class User(Base):
     """'admin' or 'labeler'."""
     group: Mapped[str] = mapped_column("labeler_group", String(32), default=DEFAULT_GROUP)
     """'default', or 'heldout': work kept for evaluation only (not exported for training)."""
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Set by an admin: the user cannot log in and their sessions stop working."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -171,7 +173,8 @@ class Assignment(Base):
     group: Mapped[str] = mapped_column("labeler_group", String(32))
     """The labeler's group when assigned (the per-group quota counts it)."""
     status: Mapped[str] = mapped_column(String(16), default="pending")
-    """'pending' or 'done'."""
+    """'pending', 'done', 'released' (given back by the labeler or an admin) or 'expired' (not submitted in
+    time). Released and expired assignments no longer hold a place on the task."""
     swap: Mapped[bool] = mapped_column(Boolean, default=False)
     """A/B: show response_b on the left (display order randomised per assignment)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

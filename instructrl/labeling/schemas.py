@@ -53,6 +53,18 @@ class UserPublic(ORMModel):
     name: str
     role: Role
     group: Group
+    disabled: bool
+
+
+class PasswordIn(BaseModel):
+    """A new password, set by an admin (checked against the deployment's password policy)."""
+
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionsEnded(BaseModel):
+    sessions_ended: int
 
 
 class LoginIn(BaseModel):
@@ -146,9 +158,12 @@ class TaskView(BaseModel):
 
 class AssignmentPublic(BaseModel):
     id: int
-    status: Literal["pending", "done"]
+    status: Literal["pending", "done", "released", "expired"]
+    """'released': given back; 'expired': not submitted in time (both went back to the pool)."""
     task: TaskView
     created_at: datetime
+    expires_at: datetime | None = None
+    """Pending: when it goes back to the pool unless submitted."""
 
 
 class ResponseLabelIn(ResponseLabel):

@@ -135,9 +135,12 @@ def serve_process(db_url: str, port: int, cwd: str | Path) -> subprocess.Popen:
 
     log_path = Path(cwd) / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed with the process)
+    # The simulated labelers of the load and crash tests work far faster than people: no task rate limit.
+    env = {**os.environ, "INSTRUCTRL_LABEL_ASSIGNMENTS__MAX_TASKS": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE, "label", "serve", "--db", db_url, "--port", str(port)],
         cwd=cwd,
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

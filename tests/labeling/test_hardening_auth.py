@@ -1,5 +1,4 @@
-"""Accounts under attack and over their lifetime (issue 13): login throttling with backoff, the password
-policy, and what an admin can do about a user (disable, reset, end sessions)."""
+"""Accounts under attack (issue 13, finding 3): login throttling with backoff, and the password policy."""
 
 from __future__ import annotations
 

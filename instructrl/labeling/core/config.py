@@ -37,6 +37,21 @@ class LoginThrottle(BaseModel):
     """No lockout lasts longer than this."""
 
 
+class AssignmentLimits(BaseModel):
+    """How long a reserved task stays a labeler's, and how fast a labeler may take tasks (in the spirit of
+    OpenAssistant's per-user task rate limit)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    expire_minutes: float = Field(default=120.0, gt=0)
+    """A pending assignment not submitted within this goes back to the pool for other labelers. A late
+    submission is still stored if nobody has taken the place; otherwise it is refused with 409."""
+    max_tasks: int = Field(default=120, ge=0)
+    """Tasks a labeler may reserve per `window_minutes`; more get 429 with Retry-After. 0: no limit."""
+    window_minutes: float = Field(default=60.0, gt=0)
+    """The window of `max_tasks`."""
+
+
 class Settings(BaseSettings):
     """One labeling deployment. Every field can be set by env var, e.g. INSTRUCTRL_LABEL_DATABASE_URL,
     INSTRUCTRL_LABEL_INTAKE__PII=flag."""
@@ -70,6 +85,8 @@ class Settings(BaseSettings):
     """Login throttling with backoff, per account and per client address."""
     password: PasswordPolicy = PasswordPolicy()
     """What a new password must be: applied wherever one is set (CLI, admin page and API, reset)."""
+    assignments: AssignmentLimits = AssignmentLimits()
+    """Assignment expiry and the per-labeler task rate limit."""
     intake: IntakeSettings = IntakeSettings()
     """Prompt intake: dedup prefix, PII drop/flag, per-user cap, split fractions and seed."""
 

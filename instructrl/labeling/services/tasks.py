@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from instructrl.errors import UserError
+from instructrl.labeling.core.config import AssignmentLimits
 from instructrl.labeling.core.db import writes
 from instructrl.labeling.models import Assignment, Prompt, Submission, Task, User, utcnow
 from instructrl.labeling.schemas import (
@@ -25,7 +29,10 @@ from instructrl.labeling.schemas import (
     SubmissionCreate,
     TaskView,
 )
-from instructrl.labeling.services import Conflict, NotFound
+from instructrl.labeling.services import Conflict, NotFound, TooManyRequests
+
+HOLDING = ("pending", "done")
+"""Assignment statuses that hold a place on a task; 'released' and 'expired' ones gave it back."""
 
 # --- creating tasks ----------------------------------------------------------------------------------
 
@@ -175,31 +182,92 @@ def _ab_swap(*, seed: int, task_id: int, labeler_id: int) -> bool:
     return digest[0] & 1 == 1
 
 
-def pending_assignment(*, session: Session, labeler: User, kind: str) -> Assignment | None:
+def expires_at(assignment: Assignment, limits: AssignmentLimits) -> datetime:
+    return assignment.created_at + timedelta(minutes=limits.expire_minutes)
+
+
+def status_of(assignment: Assignment, limits: AssignmentLimits) -> str:
+    """The assignment's status, 'expired' as soon as its time is up (the row is updated lazily)."""
+    if assignment.status == "pending" and expires_at(assignment, limits) <= utcnow():
+        return "expired"
+    return assignment.status
+
+
+def _live(limits: AssignmentLimits) -> ColumnElement[bool]:
+    """Pending and not yet past its time."""
+    cutoff = utcnow() - timedelta(minutes=limits.expire_minutes)
+    return (Assignment.status == "pending") & (Assignment.created_at > cutoff)
+
+
+def pending_assignment(
+    *, session: Session, labeler: User, kind: str, limits: AssignmentLimits
+) -> Assignment | None:
     """The labeler's oldest open assignment of `kind`, if any."""
     return session.scalar(
         select(Assignment)
         .join(Task, Assignment.task_id == Task.id)
-        .where(Assignment.labeler_id == labeler.id, Assignment.status == "pending", Task.kind == kind)
+        .where(Assignment.labeler_id == labeler.id, _live(limits), Task.kind == kind)
         .order_by(Assignment.id)
         .limit(1)
     )
 
 
-@writes
-def next_assignment(*, session: Session, labeler: User, kind: str, seed: int = 0) -> Assignment | None:
-    """The labeler's open assignment of `kind`, else a new one on the oldest task that still needs their
-    group; None when there is nothing left to do."""
-    pending = pending_assignment(session=session, labeler=labeler, kind=kind)
-    if pending is not None:
-        return pending
-    mine = exists().where(Assignment.task_id == Task.id, Assignment.labeler_id == labeler.id)
-    taken = (
+def _expire_overdue(*, session: Session, limits: AssignmentLimits) -> None:
+    """Every labeler's pending assignments past their time go back to the pool (run before a task is
+    chosen, so an overdue one never keeps a place from the labeler asking)."""
+    cutoff = utcnow() - timedelta(minutes=limits.expire_minutes)
+    session.execute(
+        update(Assignment)
+        .where(Assignment.status == "pending", Assignment.created_at <= cutoff)
+        .values(status="expired")
+    )
+
+
+def _check_rate(*, session: Session, labeler: User, limits: AssignmentLimits) -> None:
+    """TooManyRequests when the labeler has reserved `max_tasks` tasks in the last `window_minutes`."""
+    if not limits.max_tasks:
+        return
+    window = timedelta(minutes=limits.window_minutes)
+    recent = session.scalars(
+        select(Assignment.created_at)
+        .where(Assignment.labeler_id == labeler.id, Assignment.created_at > utcnow() - window)
+        .order_by(Assignment.created_at.desc())
+        .limit(limits.max_tasks)
+    ).all()
+    if len(recent) >= limits.max_tasks:
+        wait = (recent[-1] + window - utcnow()).total_seconds()
+        raise TooManyRequests(
+            f"you have taken {limits.max_tasks} tasks in {limits.window_minutes:g} minutes, the most "
+            f"allowed; the next one in {max(1, round(wait))} s",
+            retry_after=wait,
+        )
+
+
+def _taken(group: str) -> ScalarSelect[int]:
+    """Places on the (correlated) task held by `group`."""
+    return (
         select(func.count())
-        .where(Assignment.task_id == Task.id, Assignment.group == labeler.group)
+        .where(Assignment.task_id == Task.id, Assignment.group == group, Assignment.status.in_(HOLDING))
         .correlate(Task)
         .scalar_subquery()
     )
+
+
+@writes
+def next_assignment(
+    *, session: Session, labeler: User, kind: str, limits: AssignmentLimits, seed: int = 0
+) -> Assignment | None:
+    """The labeler's open assignment of `kind`, else a new one on the oldest task that still needs their
+    group; None when there is nothing left to do. TooManyRequests past the labeler's task rate limit."""
+    _expire_overdue(session=session, limits=limits)
+    pending = pending_assignment(session=session, labeler=labeler, kind=kind, limits=limits)
+    if pending is not None:
+        session.commit()
+        return pending
+    _check_rate(session=session, labeler=labeler, limits=limits)
+    # A labeler never gets a task again that they had, even one they released or let expire.
+    mine = exists().where(Assignment.task_id == Task.id, Assignment.labeler_id == labeler.id)
+    taken = _taken(labeler.group)
     # FOR UPDATE SKIP LOCKED (PostgreSQL): two labelers asking at once lock different tasks, so a task's
     # quota is never overrun. SQLite serialises writers (BEGIN IMMEDIATE) and ignores the clause.
     task_id = session.scalar(
@@ -210,7 +278,7 @@ def next_assignment(*, session: Session, labeler: User, kind: str, seed: int = 0
         .with_for_update(skip_locked=True)
     )
     if task_id is None:
-        session.rollback()
+        session.commit()  # the expired ones
         return None
     assignment = Assignment(
         task_id=task_id,
@@ -242,29 +310,24 @@ def list_assignments(*, session: Session, labeler: User, limit: int = 50) -> lis
     )
 
 
-def labeler_counts(*, session: Session, labeler: User) -> dict[str, dict[str, int]]:
+def labeler_counts(*, session: Session, labeler: User, limits: AssignmentLimits) -> dict[str, dict[str, int]]:
     """For the labeler's dashboard, per kind: done by me, pending for me, tasks still open to me."""
     out: dict[str, dict[str, int]] = {}
     for kind in ("demonstration", "ranking", "ab"):
         mine = exists().where(Assignment.task_id == Task.id, Assignment.labeler_id == labeler.id)
-        taken = (
-            select(func.count())
-            .where(Assignment.task_id == Task.id, Assignment.group == labeler.group)
-            .correlate(Task)
-            .scalar_subquery()
-        )
         available = session.scalar(
-            select(func.count()).select_from(Task).where(Task.kind == kind, ~mine, taken < Task.replicas)
+            select(func.count())
+            .select_from(Task)
+            .where(Task.kind == kind, ~mine, _taken(labeler.group) < Task.replicas)
         )
-        done, pending = 0, 0
-        rows = session.execute(
-            select(Assignment.status, func.count())
+        mine_of_kind = (
+            select(func.count())
+            .select_from(Assignment)
             .join(Task, Assignment.task_id == Task.id)
             .where(Assignment.labeler_id == labeler.id, Task.kind == kind)
-            .group_by(Assignment.status)
         )
-        for status, n in rows:
-            done, pending = (n, pending) if status == "done" else (done, n)
+        done = session.scalar(mine_of_kind.where(Assignment.status == "done")) or 0
+        pending = session.scalar(mine_of_kind.where(_live(limits))) or 0
         out[kind] = {"done": done, "pending": pending, "available": available or 0}
     return out
 
@@ -281,13 +344,27 @@ def task_view(assignment: Assignment) -> TaskView:
     return TaskView(kind="demonstration", prompt=task.prompt.text)
 
 
-def assignment_public(assignment: Assignment) -> AssignmentPublic:
+def assignment_public(assignment: Assignment, limits: AssignmentLimits) -> AssignmentPublic:
+    status = status_of(assignment, limits)
     return AssignmentPublic(
         id=assignment.id,
-        status=assignment.status,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
         task=task_view(assignment),
         created_at=assignment.created_at,
+        expires_at=expires_at(assignment, limits) if status == "pending" else None,
     )
+
+
+@writes
+def release(*, session: Session, assignment_id: int, labeler: User) -> Assignment:
+    """The labeler gives a pending task back: it goes to another labeler (never to them again)."""
+    assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
+    if assignment.status == "done":
+        raise Conflict(f"assignment {assignment_id} was already submitted; it cannot be given back")
+    if assignment.status == "pending":
+        assignment.status = "released"
+    session.commit()
+    return assignment
 
 
 # --- submissions -------------------------------------------------------------------------------------
@@ -319,7 +396,12 @@ def _check_answer(task: Task, answer: SubmissionCreate) -> dict[str, object]:
 
 @writes
 def submit(
-    *, session: Session, assignment_id: int, labeler: User, answer: SubmissionCreate
+    *,
+    session: Session,
+    assignment_id: int,
+    labeler: User,
+    answer: SubmissionCreate,
+    limits: AssignmentLimits,
 ) -> tuple[Submission, bool]:
     """Store the labeler's answer and mark the assignment done, in one transaction.
 
@@ -344,6 +426,10 @@ def submit(
         return replay, False
     if assignment.status == "done":
         raise Conflict(f"assignment {assignment_id} was already submitted")
+    if assignment.status == "released":
+        raise Conflict(f"assignment {assignment_id} was given back; your answer was not stored")
+    if status_of(assignment, limits) == "expired":
+        _check_late(session=session, assignment=assignment, limits=limits)
     submission = Submission(
         submission_key=answer.submission_key,
         assignment_id=assignment.id,
@@ -370,6 +456,27 @@ def submit(
             return replay, False
         raise Conflict(f"assignment {assignment_id} was already submitted") from None
     return submission, True
+
+
+def _check_late(*, session: Session, assignment: Assignment, limits: AssignmentLimits) -> None:
+    """An answer that comes after its assignment expired is stored when nobody has taken the place since
+    (the work is not thrown away for nothing); otherwise it is a Conflict."""
+    task = assignment.task
+    # Lock the task (PostgreSQL), so a labeler asking for it now waits for this answer, or skips the task.
+    session.execute(select(Task.id).where(Task.id == task.id).with_for_update())
+    holders = session.scalar(
+        select(func.count()).where(
+            Assignment.task_id == task.id,
+            Assignment.group == assignment.group,
+            Assignment.status.in_(HOLDING),
+            Assignment.id != assignment.id,
+        )
+    )
+    if (holders or 0) >= task.replicas:
+        raise Conflict(
+            f"assignment {assignment.id} expired at {expires_at(assignment, limits):%Y-%m-%d %H:%M} UTC and "
+            f"another labeler has taken the task since; your answer was not stored"
+        )
 
 
 def _replay(

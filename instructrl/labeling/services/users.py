@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -18,9 +18,9 @@ from instructrl.labeling.core.security import (
     token_hash,
     verify_password,
 )
-from instructrl.labeling.models import DEFAULT_GROUP, AuthSession, LoginThrottle, User, utcnow
+from instructrl.labeling.models import DEFAULT_GROUP, Assignment, AuthSession, LoginThrottle, User, utcnow
 from instructrl.labeling.schemas import UserCreate
-from instructrl.labeling.services import Conflict, TooManyRequests
+from instructrl.labeling.services import Conflict, NotFound, TooManyRequests
 
 
 @writes
@@ -51,7 +51,7 @@ def list_users(*, session: Session) -> list[User]:
 def authenticate(*, session: Session, name: str, password: str) -> User | None:
     user = session.scalar(select(User).where(User.name == name))
     ok = verify_password(password, user.password_hash if user else None)
-    return user if ok else None
+    return user if ok and user is not None and not user.disabled else None
 
 
 # --- login throttling --------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def create_login(*, session: Session, user: User, hours: float) -> tuple[str, Au
 
 def get_login(*, session: Session, token: str) -> AuthSession | None:
     auth = session.scalar(select(AuthSession).where(AuthSession.token_hash == token_hash(token)))
-    if auth is None or auth.expires_at < utcnow():
+    if auth is None or auth.expires_at < utcnow() or auth.user.disabled:
         return None
     return auth
 
@@ -183,3 +183,78 @@ def get_login(*, session: Session, token: str) -> AuthSession | None:
 def end_login(*, session: Session, token: str) -> None:
     session.execute(delete(AuthSession).where(AuthSession.token_hash == token_hash(token)))
     session.commit()
+
+
+# --- what an admin can do about an account -----------------------------------------------------------
+
+
+def find_user(*, session: Session, name: str) -> User:
+    """The user named `name` (ignoring case, as names are unique that way)."""
+    user = session.scalar(select(User).where(func.lower(User.name) == name.lower()))
+    if user is None:
+        raise NotFound(f"no user named '{name}'")
+    return user
+
+
+def get_user(*, session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
+
+
+def live_sessions(*, session: Session) -> dict[int, int]:
+    """Unexpired logins per user id."""
+    rows = session.execute(
+        select(AuthSession.user_id, func.count())
+        .where(AuthSession.expires_at >= utcnow())
+        .group_by(AuthSession.user_id)
+    )
+    return {user_id: n for user_id, n in rows}
+
+
+def _end_sessions(session: Session, user_id: int) -> int:
+    result = session.execute(delete(AuthSession).where(AuthSession.user_id == user_id))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+@writes
+def end_sessions(*, session: Session, user_id: int) -> int:
+    """Log the user out everywhere; returns how many sessions ended."""
+    n = _end_sessions(session, get_user(session=session, user_id=user_id).id)
+    session.commit()
+    return n
+
+
+@writes
+def set_disabled(*, session: Session, user_id: int, disabled: bool) -> User:
+    """Disable (or enable again) an account. Disabling ends its sessions at once and gives its pending
+    assignments back to the pool; its submitted work stays."""
+    user = get_user(session=session, user_id=user_id)
+    if disabled and user.role == "admin" and not user.disabled:
+        others = session.scalar(
+            select(func.count()).where(User.role == "admin", User.id != user.id, User.disabled.is_(False))
+        )
+        if not others:
+            raise Conflict(f"'{user.name}' is the last admin that can log in; enable or add another first")
+    user.disabled = disabled
+    if disabled:
+        _end_sessions(session, user.id)
+        session.execute(
+            update(Assignment)
+            .where(Assignment.labeler_id == user.id, Assignment.status == "pending")
+            .values(status="released")
+        )
+    session.commit()
+    return user
+
+
+@writes
+def reset_password(*, session: Session, user_id: int, password: str, policy: PasswordPolicy) -> int:
+    """Set a new password (checked against the policy) and end all the user's sessions; returns how many."""
+    user = get_user(session=session, user_id=user_id)
+    policy.check(password, name=user.name)
+    user.password_hash = hash_password(password)
+    n = _end_sessions(session, user.id)
+    session.commit()
+    return n

@@ -24,20 +24,22 @@ from instructrl.labeling.api.deps import (
     status_for,
 )
 from instructrl.labeling.core.config import Settings
-from instructrl.labeling.models import GenerationJob
+from instructrl.labeling.models import GenerationJob, User
 from instructrl.labeling.schemas import (
     ABUploadItem,
     GenerationJobCreate,
     GenerationJobPublic,
     IntakePublic,
+    PasswordIn,
     QualityReport,
     RankingUploadItem,
+    SessionsEnded,
     TasksCreated,
     UserCreate,
     UserPublic,
 )
+from instructrl.labeling.services import NotFound, generation, prompts, quality, tasks, users
 from instructrl.labeling.services import export as export_service
-from instructrl.labeling.services import generation, prompts, quality, tasks, users
 from instructrl.labeling.services.uploads import check_size, parse_rows
 
 pages = APIRouter(prefix="/admin", dependencies=[Depends(admin_user), Depends(csrf_protect)])
@@ -273,11 +275,77 @@ def job_page(request: Request, job_id: IdPath, session: SessionDep) -> Response:
 # --- users, quality, export --------------------------------------------------------------------------
 
 
+def _users_page(
+    request: Request,
+    session: SessionDep,
+    *,
+    error: str | None = None,
+    message: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "admin/users.html",
+        status_code=status_code,
+        users=users.list_users(session=session),
+        sessions=users.live_sessions(session=session),
+        password_min_length=request.app.state.settings.password.min_length,
+        error=error,
+        message=message,
+    )
+
+
 @pages.get("/users")
 def users_page(request: Request, session: SessionDep) -> Response:
-    return render(
-        request, "admin/users.html", users=users.list_users(session=session), error=None, message=None
-    )
+    return _users_page(request, session)
+
+
+@pages.post("/users/{user_id}/{action}")
+def user_action(
+    request: Request,
+    user_id: IdPath,
+    action: str,
+    form: FormDep,
+    admin: AdminUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """Disable, enable, end-sessions or password (reset) for one account, from the Users page."""
+    try:
+        message = _apply_user_action(
+            session=session,
+            settings=settings,
+            admin=admin,
+            user_id=user_id,
+            action=action,
+            password=form_str(form, "password"),
+        )
+    except UserError as e:
+        session.rollback()
+        return _users_page(request, session, error=str(e), status_code=status_for(e))
+    return _users_page(request, session, message=message)
+
+
+def _apply_user_action(
+    *, session: SessionDep, settings: Settings, admin: User, user_id: int, action: str, password: str
+) -> str:
+    if action in ("disable", "enable"):
+        if action == "disable" and user_id == admin.id:
+            raise UserError("you cannot disable your own account")
+        user = users.set_disabled(session=session, user_id=user_id, disabled=action == "disable")
+        return f"{action.capitalize()}d '{user.name}'" + (
+            " (logged out everywhere, pending tasks given back)." if action == "disable" else "."
+        )
+    if action == "end-sessions":
+        n = users.end_sessions(session=session, user_id=user_id)
+        return f"Ended {n} session(s) of '{users.get_user(session=session, user_id=user_id).name}'."
+    if action == "password":
+        n = users.reset_password(
+            session=session, user_id=user_id, password=password, policy=settings.password
+        )
+        name = users.get_user(session=session, user_id=user_id).name
+        return f"Set a new password for '{name}' and ended {n} session(s)."
+    raise NotFound(f"no user action '{action}'; use disable, enable, end-sessions or password")
 
 
 @pages.post("/users")
@@ -295,31 +363,11 @@ def create_user_form(request: Request, form: FormDep, session: SessionDep, setti
         )
     except ValidationError as e:
         error = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        return render(
-            request,
-            "admin/users.html",
-            status_code=422,
-            users=users.list_users(session=session),
-            error=error,
-            message=None,
-        )
+        return _users_page(request, session, error=error, status_code=422)
     except UserError as e:
         session.rollback()
-        return render(
-            request,
-            "admin/users.html",
-            status_code=status_for(e),
-            users=users.list_users(session=session),
-            error=str(e),
-            message=None,
-        )
-    return render(
-        request,
-        "admin/users.html",
-        users=users.list_users(session=session),
-        error=None,
-        message=f"Created {user.role} '{user.name}'.",
-    )
+        return _users_page(request, session, error=str(e), status_code=status_for(e))
+    return _users_page(request, session, message=f"Created {user.role} '{user.name}'.")
 
 
 @pages.get("/quality")
@@ -394,6 +442,36 @@ def api_create_user(body: UserCreate, session: SessionDep, settings: SettingsDep
     return UserPublic.model_validate(
         users.create_user(session=session, user_in=body, policy=settings.password)
     )
+
+
+@api.post("/users/{user_id}/disable")
+def api_disable_user(user_id: IdPath, admin: AdminUser, session: SessionDep) -> UserPublic:
+    """Disable an account: its sessions stop working at once and its pending tasks go back to the pool."""
+    if user_id == admin.id:
+        raise HTTPException(status_code=409, detail="you cannot disable your own account")
+    return UserPublic.model_validate(users.set_disabled(session=session, user_id=user_id, disabled=True))
+
+
+@api.post("/users/{user_id}/enable")
+def api_enable_user(user_id: IdPath, session: SessionDep) -> UserPublic:
+    return UserPublic.model_validate(users.set_disabled(session=session, user_id=user_id, disabled=False))
+
+
+@api.post("/users/{user_id}/password")
+def api_reset_password(
+    user_id: IdPath, body: PasswordIn, session: SessionDep, settings: SettingsDep
+) -> SessionsEnded:
+    """Set a new password (checked against the password policy); ends all of the user's sessions."""
+    n = users.reset_password(
+        session=session, user_id=user_id, password=body.password, policy=settings.password
+    )
+    return SessionsEnded(sessions_ended=n)
+
+
+@api.post("/users/{user_id}/sessions/end")
+def api_end_sessions(user_id: IdPath, session: SessionDep) -> SessionsEnded:
+    """Log the user out everywhere."""
+    return SessionsEnded(sessions_ended=users.end_sessions(session=session, user_id=user_id))
 
 
 @api.get("/quality")

@@ -24,7 +24,7 @@ from instructrl.labeling.api.deps import (
 )
 from instructrl.labeling.core.config import Settings
 from instructrl.labeling.schemas import AssignmentPublic, SubmissionCreate, SubmissionPublic, TaskKind
-from instructrl.labeling.services import tasks
+from instructrl.labeling.services import TooManyRequests, tasks
 
 KIND_TITLES = {
     "demonstration": "Write a demonstration",
@@ -34,17 +34,21 @@ KIND_TITLES = {
 MESSAGES = {
     "submitted": "Saved. Thank you!",
     "none_left": "There are no more tasks of that kind for you right now.",
+    "released": "The task was given back; another labeler will get it.",
+    "rate_limited": "Saved. You have taken as many tasks as allowed for now; please come back a little later.",
 }
 
 pages = APIRouter(dependencies=[Depends(csrf_protect)])
 
 
 @pages.get("/tasks")
-def home(request: Request, user: LabelerUser, session: SessionDep, msg: str = "") -> Response:
+def home(
+    request: Request, user: LabelerUser, session: SessionDep, settings: SettingsDep, msg: str = ""
+) -> Response:
     return render(
         request,
         "labeler/home.html",
-        counts=tasks.labeler_counts(session=session, labeler=user),
+        counts=tasks.labeler_counts(session=session, labeler=user, limits=settings.assignments),
         recent=tasks.list_assignments(session=session, labeler=user, limit=20),
         titles=KIND_TITLES,
         message=MESSAGES.get(msg),
@@ -52,29 +56,48 @@ def home(request: Request, user: LabelerUser, session: SessionDep, msg: str = ""
 
 
 @pages.get("/tasks/next")
-def open_task(user: LabelerUser, session: SessionDep, kind: TaskKind) -> Response:
+def open_task(user: LabelerUser, session: SessionDep, settings: SettingsDep, kind: TaskKind) -> Response:
     """The open assignment of `kind`, else the task list with its Start buttons: a GET reserves nothing, so
     a link from another site cannot take a task in the labeler's name."""
-    assignment = tasks.pending_assignment(session=session, labeler=user, kind=kind)
+    assignment = tasks.pending_assignment(
+        session=session, labeler=user, kind=kind, limits=settings.assignments
+    )
     return RedirectResponse(f"/assignments/{assignment.id}" if assignment else "/tasks", status_code=303)
 
 
 @pages.post("/tasks/next")
 def next_task(
-    user: LabelerUser, session: SessionDep, settings: SettingsDep, kind: Annotated[TaskKind, Form()]
+    request: Request,
+    user: LabelerUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    kind: Annotated[TaskKind, Form()],
 ) -> Response:
-    return _to_next_task(user=user, session=session, settings=settings, kind=kind)
+    try:
+        return _to_next_task(user=user, session=session, settings=settings, kind=kind)
+    except TooManyRequests as e:
+        # Rendered here, while the request's database session is still open to load the page's user.
+        page = render(request, "error.html", status_code=429, status=429, message=str(e))
+        page.headers["Retry-After"] = str(e.retry_after)
+        return page
 
 
 def _to_next_task(*, user: LabelerUser, session: SessionDep, settings: Settings, kind: str) -> Response:
-    assignment = tasks.next_assignment(session=session, labeler=user, kind=kind, seed=settings.seed)
+    assignment = tasks.next_assignment(
+        session=session, labeler=user, kind=kind, limits=settings.assignments, seed=settings.seed
+    )
     if assignment is None:
         return RedirectResponse("/tasks?msg=none_left", status_code=303)
     return RedirectResponse(f"/assignments/{assignment.id}", status_code=303)
 
 
 def _task_page(
-    request: Request, assignment_id: int, user: LabelerUser, session: SessionDep, **extra: object
+    request: Request,
+    assignment_id: int,
+    user: LabelerUser,
+    session: SessionDep,
+    settings: Settings,
+    **extra: object,
 ) -> Response:
     assignment = tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user)
     view = tasks.task_view(assignment)
@@ -83,6 +106,8 @@ def _task_page(
         request,
         f"labeler/{view.kind}.html",
         assignment=assignment,
+        status=tasks.status_of(assignment, settings.assignments),
+        expires_at=tasks.expires_at(assignment, settings.assignments),
         task=view,
         title=KIND_TITLES[view.kind],
         flags=METADATA_FLAGS,
@@ -92,8 +117,16 @@ def _task_page(
 
 
 @pages.get("/assignments/{assignment_id}")
-def task_page(request: Request, assignment_id: IdPath, user: LabelerUser, session: SessionDep) -> Response:
-    return _task_page(request, assignment_id, user, session, error=None, values={})
+def task_page(
+    request: Request, assignment_id: IdPath, user: LabelerUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    return _task_page(request, assignment_id, user, session, settings, error=None, values={})
+
+
+@pages.post("/assignments/{assignment_id}/release")
+def release_form(assignment_id: IdPath, user: LabelerUser, session: SessionDep) -> Response:
+    tasks.release(session=session, assignment_id=assignment_id, labeler=user)
+    return RedirectResponse("/tasks?msg=released", status_code=303)
 
 
 def answer_from_form(form: FormData, kind: str) -> SubmissionCreate:
@@ -152,15 +185,26 @@ def submit_form(
     kind = assignment.task.kind
     try:
         answer = answer_from_form(form, kind)
-        tasks.submit(session=session, assignment_id=assignment_id, labeler=user, answer=answer)
+        tasks.submit(
+            session=session,
+            assignment_id=assignment_id,
+            labeler=user,
+            answer=answer,
+            limits=settings.assignments,
+        )
     except UserError as e:
         if type(e) is not UserError:
             raise  # NotFound / Conflict: the error page
         session.rollback()
         values = {k: form.getlist(k) for k in form}
-        return _task_page(request, assignment_id, user, session, error=str(e), values=values, status_code=422)
+        return _task_page(
+            request, assignment_id, user, session, settings, error=str(e), values=values, status_code=422
+        )
     # Straight on to the next task of the kind: this is a POST, so it may reserve one.
-    return _to_next_task(user=user, session=session, settings=settings, kind=kind)
+    try:
+        return _to_next_task(user=user, session=session, settings=settings, kind=kind)
+    except TooManyRequests:
+        return RedirectResponse("/tasks?msg=rate_limited", status_code=303)
 
 
 # --- JSON API ----------------------------------------------------------------------------------------
@@ -180,35 +224,58 @@ class NextIn(BaseModel):
 def api_next(
     body: NextIn, user: LabelerUser, session: SessionDep, settings: SettingsDep
 ) -> AssignmentPublic | Response:
-    assignment = tasks.next_assignment(session=session, labeler=user, kind=body.kind, seed=settings.seed)
+    """Your open assignment of the kind, else a new one; 204 when none is left; 429 with Retry-After past
+    the task rate limit (Settings.assignments.max_tasks per window_minutes)."""
+    assignment = tasks.next_assignment(
+        session=session, labeler=user, kind=body.kind, limits=settings.assignments, seed=settings.seed
+    )
     if assignment is None:
         return Response(status_code=204)
-    return tasks.assignment_public(assignment)
+    return tasks.assignment_public(assignment, settings.assignments)
 
 
 @api.get("/assignments")
-def api_list(user: LabelerUser, session: SessionDep) -> list[AssignmentPublic]:
+def api_list(user: LabelerUser, session: SessionDep, settings: SettingsDep) -> list[AssignmentPublic]:
     return [
-        tasks.assignment_public(a) for a in tasks.list_assignments(session=session, labeler=user, limit=200)
+        tasks.assignment_public(a, settings.assignments)
+        for a in tasks.list_assignments(session=session, labeler=user, limit=200)
     ]
 
 
 @api.get("/assignments/{assignment_id}")
-def api_get(assignment_id: IdPath, user: LabelerUser, session: SessionDep) -> AssignmentPublic:
+def api_get(
+    assignment_id: IdPath, user: LabelerUser, session: SessionDep, settings: SettingsDep
+) -> AssignmentPublic:
     return tasks.assignment_public(
-        tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user)
+        tasks.get_assignment(session=session, assignment_id=assignment_id, labeler=user),
+        settings.assignments,
     )
+
+
+@api.post("/assignments/{assignment_id}/release")
+def api_release(
+    assignment_id: IdPath, user: LabelerUser, session: SessionDep, settings: SettingsDep
+) -> AssignmentPublic:
+    """Give a pending task back: it goes to another labeler. 409 when it was already submitted."""
+    assignment = tasks.release(session=session, assignment_id=assignment_id, labeler=user)
+    return tasks.assignment_public(assignment, settings.assignments)
 
 
 @api.post("/assignments/{assignment_id}/submission", status_code=201)
 def api_submit(
-    assignment_id: IdPath, body: SubmissionCreate, response: Response, user: LabelerUser, session: SessionDep
+    assignment_id: IdPath,
+    body: SubmissionCreate,
+    response: Response,
+    user: LabelerUser,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> SubmissionPublic:
     """Store the answer. 201 when stored now; 200 with the stored submission when this submission_key was
     already stored with the same answer (a retry); 409 when it came with a different answer, or the
-    assignment was already answered under another key."""
+    assignment was already answered under another key, given back, or expired with its place taken since
+    (an answer after expiry is still stored when nobody has taken the place)."""
     submission, created = tasks.submit(
-        session=session, assignment_id=assignment_id, labeler=user, answer=body
+        session=session, assignment_id=assignment_id, labeler=user, answer=body, limits=settings.assignments
     )
     if not created:
         response.status_code = 200
