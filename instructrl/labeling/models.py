@@ -165,6 +165,9 @@ class Assignment(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "labeler_id", name="uq_assignment_task_labeler"),
         Index("ix_assignments_labeler_status", "labeler_id", "status"),
+        # The expiry sweep before each reservation: 11.7 ms over 200,000 assignments without it (SQLite,
+        # holding the write lock), 0.01 ms with it.
+        Index("ix_assignments_status_created", "status", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

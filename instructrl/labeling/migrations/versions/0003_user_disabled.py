@@ -1,4 +1,4 @@
-"""users can be disabled
+"""users can be disabled; an index for the assignment expiry sweep
 
 Revision ID: 0003
 Revises: 0002
@@ -19,8 +19,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("assignments", schema=None) as batch_op:
+        batch_op.create_index("ix_assignments_status_created", ["status", "created_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("assignments", schema=None) as batch_op:
+        batch_op.drop_index("ix_assignments_status_created")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_column("disabled")
