@@ -97,6 +97,18 @@ def test_the_login_form_says_when_to_try_again(app):
     assert r.status_code == 429 and "Try again in" in r.text and int(r.headers["Retry-After"]) >= 1
 
 
+def test_a_name_no_account_can_have_is_a_failed_login_on_both_databases(app):
+    """A NUL in the name gave 500 on PostgreSQL (which cannot compare text with NUL) and 401 on SQLite."""
+    client = TestClient(app)
+    for name in ("lab\x001", "\x00", "x" * 10_000):
+        r = api_login(client, name, PASSWORD)
+        assert r.status_code == 401, (name[:8], r.status_code, r.text[:200])
+    token = page_csrf(client.get("/login").text)
+    r = client.post("/login", data={"name": "lab\x001", "password": PASSWORD, "csrf_token": token})
+    assert r.status_code == 401
+    assert api_login(client, "lab1", PASSWORD).status_code == 200  # and the real account is unharmed
+
+
 # --- 3. the password policy --------------------------------------------------------------------------
 
 WEAK = [

@@ -49,7 +49,8 @@ def list_users(*, session: Session) -> list[User]:
 
 
 def authenticate(*, session: Session, name: str, password: str) -> User | None:
-    user = session.scalar(select(User).where(User.name == name))
+    # PostgreSQL cannot compare text holding NUL (500 before), and no user name holds one (UserCreate).
+    user = None if "\x00" in name else session.scalar(select(User).where(User.name == name))
     ok = verify_password(password, user.password_hash if user else None)
     return user if ok and user is not None and not user.disabled else None
 
@@ -65,7 +66,8 @@ def log_in(
 ) -> User | None:
     """The user when the name and password match; None when they do not. TooManyRequests, without
     checking the password, while the account name or the client address is locked out."""
-    account, client = ("account", name.casefold()[:128]), ("address", address[:128])
+    subject = name.replace("\x00", "\ufffd").casefold()[:128]  # storable on PostgreSQL, still counted
+    account, client = ("account", subject), ("address", address[:128])
     wait = _take_attempt(session=session, account=account, client=client, throttle=throttle)
     if wait is not None:
         raise TooManyRequests(
