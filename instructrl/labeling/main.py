@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instructrl.errors import UserError
@@ -26,6 +28,8 @@ from instructrl.labeling.services import TooManyRequests
 from instructrl.labeling.services.generation import fail_interrupted_jobs
 
 HERE = Path(__file__).resolve().parent
+DATABASE_BUSY = "the database is busy or unavailable; try again in a moment"
+log = logging.getLogger("instructrl.labeling")
 SECURITY_HEADERS = {
     # No inline scripts or styles anywhere: injected markup could not run even if it escaped escaping.
     "Content-Security-Policy": (
@@ -137,6 +141,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         response = _error(request, status_for(exc), str(exc))
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.exception_handler(OperationalError)
+    async def database_busy(request: Request, exc: OperationalError) -> Response:
+        # A lock held too long (SQLite's busy timeout, PostgreSQL's lock_timeout) or a database that is
+        # down: the request may well succeed in a moment, so 503 and Retry-After, never a 500.
+        log.warning("%s %s: %s", request.method, request.url.path, exc.orig)
+        response = _error(request, 503, DATABASE_BUSY)
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(RequestValidationError)
