@@ -169,3 +169,18 @@ def test_a_busy_database_lock_answers_503_with_retry_after_not_500(app, page):
     assert r.status_code == 503, r.text
     assert r.headers["retry-after"] == "1"
     assert "busy" in r.text
+
+
+def test_a_large_upload_is_checked_in_a_process_of_its_own_with_the_same_report_and_errors(app):
+    admin = login(app, "admin")
+    data = big_prompt_file(prompts.IN_A_PROCESS_BYTES + 1000)
+    expected = run_intake(
+        prompts.parse_prompt_file(data=data, filename="p", limit=len(data)), IntakeSettings()
+    )
+    r = admin.post("/api/v1/admin/prompts", files={"file": ("big.jsonl", data)})
+    assert r.status_code == 201, r.text
+    assert r.json()["report"] == expected.report.model_dump(mode="json")
+    n = data.count(b"\n")
+    r = admin.post("/api/v1/admin/prompts", files={"file": ("bad.jsonl", data + b'{"prompt": 3}\n')})
+    assert r.status_code == 422
+    assert f"bad.jsonl:{n + 1}: field 'prompt'" in r.json()["detail"]

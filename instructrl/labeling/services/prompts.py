@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+import time
 import weakref
-from typing import NamedTuple
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, delete, exists, func, insert, select
 from sqlalchemy.orm import Session
@@ -28,9 +33,18 @@ IMPORT_BATCH = 1000
 """Prompts stored per transaction. SQLite has one write lock for the whole file: a batch holds it for
 milliseconds, so labelers' writes interleave with a long import instead of waiting for all of it (one
 transaction for a 30 MB file held the lock for 30 s, and labelers got 500 'database is locked')."""
+BATCH_PAUSE_S = 0.005
+"""Between batches: a Python lock is not handed over on release, so without a pause the import would take
+the write lock straight back, ahead of the labelers waiting for it."""
 
 _IMPORT_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _IMPORT_LOCKS_GUARD = threading.Lock()
+
+
+IN_A_PROCESS_BYTES = 1_000_000
+"""Uploads at least this big are parsed and checked in a process of their own, at a lower CPU priority: the
+intake is pure Python and holds the GIL, and a 20 MB one in the server's thread pool stretched labelers'
+requests to 6 s."""
 
 
 class _Stored(NamedTuple):
@@ -41,6 +55,19 @@ class _Stored(NamedTuple):
     newest_intake: int
 
 
+class _Checked(NamedTuple):
+    """An intake's outcome in plain types (cheap to pass between processes)."""
+
+    report: dict[str, Any]
+    dropped: dict[str, list[dict[str, Any]]]
+    kept: list[dict[str, Any]]
+    """Rows for the `prompts` table: text, user_id, split, pii."""
+
+
+PriorRows = list[tuple[str, str, str]]
+"""(text, user_id, split) of every stored prompt."""
+
+
 def import_prompts(
     *,
     session: Session,
@@ -49,9 +76,60 @@ def import_prompts(
     filename: str,
     created_by: int | None = None,
 ) -> Intake:
-    """Run the intake against every prompt already stored, and store what it keeps, in batches.
+    """Run the intake against every prompt already stored, and store what it keeps, in batches (`_import`)."""
+    return _import(
+        session=session,
+        check=lambda prior: _check(records, settings, prior),
+        filename=filename,
+        created_by=created_by,
+    )
 
-    1. read the stored prompts and run the intake on them: CPU only, no lock held;
+
+def import_prompt_file(
+    *,
+    session: Session,
+    data: bytes,
+    filename: str,
+    limit: int,
+    settings: IntakeSettings,
+    created_by: int | None = None,
+) -> Intake:
+    """Parse an upload and import it (`_import`); from `IN_A_PROCESS_BYTES` on, parsed and checked in a
+    process of its own, so that the server's other threads keep running meanwhile."""
+    if len(data) < IN_A_PROCESS_BYTES:
+        records = parse_prompt_file(data=data, filename=filename, limit=limit)
+        return import_prompts(
+            session=session, records=records, settings=settings, filename=filename, created_by=created_by
+        )
+
+    def check_elsewhere(prior: PriorRows) -> _Checked:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=spawn, initializer=os.nice, initargs=(10,)) as pool:
+            return pool.submit(_parse_and_check, data, filename, limit, settings, prior).result()
+
+    return _import(session=session, check=check_elsewhere, filename=filename, created_by=created_by)
+
+
+def _parse_and_check(
+    data: bytes, filename: str, limit: int, settings: IntakeSettings, prior: PriorRows
+) -> _Checked:
+    return _check(parse_prompt_file(data=data, filename=filename, limit=limit), settings, prior)
+
+
+def _check(records: list[PromptRecord], settings: IntakeSettings, prior: PriorRows) -> _Checked:
+    kept_before = [KeptPrompt(prompt=t, user_id=u, split=s) for t, u, s in prior]  # type: ignore[arg-type]
+    result = run_intake(records, settings, prior=kept_before)
+    return _Checked(
+        report=result.report.model_dump(mode="json"),
+        dropped={k: [d.model_dump(mode="json") for d in v] for k, v in result.dropped.items()},
+        kept=[{"text": k.prompt, "user_id": k.user_id, "split": k.split, "pii": k.pii} for k in result.kept],
+    )
+
+
+def _import(
+    *, session: Session, check: Callable[[PriorRows], _Checked], filename: str, created_by: int | None
+) -> Intake:
+    """1. read the stored prompts and `check` the file against them: CPU only, no lock held;
     2. store the intake record and its prompts, `IMPORT_BATCH` per transaction;
     3. if anything fails on the way, remove what this import stored (in batches too), then re-raise.
     While it runs its prompts appear batch by batch (an admin could make tasks of them; those would be
@@ -61,19 +139,16 @@ def import_prompts(
     with _import_lock(session):
         if session.in_transaction():
             session.commit()
-        prior = [
-            KeptPrompt(prompt=text, user_id=user_id, split=split)  # type: ignore[arg-type]
+        prior: PriorRows = [
+            (text, user_id, split)
             for text, user_id, split in session.execute(select(Prompt.text, Prompt.user_id, Prompt.split))
         ]
         before = _stored(session)
         session.rollback()  # end the read snapshot: PostgreSQL would hold it open for the whole intake
-        result = run_intake(records, settings, prior=prior)
-        rows = [{"text": k.prompt, "user_id": k.user_id, "split": k.split, "pii": k.pii} for k in result.kept]
+        checked = check(prior)
+        rows = checked.kept
         intake = Intake(
-            filename=filename,
-            report=result.report.model_dump(mode="json"),
-            dropped={k: [d.model_dump(mode="json") for d in v] for k, v in result.dropped.items()},
-            created_by=created_by,
+            filename=filename, report=checked.report, dropped=checked.dropped, created_by=created_by
         )
         busy = (
             f"{filename}: another import ran at the same time; nothing of this file was kept: import it again"
@@ -82,22 +157,22 @@ def import_prompts(
         stored = 0
         try:
             for start in range(0, max(len(rows), 1), IMPORT_BATCH):
+                if start:
+                    time.sleep(BATCH_PAUSE_S)
                 with write_transaction(session):
                     if start == 0:
                         if _stored(session) != before:
                             raise Conflict(busy)
                         session.add(intake)
                         session.flush()
-                    elif _stored(session).newest_intake != intake.id:
+                    elif session.scalar(select(func.max(Intake.id))) != intake.id:
                         raise Conflict(busy)
                     batch = [{**row, "intake_id": intake.id} for row in rows[start : start + IMPORT_BATCH]]
                     if batch:
                         session.execute(insert(Prompt), batch)
                 intake_id = intake.id
                 stored += len(batch)
-            if (
-                _stored(session).prompts - stored != before.prompts
-            ):  # e.g. some it was deduplicated against went
+            if _stored(session).prompts - stored != before.prompts:  # some it was deduplicated against went
                 raise Conflict(busy)
             session.commit()
         except BaseException as e:

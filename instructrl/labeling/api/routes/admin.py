@@ -58,10 +58,15 @@ def _intake(
     *, session: SessionDep, settings: Settings, data: bytes, filename: str, admin_id: int
 ) -> IntakePublic:
     # CPU-heavy: the routes that call it are plain `def`, which FastAPI runs in its thread pool, off the event
-    # loop. A regex holds the GIL, though: linear PII patterns and `MAX_PROMPT` keep each scan short.
-    records = prompts.parse_prompt_file(data=data, filename=filename, limit=settings.max_upload_bytes)
-    intake = prompts.import_prompts(
-        session=session, records=records, settings=settings.intake, filename=filename, created_by=admin_id
+    # loop. A regex holds the GIL, though: linear PII patterns and `MAX_PROMPT` keep each scan short, and a
+    # large file is parsed and checked in a process of its own.
+    intake = prompts.import_prompt_file(
+        session=session,
+        data=data,
+        filename=filename,
+        limit=settings.max_upload_bytes,
+        settings=settings.intake,
+        created_by=admin_id,
     )
     return IntakePublic.model_validate(intake)
 
