@@ -33,9 +33,10 @@ IMPORT_BATCH = 1000
 """Prompts stored per transaction. SQLite has one write lock for the whole file: a batch holds it for
 milliseconds, so labelers' writes interleave with a long import instead of waiting for all of it (one
 transaction for a 30 MB file held the lock for 30 s, and labelers got 500 'database is locked')."""
-BATCH_PAUSE_S = 0.005
-"""Between batches: a Python lock is not handed over on release, so without a pause the import would take
-the write lock straight back, ahead of the labelers waiting for it."""
+BATCH_PAUSE_S = 0.05
+"""Between batches, so that writers waiting for the lock get it: a Python lock is not handed over on release,
+and another process (the server, while the CLI imports) polls SQLite's lock every 25-100 ms. With 5 ms,
+a 20 MB CLI import under 50 labelers kept some of them waiting 3.3 s."""
 
 _IMPORT_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _IMPORT_LOCKS_GUARD = threading.Lock()
