@@ -1,6 +1,7 @@
 """Load benchmark of the labeling app: N simulated labelers submit rankings concurrently on loopback.
 
     python benchmarks/label_load.py [--clients 50] [--seconds 60] [--db sqlite|postgres|URL ...]
+                                    [--import-mb 20 [--import-via web|cli]]
 
 The app runs as `instructrl label serve` in a process of its own (one uvicorn worker); the labelers are
 asyncio tasks in this process, each logged in with its own session, looping "next ranking task" ->
@@ -8,6 +9,10 @@ asyncio tasks in this process, each logged in with its own session, looping "nex
 idempotency key, as a double click would. Afterwards the stored submissions are counted against the
 acknowledged ones (201s): they must be equal, with no duplicates and no errors. PostgreSQL is a
 throwaway cluster of its own (fsync on), unless a URL is given. Results: benchmarks/results/label_load.json.
+
+With --import-mb, an admin imports a prompt file of that size a third of the way in (through the web
+upload, in the server's process, or `instructrl label import-prompts` in a process of its own); the labeler
+requests that overlap it are timed apart (`import_*`): none may fail or take more than 2 s.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -46,6 +52,18 @@ class LoadResult:
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     p95_submit_ms: float = 0.0
+    max_ms: float = 0.0
+    import_mb: float = 0.0
+    """Size of the prompt file imported during the load (0: none)."""
+    import_via: str = ""
+    import_seconds: float = 0.0
+    import_outcome: str = ""
+    import_requests: int = 0
+    """Labeler requests that overlapped the import; their latencies below."""
+    import_p99_ms: float = 0.0
+    import_max_ms: float = 0.0
+    import_slowest: list[tuple[float, float]] = field(default_factory=list)
+    """The 5 slowest of them: (seconds after the import started, ms)."""
     server_log_tail: str = ""
 
 
@@ -65,6 +83,7 @@ def seed_database(db_url: str, *, clients: int, tasks: int) -> None:
         session.add_all(
             User(name=f"lab{i}", password_hash=password_hash, role="labeler") for i in range(clients)
         )
+        session.add(User(name="admin", password_hash=password_hash, role="admin"))
         session.commit()
         records = [
             PromptRecord(prompt=f"Prompt {i}: explain topic {i} simply.", user_id=f"user{i % 97}")
@@ -89,8 +108,52 @@ def intake_prompts(session, intake_id: int):
     return session.scalars(select(Prompt).where(Prompt.intake_id == intake_id).order_by(Prompt.id))
 
 
-async def labeler(i: int, base: str, deadline_holder: list[float], result: LoadResult, latencies: list[float],
-                  submit_latencies: list[float], acked: list[str], retry_every: int, ready: asyncio.Barrier) -> None:  # fmt: skip
+def prompt_file(n_bytes: int) -> bytes:
+    """JSONL of distinct prompts (about 190 bytes each) from 5,000 authors, just under `n_bytes`."""
+    lines, size, i = [], 0, 0
+    while True:
+        line = json.dumps({"prompt": f"Imported prompt {i}: please explain, in plain words and with one worked "
+                           f"example, how topic number {i} relates to everyday life.", "user_id": f"author{i % 5000}"})  # fmt: skip
+        if size + len(line) + 1 > n_bytes:
+            return "".join(lines).encode()
+        lines.append(line + "\n")
+        size += len(line) + 1
+        i += 1
+
+
+async def importer(base: str, db_url: str, data: bytes, via: str, result: LoadResult,
+                   window: list[float]) -> None:  # fmt: skip
+    """Import `data` as an admin would; `window` gets the import's start and end (monotonic seconds)."""
+    import httpx
+
+    from instructrl.labeling.testing import SERVE
+
+    window.append(time.monotonic())
+    if via == "web":
+        async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+            r = await client.post("/api/v1/login", json={"name": "admin", "password": PASSWORD})
+            r.raise_for_status()
+            r = await client.post("/api/v1/admin/prompts", files={"file": ("import.jsonl", data)},
+                                  headers={"X-CSRF-Token": r.json()["csrf_token"]})  # fmt: skip
+            report = r.json().get("report", {}) if r.status_code == 201 else {}
+            result.import_outcome = f"{r.status_code}: kept {report.get('kept')}" if report else r.text[:300]
+    else:
+        with tempfile.NamedTemporaryFile(suffix=".jsonl") as f:
+            f.write(data)
+            f.flush()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", SERVE, "label", "import-prompts", f.name, "--db", db_url,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            result.import_outcome = f"exit {proc.returncode}: {out.decode(errors='replace').strip()[-300:]}"
+    window.append(time.monotonic())
+    result.import_seconds = window[1] - window[0]
+
+
+async def labeler(i: int, base: str, deadline_holder: list[float], result: LoadResult,
+                  latencies: list[tuple[float, float]], submit_latencies: list[float], acked: list[str],
+                  retry_every: int, ready: asyncio.Barrier) -> None:  # fmt: skip
     import httpx
 
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
@@ -109,7 +172,7 @@ async def labeler(i: int, base: str, deadline_holder: list[float], result: LoadR
                 result.error_samples.append(f"{path}: {e!r}"[:300])
                 return None
             ms = (time.perf_counter() - t) * 1000
-            latencies.append(ms)
+            latencies.append((time.monotonic() - ms / 1000, ms))  # (start, ms)
             if into is not None:
                 into.append(ms)
             result.requests += 1
@@ -156,7 +219,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_every: int = 10, tasks: int | None = None,
-             label: str | None = None) -> LoadResult:  # fmt: skip
+             label: str | None = None, import_mb: float = 0.0, import_via: str = "web") -> LoadResult:  # fmt: skip
     """Seed `db_url` (an empty database), serve it, run the labelers, count what was stored."""
     from sqlalchemy import func, select
 
@@ -168,7 +231,11 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
     seed_database(db_url, clients=clients, tasks=tasks)
     port = free_port()
     result = LoadResult(database=label or db_url.split(":", 1)[0], clients=clients, seconds=seconds)
-    latencies: list[float] = []
+    if import_mb:
+        result.import_mb, result.import_via = import_mb, import_via
+        data = prompt_file(int(import_mb * 1_000_000))
+    window: list[float] = []
+    latencies: list[tuple[float, float]] = []
     submit_latencies: list[float] = []
     acked: list[str] = []
     with tempfile.TemporaryDirectory() as cwd:
@@ -186,6 +253,10 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
                 await ready.wait()  # all logged in: the clock starts now
                 start = time.monotonic()
                 deadline[0] = start + seconds
+                if import_mb:
+                    await asyncio.sleep(seconds / 3)
+                    jobs.append(asyncio.create_task(
+                        importer(f"http://127.0.0.1:{port}", db_url, data, import_via, result, window)))  # fmt: skip
                 await asyncio.gather(*jobs)
                 return time.monotonic() - start
 
@@ -211,8 +282,19 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
     db.dispose()
     result.requests_per_s = result.requests / elapsed
     result.submissions_per_s = result.acknowledged / elapsed
-    result.p50_ms = percentile(latencies, 0.50)
-    result.p95_ms = percentile(latencies, 0.95)
+    ms = [m for _, m in latencies]
+    result.p50_ms = percentile(ms, 0.50)
+    result.p95_ms = percentile(ms, 0.95)
+    result.max_ms = max(ms, default=0.0)
+    if window:
+        during = [m for t, m in latencies if t < window[-1] and t + m / 1000 > window[0]]
+        result.import_requests = len(during)
+        result.import_p99_ms = percentile(during, 0.99)
+        result.import_max_ms = max(during, default=0.0)
+        slowest = sorted(
+            (m, t - window[0]) for t, m in latencies if t < window[-1] and t + m / 1000 > window[0]
+        )
+        result.import_slowest = [(round(t, 1), round(m)) for m, t in slowest[-5:]]
     result.p95_submit_ms = percentile(submit_latencies, 0.95)
     result.error_samples = result.error_samples[:10]
     return result
@@ -227,7 +309,13 @@ def main() -> None:
     parser.add_argument(
         "--db", nargs="+", default=["postgres", "sqlite"], help="sqlite, postgres, or URLs of empty databases"
     )
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "label_load.json"))
+    parser.add_argument(
+        "--import-mb", type=float, default=0.0, help="import a prompt file this big a third of the way in"
+    )
+    parser.add_argument("--import-via", choices=["web", "cli"], default="web")
+    parser.add_argument(
+        "--out", default=None, help="default: results/label_load.json, or label_load_import_{web,cli}.json"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -246,21 +334,33 @@ def main() -> None:
             else:
                 url = which
             try:
-                r = run_load(url, clients=args.clients, seconds=args.seconds, label=which.split(":", 1)[0])
+                r = run_load(url, clients=args.clients, seconds=args.seconds, label=which.split(":", 1)[0],
+                             import_mb=args.import_mb, import_via=args.import_via)  # fmt: skip
             finally:
                 if pg is not None:
                     pg.stop()
         ok = (
             r.errors == 0 and r.stored == r.acknowledged and not (r.duplicate_keys or r.duplicate_assignments)
         )
+        if r.import_mb:
+            ok = ok and r.import_max_ms <= 2000 and r.import_outcome.startswith(("201", "exit 0"))
         print(
             f"{r.database:>9}: {r.clients} labelers x {r.seconds:.0f} s: {r.requests_per_s:.0f} requests/s "
             f"({r.submissions_per_s:.0f} submissions/s), p50 {r.p50_ms:.0f} ms, p95 {r.p95_ms:.0f} ms "
             f"(submit p95 {r.p95_submit_ms:.0f} ms); acknowledged {r.acknowledged}, stored {r.stored}, "
-            f"replays {r.replays}, errors {r.errors} -> {'OK' if ok else 'FAILED'}"
-        )
+            f"replays {r.replays}, errors {r.errors}"
+            + (f"; {r.import_mb:g} MB {r.import_via} import in {r.import_seconds:.1f} s ({r.import_outcome}), "
+               f"{r.import_requests} labeler requests meanwhile: p99 {r.import_p99_ms:.0f} ms, "
+               f"max {r.import_max_ms:.0f} ms" if r.import_mb else "")
+            + f" -> {'OK' if ok else 'FAILED'}"
+        )  # fmt: skip
         results.append(asdict(r))
-    out = Path(args.out)
+    results_dir = Path(__file__).parent / "results"
+    out = Path(
+        args.out
+        or results_dir
+        / (f"label_load_import_{args.import_via}.json" if args.import_mb else "label_load.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
     out.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
