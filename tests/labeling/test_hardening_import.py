@@ -15,8 +15,9 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from instructrl.datasets.records import PromptRecord
+from instructrl.labeling.core.db import Database
 from instructrl.labeling.models import Intake, Prompt
-from instructrl.labeling.services import prompts
+from instructrl.labeling.services import Conflict, prompts
 from instructrl.prompts.intake import IntakeSettings, run_intake
 from labeling.helpers import PROMPTS, add_user, create_tasks_directly, login, make_app, ranking_rows, scores
 
@@ -184,3 +185,31 @@ def test_a_large_upload_is_checked_in_a_process_of_its_own_with_the_same_report_
     r = admin.post("/api/v1/admin/prompts", files={"file": ("bad.jsonl", data + b'{"prompt": 3}\n')})
     assert r.status_code == 422
     assert f"bad.jsonl:{n + 1}: field 'prompt'" in r.json()["detail"]
+
+
+def test_an_import_that_meets_another_processs_import_is_refused_and_keeps_nothing(app, monkeypatch):
+    other = Database(app.state.db.engine.url.render_as_string(hide_password=False), run_migrations=False)
+    checked_without = prompts.run_intake
+
+    def meanwhile_another_process_imports(*args, **kwargs):
+        monkeypatch.setattr(prompts, "run_intake", checked_without)  # once
+        with other.session() as session:  # its own engine: no lock shared with this process's import
+            prompts.import_prompts(
+                session=session,
+                records=[PromptRecord(prompt="theirs", user_id="x")],
+                settings=IntakeSettings(),
+                filename="theirs.jsonl",
+            )
+        return checked_without(*args, **kwargs)
+
+    monkeypatch.setattr(prompts, "run_intake", meanwhile_another_process_imports)
+    try:
+        with pytest.raises(Conflict, match="another import ran at the same time"):
+            import_file(
+                app, json_lines([*PROMPTS, {"prompt": "theirs", "user_id": "y"}]), filename="mine.jsonl"
+            )
+    finally:
+        other.dispose()
+    with app.state.db.session() as session:
+        assert list(session.scalars(select(Prompt.text))) == ["theirs"]
+        assert list(session.scalars(select(Intake.filename))) == ["theirs.jsonl"]
