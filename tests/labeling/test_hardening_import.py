@@ -19,7 +19,16 @@ from instructrl.labeling.core.db import Database
 from instructrl.labeling.models import Intake, Prompt
 from instructrl.labeling.services import Conflict, prompts
 from instructrl.prompts.intake import IntakeSettings, run_intake
-from labeling.helpers import PROMPTS, add_user, create_tasks_directly, login, make_app, ranking_rows, scores
+from labeling.helpers import (
+    PROMPTS,
+    add_user,
+    create_tasks_directly,
+    jsonl,
+    login,
+    make_app,
+    ranking_rows,
+    scores,
+)
 
 
 @pytest.fixture
@@ -62,10 +71,9 @@ def count(app, query) -> int:
 
 
 def test_a_labeler_is_answered_within_2_s_while_a_4_mb_import_runs(app):
-    admin = login(app, "admin")
-    r = admin.post("/api/v1/admin/prompts", files={"file": ("p.jsonl", json_lines(PROMPTS))})
-    assert r.status_code == 201, r.text
-    create_tasks_directly(app, kind="ranking", rows=ranking_rows(PROMPTS))
+    asked = [{"prompt": f"Question {i}: how do tides work?", "user_id": f"u{i}"} for i in range(40)]
+    import_file(app, jsonl(asked), filename="asked.jsonl")
+    create_tasks_directly(app, kind="ranking", rows=ranking_rows(asked))
     labeler = login(app, "lab")
     data = big_prompt_file(4_000_000)
     errors: list[BaseException] = []
@@ -73,7 +81,7 @@ def test_a_labeler_is_answered_within_2_s_while_a_4_mb_import_runs(app):
     def run() -> None:
         try:
             import_file(app, data)
-        except BaseException as e:  # noqa: BLE001 (reported by the test below)
+        except BaseException as e:  # noqa: BLE001 (asserted below, in the test's thread)
             errors.append(e)
 
     importer = threading.Thread(target=run)
@@ -82,7 +90,7 @@ def test_a_labeler_is_answered_within_2_s_while_a_4_mb_import_runs(app):
     while importer.is_alive():
         t = time.perf_counter()
         nxt = labeler.next("ranking")
-        if nxt.status_code == 204:  # all done: release nothing, just keep asking
+        if nxt.status_code == 204:  # all 40 done: keep timing `next` alone
             waits.append(time.perf_counter() - t)
             continue
         assert nxt.status_code == 200, nxt.text
@@ -92,12 +100,8 @@ def test_a_labeler_is_answered_within_2_s_while_a_4_mb_import_runs(app):
     importer.join()
     assert not errors, errors
     assert count(app, select(func.count()).select_from(Prompt)) > 20_000
-    assert len(waits) >= 3, waits
     assert max(waits) < 2.0, f"slowest next+submit {max(waits):.1f} s during the import"
-
-
-def json_lines(rows) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+    assert len(waits) >= 3, waits
 
 
 def test_an_import_commits_in_batches_and_its_report_counts_every_row_exactly(app):
@@ -205,9 +209,7 @@ def test_an_import_that_meets_another_processs_import_is_refused_and_keeps_nothi
     monkeypatch.setattr(prompts, "run_intake", meanwhile_another_process_imports)
     try:
         with pytest.raises(Conflict, match="another import ran at the same time"):
-            import_file(
-                app, json_lines([*PROMPTS, {"prompt": "theirs", "user_id": "y"}]), filename="mine.jsonl"
-            )
+            import_file(app, jsonl([*PROMPTS, {"prompt": "theirs", "user_id": "y"}]), filename="mine.jsonl")
     finally:
         other.dispose()
     with app.state.db.session() as session:
