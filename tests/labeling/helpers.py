@@ -150,3 +150,14 @@ def create_tasks_directly(
             overlap_labelers=overlap_labelers,
             seed=0,
         )
+
+
+def ranking_app(url: str, **settings: Any):
+    """An app with an admin, labelers lab1 and lab2, PROMPTS imported and a ranking task for each."""
+    app = make_app(url, **settings)
+    add_user(app, "admin", role="admin")
+    add_user(app, "lab1")
+    add_user(app, "lab2")
+    upload_prompts(login(app, "admin"), PROMPTS)
+    create_tasks_directly(app, kind="ranking", rows=ranking_rows(PROMPTS))
+    return app

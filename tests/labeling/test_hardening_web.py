@@ -12,25 +12,17 @@ from sqlalchemy import func, select
 from instructrl import cli
 from instructrl.labeling.models import Assignment, Submission
 from labeling.helpers import (
-    PROMPTS,
     add_user,
-    create_tasks_directly,
     login,
     make_app,
-    ranking_rows,
+    ranking_app,
     scores,
-    upload_prompts,
 )
 
 
 @pytest.fixture
 def app(db_url):
-    app = make_app(db_url)
-    add_user(app, "admin", role="admin")
-    add_user(app, "lab1")
-    add_user(app, "lab2")
-    upload_prompts(login(app, "admin"), PROMPTS)
-    create_tasks_directly(app, kind="ranking", rows=ranking_rows(PROMPTS))
+    app = ranking_app(db_url)
     yield app
     app.state.db.dispose()
 

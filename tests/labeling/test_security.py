@@ -12,13 +12,11 @@ from instructrl.labeling.models import Intake, Prompt, Submission, Task
 from labeling.helpers import (
     PASSWORD,
     PROMPTS,
-    add_user,
     create_tasks_directly,
     jsonl,
     login,
-    make_app,
     page_csrf,
-    ranking_rows,
+    ranking_app,
     scores,
     upload_prompts,
 )
@@ -26,12 +24,7 @@ from labeling.helpers import (
 
 @pytest.fixture
 def app(sqlite_url):
-    app = make_app(sqlite_url, max_upload_bytes=64 * 1024)
-    add_user(app, "admin", role="admin")
-    add_user(app, "lab1")
-    add_user(app, "lab2")
-    upload_prompts(login(app, "admin"), PROMPTS)
-    create_tasks_directly(app, kind="ranking", rows=ranking_rows(PROMPTS))
+    app = ranking_app(sqlite_url, max_upload_bytes=64 * 1024)
     yield app
     app.state.db.dispose()
 

@@ -25,8 +25,8 @@ def _invisible() -> re.Pattern[str]:
 
 
 def visible(text: str) -> str:
-    """`text` with every invisible format or control character (tab and newlines excepted) replaced by
-    ⟦U+XXXX⟧."""
+    """`text` with every invisible format or control character (tab and newlines excepted) replaced by its
+    code point in brackets: U+202E becomes ⟦U+202E⟧."""
     if text.isprintable():  # the common case, at C speed: no Cf or Cc character at all
         return text
     return _invisible().sub(lambda m: f"⟦U+{ord(m.group()):04X}⟧", text)
