@@ -84,7 +84,12 @@ class Comparison(Record):
     labeler_id: str | None = None
     """Who ranked it."""
     model: str | None = None
-    """The policy that sampled the responses, when known (e.g. an SFT or PPO checkpoint)."""
+    """The policy that sampled all the responses, when one did (e.g. an SFT or PPO checkpoint)."""
+    models: list[str] | None = None
+    """The policy that sampled each response, in `responses` order, when known (a labeling round may mix
+    the current policy's answers with the previous one's)."""
+    round: int | None = Field(default=None, ge=1)
+    """The labeling round (1, 2, ...) the ranking was made in; None in exports from before rounds."""
 
     @field_validator("responses")
     @classmethod
@@ -103,6 +108,8 @@ class Comparison(Record):
             )
         if self.labels is not None and len(self.labels) != k:
             raise ValueError(f"field 'labels': has {len(self.labels)} entries for {k} responses")
+        if self.models is not None and len(self.models) != k:
+            raise ValueError(f"field 'models': has {len(self.models)} entries for {k} responses")
         return self
 
     @property
