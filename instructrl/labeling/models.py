@@ -146,7 +146,13 @@ class Task(Base):
     responses: Mapped[list[Any] | None]
     """Ranking: the K candidate responses."""
     model: Mapped[str | None] = mapped_column(String(255))
-    """Ranking: the model that wrote the responses (never shown to labelers)."""
+    """Ranking: the model that wrote all K responses, when one did (never shown to labelers)."""
+    response_models: Mapped[list[Any] | None]
+    """Ranking: the model that wrote each response, in `responses` order (a round may mix the current
+    policy and the previous one); None where unknown."""
+    round: Mapped[int | None] = mapped_column(Integer)
+    """Ranking: the labeling round (1, 2, ...): a prompt gets at most one ranking task per round from
+    generation, so each round ranks a newer policy's answers to the same prompts."""
     response_a: Mapped[str | None] = mapped_column(Text)
     response_b: Mapped[str | None] = mapped_column(Text)
     model_a: Mapped[str | None] = mapped_column(String(255))
@@ -213,13 +219,18 @@ class Submission(Base):
 
 
 class GenerationJob(Base):
-    """Sampling K responses per prompt from a checkpoint, in the background, then queueing ranking tasks."""
+    """Sampling K responses per prompt from one or more checkpoints, in the background, then queueing a
+    ranking task per prompt in the job's round."""
 
     __tablename__ = "generation_jobs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     checkpoint: Mapped[str] = mapped_column(Text)
     model_name: Mapped[str] = mapped_column(String(255))
+    """The first checkpoint and its name (every one: `checkpoints`)."""
+    checkpoints: Mapped[list[Any]]
+    """Per checkpoint {"checkpoint": dir, "model_name": str, "k": candidates it writes}; the k sum to `k`."""
+    round: Mapped[int] = mapped_column(Integer, default=1)
     prompt_ids: Mapped[list[Any]]
     k: Mapped[int]
     max_new_tokens: Mapped[int]
