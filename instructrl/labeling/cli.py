@@ -70,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = label.add_parser("export", help="write the labels as the trainers' JSONL files, per split")
     e.add_argument("--out", required=True, help="output directory")
+    e.add_argument(
+        "--round",
+        type=_round,
+        help="export this labeling round's comparisons only (default: everything, all rounds)",
+    )
     e.add_argument("--db", help=db_help)
     e.set_defaults(func=run_export)
 
@@ -78,6 +83,12 @@ def _port(text: str) -> int:
     """A TCP port; anything else is argparse's usage error (exit 2), not a traceback from bind()."""
     if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
         raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return int(text)
+
+
+def _round(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a round: give a whole number from 1")
     return int(text)
 
 
@@ -256,11 +267,14 @@ def run_export(args: argparse.Namespace) -> int:
     db = Database(_settings(args).database_url)
     try:
         with db.session() as session:
-            summary = export(session=session, out_dir=Path(args.out))
+            summary = export(session=session, out_dir=Path(args.out), round=args.round)
     finally:
         db.dispose()
     for path, n in summary.files.items():
         print(f"{Path(args.out) / path}: {n} records")
+    if summary.comparisons_per_round:
+        rounds = ", ".join(f"round {r}: {n}" for r, n in summary.comparisons_per_round.items())
+        print(f"comparisons per round: {rounds}")
     if summary.excluded_heldout:
         print(
             f"({summary.excluded_heldout} held-out labelers' records are under heldout/, not in the training files)"

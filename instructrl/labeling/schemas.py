@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from instructrl.datasets.records import PromptRecord, ResponseLabel
 from instructrl.prompts.intake import DroppedPrompt, IntakeReport
@@ -204,25 +204,72 @@ class SubmissionPublic(ORMModel):
 # --- candidate generation ----------------------------------------------------------------------------
 
 
-class GenerationJobCreate(BaseModel):
+MAX_ROUND = 1_000_000
+
+
+class CheckpointIn(BaseModel):
+    """One policy that writes candidates in a generation job."""
+
     model_config = ConfigDict(extra="forbid")
     checkpoint: StoredStr = Field(min_length=1)
     """A Hugging Face causal LM directory (e.g. an instructrl SFT or PPO run's final/)."""
     model_name: StoredStr | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    """Name recorded with its responses (default: the directory name)."""
+
+
+class GenerationJobCreate(BaseModel):
+    """Either `checkpoint` (one policy writes all K candidates) or `checkpoints` (the K candidates are split
+    between them as evenly as can be, the first ones getting one more, e.g. the current policy and the
+    previous one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    checkpoint: StoredStr | None = Field(default=None, min_length=1)
+    """A Hugging Face causal LM directory (e.g. an instructrl SFT or PPO run's final/)."""
+    model_name: StoredStr | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     """Name recorded with the responses (default: the directory name)."""
+    checkpoints: list[CheckpointIn] | None = Field(default=None, min_length=1, max_length=9)
+    round: int | None = Field(default=None, ge=1, le=MAX_ROUND)
+    """The labeling round (default: one more than the latest round, or 1). A round may be the latest or the
+    next one; prompts that already have a ranking task in it are skipped."""
     split: Literal["train", "validation", "test", "all"] = "all"
     limit: int = Field(default=20, ge=1, le=10_000)
-    """Prompts taken (oldest first) among those with no ranking task yet."""
+    """Prompts taken (oldest first) among those with no ranking task in the round yet."""
     k: int = Field(default=4, ge=2, le=9)
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
     temperature: float = Field(default=1.0, gt=0.0, le=5.0)
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _one_way_to_name_checkpoints(self) -> GenerationJobCreate:
+        if (self.checkpoint is None) == (self.checkpoints is None):
+            raise ValueError("give either 'checkpoint' (one model) or 'checkpoints' (a list), not both")
+        if self.checkpoints is not None and self.model_name is not None:
+            raise ValueError("'model_name' goes with 'checkpoint'; name each of 'checkpoints' in it")
+        if len(self.sources()) > self.k:
+            raise ValueError(f"{len(self.sources())} checkpoints for k={self.k}: each needs a candidate")
+        return self
+
+    def sources(self) -> list[CheckpointIn]:
+        if self.checkpoints is not None:
+            return self.checkpoints
+        assert self.checkpoint is not None
+        return [CheckpointIn(checkpoint=self.checkpoint, model_name=self.model_name)]
+
+
+class JobCheckpoint(BaseModel):
+    checkpoint: str
+    model_name: str
+    k: int
+    """Candidates per prompt it writes."""
+
 
 class GenerationJobPublic(ORMModel):
     id: int
+    round: int
     checkpoint: str
     model_name: str
+    """The first checkpoint and its name (all of them: `checkpoints`)."""
+    checkpoints: list[JobCheckpoint]
     k: int
     status: Literal["queued", "running", "done", "failed"]
     done: int
@@ -284,8 +331,22 @@ class FlaggedItem(BaseModel):
     task_id: int | None
 
 
+class RoundAgreement(BaseModel):
+    """Agreement among the rankings of one labeling round."""
+
+    round: int
+    ranking_tasks: int
+    rankings: int
+    """Rankings submitted (all labelers)."""
+    overall: float | None
+    overlapping_tasks: int
+    pairs_compared: int
+
+
 class QualityReport(BaseModel):
     agreement: AgreementReport
+    """All rounds together."""
+    rounds: list[RoundAgreement]
     throughput: list[LabelerThroughput]
     flagged: list[FlaggedItem]
 
@@ -295,3 +356,7 @@ class ExportSummary(BaseModel):
     """Records written per file (relative path), including empty files."""
     excluded_heldout: int
     """Held-out labelers' demonstrations and rankings kept out of the training files."""
+    round: int | None = None
+    """The one labeling round exported (its comparisons only); None: everything, all rounds."""
+    comparisons_per_round: dict[int, int] = {}
+    """Comparisons exported per round (held-out ones included)."""

@@ -4,7 +4,11 @@
     OUT/validation/...               OUT/test/...
     OUT/ab.jsonl                     A/B judgements of all labelers, for evaluation
     OUT/heldout/...                  held-out labelers' demonstrations and rankings, for evaluation only
-    OUT/manifest.json                counts
+    OUT/manifest.json                counts (comparisons per labeling round too)
+
+With a round (`instructrl label export --round N`), only that round's comparisons are written (the
+demonstrations and A/B files are left out); without, all rounds. Each comparison carries its `round` and
+the model that wrote each response (`models`).
 
 Records are built with the schema classes in `instructrl.datasets.records`, so an export that would not
 load in the trainers fails here instead. Extra keys (`labeler_id`, `split`, `task_id`, ...) ride along.
@@ -25,27 +29,40 @@ from sqlalchemy.orm import Session
 
 from instructrl.datasets.io import atomic_write_text, write_jsonl
 from instructrl.datasets.records import ABJudgement, Comparison, Demonstration, ResponseLabel
-from instructrl.labeling.models import HELDOUT_GROUP, Assignment, Submission, User, utcnow
+from instructrl.labeling.models import HELDOUT_GROUP, Assignment, Submission, Task, User, utcnow
 from instructrl.labeling.schemas import ExportSummary
+from instructrl.labeling.services import NotFound
+from instructrl.labeling.services.tasks import rounds
 from instructrl.prompts.intake import SPLITS
 
 
-def export(*, session: Session, out_dir: Path) -> ExportSummary:
+def export(*, session: Session, out_dir: Path, round: int | None = None) -> ExportSummary:
+    """Every submission, or with `round` the comparisons of that labeling round only (rounds are rankings'
+    alone: demonstrations and A/B judgements belong to none)."""
+    names = ["comparisons.jsonl"] if round is not None else ["demonstrations.jsonl", "comparisons.jsonl"]
     files: dict[str, list[BaseModel]] = defaultdict(list)
-    for split in SPLITS:
-        files[f"{split}/demonstrations.jsonl"] = []
-        files[f"{split}/comparisons.jsonl"] = []
-    files["ab.jsonl"] = []
-    files["heldout/demonstrations.jsonl"] = []
-    files["heldout/comparisons.jsonl"] = []
-    rows = session.execute(
+    for folder in (*SPLITS, "heldout"):
+        for name in names:
+            files[f"{folder}/{name}"] = []
+    if round is None:
+        files["ab.jsonl"] = []
+    query = (
         select(Submission, User)
         .join(Assignment, Assignment.id == Submission.assignment_id)
         .join(User, User.id == Assignment.labeler_id)
         .order_by(Submission.id)
     )
+    if round is not None:
+        known = rounds(session=session)
+        if round not in known:
+            raise NotFound(
+                f"round {round}: no ranking tasks in it; "
+                + (f"the rounds so far: {', '.join(map(str, known))}" if known else "there are none yet")
+            )
+        query = query.join(Task, Task.id == Assignment.task_id).where(Task.round == round)
     excluded = 0
-    for sub, labeler in rows:
+    per_round: dict[int, int] = defaultdict(int)
+    for sub, labeler in session.execute(query):
         task = sub.assignment.task
         prompt = task.prompt
         extra: dict[str, object] = {
@@ -74,10 +91,14 @@ def export(*, session: Session, out_dir: Path) -> ExportSummary:
                     "user_id": prompt.user_id,
                     "labels": labels,
                     "model": task.model,
+                    "models": task.response_models,
+                    "round": task.round,
                     **extra,
                 }
             )
             name = "comparisons.jsonl"
+            if task.round is not None:
+                per_round[task.round] += 1
         else:
             files["ab.jsonl"].append(
                 ABJudgement.model_validate(
@@ -99,16 +120,21 @@ def export(*, session: Session, out_dir: Path) -> ExportSummary:
         else:
             files[f"{prompt.split}/{name}"].append(record)
     counts = {path: write_jsonl(out_dir / path, records) for path, records in sorted(files.items())}
-    summary = ExportSummary(files=counts, excluded_heldout=excluded)
+    summary = ExportSummary(
+        files=counts,
+        excluded_heldout=excluded,
+        round=round,
+        comparisons_per_round=dict(sorted(per_round.items())),
+    )
     manifest = {"exported_at": utcnow().isoformat(), **summary.model_dump()}
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return summary
 
 
-def export_zip(*, session: Session) -> bytes:
+def export_zip(*, session: Session, round: int | None = None) -> bytes:
     """The same export as a zip archive (the web download)."""
     with tempfile.TemporaryDirectory(prefix="instructrl-export-") as tmp:
-        export(session=session, out_dir=Path(tmp))
+        export(session=session, out_dir=Path(tmp), round=round)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(Path(tmp).rglob("*")):

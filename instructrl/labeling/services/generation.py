@@ -1,11 +1,19 @@
-"""Candidate generation: sample K responses per prompt from a checkpoint in a background thread, then queue
-a ranking task per prompt. Progress (samples done / total) is written to the job row as it goes."""
+"""Candidate generation: sample K responses per prompt from one or more checkpoints in a background thread,
+then queue a ranking task per prompt in the job's round. Progress (samples done / total) is written to the
+job row as it goes.
+
+Rounds are ChatGPT's loop: rank the current policy's answers, retrain the reward model, continue PPO, and
+rank again. A new round takes prompts ranked in earlier rounds again; its K candidates may mix the current
+policy with the previous one, each recording which checkpoint wrote it.
+"""
 
 from __future__ import annotations
 
+import random
 import threading
 import traceback
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -15,27 +23,51 @@ from instructrl.labeling.core.config import Settings
 from instructrl.labeling.core.db import Database, write_transaction, writes
 from instructrl.labeling.models import GenerationJob, Prompt, Task, utcnow
 from instructrl.labeling.schemas import GenerationJobCreate
-from instructrl.labeling.services.tasks import choose_replicas, prompts_for_generation
+from instructrl.labeling.services.tasks import check_round, choose_replicas, prompts_for_generation
+
+
+def split_k(k: int, n: int) -> list[int]:
+    """Candidates per checkpoint when `n` checkpoints write `k` per prompt: as even as can be, the first
+    ones getting one more (k=5 from 2 checkpoints: 3 and 2)."""
+    assert 1 <= n <= k
+    return [k // n + (i < k % n) for i in range(n)]
 
 
 @writes
 def create_generation_job(
     *, session: Session, job_in: GenerationJobCreate, settings: Settings
 ) -> GenerationJob:
-    checkpoint = Path(job_in.checkpoint).expanduser()
-    if not (checkpoint / "config.json").is_file():
-        raise UserError(
-            f"{checkpoint}: not a Hugging Face model directory (no config.json). "
-            f"Give a directory written by save_pretrained, e.g. an instructrl run's final/"
-        )
     if not settings.min_k <= job_in.k <= settings.max_k:
         raise UserError(f"k={job_in.k}: a ranking task needs {settings.min_k} to {settings.max_k} responses")
-    prompts = prompts_for_generation(session=session, split=job_in.split, limit=job_in.limit)
+    sources = job_in.sources()
+    checkpoints: list[dict[str, Any]] = []
+    for source, k in zip(sources, split_k(job_in.k, len(sources)), strict=True):
+        checkpoint = Path(source.checkpoint).expanduser()
+        if not (checkpoint / "config.json").is_file():
+            raise UserError(
+                f"{checkpoint}: not a Hugging Face model directory (no config.json). "
+                f"Give a directory written by save_pretrained, e.g. an instructrl run's final/"
+            )
+        name = source.model_name or checkpoint.resolve().name
+        checkpoints.append({"checkpoint": str(checkpoint.resolve()), "model_name": name, "k": k})
+    names: list[str] = [c["model_name"] for c in checkpoints]
+    if len(set(names)) < len(names):
+        raise UserError(
+            f"checkpoints named {', '.join(sorted({n for n in names if names.count(n) > 1}))} more than "
+            f"once: give each checkpoint its own model name, so each response says which one wrote it"
+        )
+    round = check_round(session=session, round=job_in.round)
+    prompts = prompts_for_generation(session=session, split=job_in.split, limit=job_in.limit, round=round)
     if not prompts:
-        raise UserError(f"no prompts without a ranking task in split '{job_in.split}'; import prompts first")
+        raise UserError(
+            f"no prompts without a ranking task in round {round} (split '{job_in.split}'); import prompts "
+            f"first, or start the next round"
+        )
     job = GenerationJob(
-        checkpoint=str(checkpoint.resolve()),
-        model_name=job_in.model_name or checkpoint.resolve().name,
+        checkpoint=checkpoints[0]["checkpoint"],
+        model_name=checkpoints[0]["model_name"],
+        checkpoints=checkpoints,
+        round=round,
         prompt_ids=[p.id for p in prompts],
         k=job_in.k,
         max_new_tokens=job_in.max_new_tokens,
@@ -86,30 +118,13 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
         prompt_rows = session.scalars(select(Prompt).where(Prompt.id.in_(job.prompt_ids)).order_by(Prompt.id))
         prompts = [(p.id, p.text) for p in prompt_rows]
 
-    def progress(done: int, total: int) -> None:
-        with db.session() as s, write_transaction(s):
-            s.execute(update(GenerationJob).where(GenerationJob.id == job_id).values(done=done, total=total))
-            s.commit()
-
     try:
-        from instructrl.models.generation import sample_responses
-        from instructrl.models.loading import load_causal_lm, load_tokenizer, read_meta
-
-        model = load_causal_lm(job.checkpoint)
-        tokenizer = load_tokenizer(job.checkpoint)
-        template = read_meta(job.checkpoint).get("prompt_template", "{prompt}\n")
-        responses = sample_responses(
-            model,
-            tokenizer,
-            [text for _, text in prompts],
-            k=job.k,
-            max_new_tokens=job.max_new_tokens,
-            seed=job.seed,
-            temperature=job.temperature,
-            batch_size=16,
-            prompt_template=template,
-            progress=progress,
-        )
+        # per prompt: (response, model name) from every checkpoint in turn
+        candidates: list[list[tuple[str, str]]] = [[] for _ in prompts]
+        for i, source in enumerate(job.checkpoints):
+            responses = _sample(db=db, job=job, index=i, prompts=[text for _, text in prompts])
+            for per_prompt, resp in zip(candidates, responses, strict=True):
+                per_prompt.extend((text, source["model_name"]) for text in resp)
         replicas = choose_replicas(
             n=len(prompts),
             overlap_fraction=settings.overlap_fraction,
@@ -117,21 +132,38 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
             seed=settings.seed + job_id,
         )
         with db.session() as session, write_transaction(session):
-            session.add_all(
-                Task(
-                    kind="ranking",
-                    prompt_id=pid,
-                    responses=resp,
-                    model=job.model_name,
-                    replicas=r,
-                    source=f"generation:{job_id}",
+            # A prompt gets one ranking task per round, even when an upload gave it one while we sampled.
+            ranked = set(
+                session.scalars(
+                    select(Task.prompt_id).where(
+                        Task.kind == "ranking", Task.round == job.round, Task.prompt_id.in_(job.prompt_ids)
+                    )
                 )
-                for (pid, _), resp, r in zip(prompts, responses, replicas, strict=True)
             )
+            created = 0
+            for (pid, _), cands, r in zip(prompts, candidates, replicas, strict=True):
+                if pid in ranked:
+                    continue
+                # Shuffled, so that a response's place says nothing about the checkpoint that wrote it.
+                random.Random(f"{job.seed}:{job_id}:{pid}").shuffle(cands)
+                names = [name for _, name in cands]
+                session.add(
+                    Task(
+                        kind="ranking",
+                        prompt_id=pid,
+                        responses=[text for text, _ in cands],
+                        model=names[0] if len(set(names)) == 1 else None,
+                        response_models=names,
+                        round=job.round,
+                        replicas=r,
+                        source=f"generation:{job_id}",
+                    )
+                )
+                created += 1
             session.execute(
                 update(GenerationJob)
                 .where(GenerationJob.id == job_id)
-                .values(status="done", done=job.total, tasks_created=len(prompts), finished_at=utcnow())
+                .values(status="done", done=job.total, tasks_created=created, finished_at=utcnow())
             )
             session.commit()
     except Exception as e:
@@ -143,3 +175,31 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
                 .values(status="failed", error=message, finished_at=utcnow())
             )
             session.commit()
+
+
+def _sample(*, db: Database, job: GenerationJob, index: int, prompts: list[str]) -> list[list[str]]:
+    """The job's `index`-th checkpoint's candidates for each prompt; progress counts the samples of the
+    checkpoints before it."""
+    from instructrl.models.generation import sample_responses
+    from instructrl.models.loading import load_causal_lm, load_tokenizer, read_meta
+
+    source = job.checkpoints[index]
+    before = sum(c["k"] for c in job.checkpoints[:index]) * len(prompts)
+
+    def progress(done: int, _total: int) -> None:
+        with db.session() as s, write_transaction(s):
+            s.execute(update(GenerationJob).where(GenerationJob.id == job.id).values(done=before + done))
+            s.commit()
+
+    return sample_responses(
+        load_causal_lm(source["checkpoint"]),
+        load_tokenizer(source["checkpoint"]),
+        prompts,
+        k=source["k"],
+        max_new_tokens=job.max_new_tokens,
+        seed=job.seed + index,  # two copies of one checkpoint still write different candidates
+        temperature=job.temperature,
+        batch_size=16,
+        prompt_template=read_meta(source["checkpoint"]).get("prompt_template", "{prompt}\n"),
+        progress=progress,
+    )

@@ -9,7 +9,7 @@ from itertools import combinations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from instructrl.labeling.models import Assignment, Prompt, Submission, User
+from instructrl.labeling.models import Assignment, Prompt, Submission, Task, User
 from instructrl.labeling.schemas import (
     AgreementReport,
     FlaggedItem,
@@ -17,7 +17,9 @@ from instructrl.labeling.schemas import (
     LabelerThroughput,
     PairAgreement,
     QualityReport,
+    RoundAgreement,
 )
+from instructrl.labeling.services.tasks import ranking_counts_per_round
 
 
 def pair_agreement(ranking_a: list[int], ranking_b: list[int]) -> tuple[int, int]:
@@ -33,14 +35,19 @@ def pair_agreement(ranking_a: list[int], ranking_b: list[int]) -> tuple[int, int
     return agree, total
 
 
-def agreement_report(*, session: Session) -> AgreementReport:
-    rows = session.execute(
+def agreement_report(*, session: Session, round: int | None = None) -> AgreementReport:
+    """Agreement on the rankings of one labeling round, or of all rounds together (a task belongs to one
+    round, so only labelers of the same round's candidates are compared either way)."""
+    query = (
         select(Assignment.task_id, User.name, User.group, Submission.ranking)
         .join(Submission, Submission.assignment_id == Assignment.id)
         .join(User, User.id == Assignment.labeler_id)
         .where(Submission.kind == "ranking")
         .order_by(Assignment.task_id, User.name)
     )
+    if round is not None:
+        query = query.join(Task, Task.id == Assignment.task_id).where(Task.round == round)
+    rows = session.execute(query)
     by_task: dict[int, list[tuple[str, list[int]]]] = defaultdict(list)
     groups: dict[str, str] = {}
     for task_id, name, group, ranking in rows:
@@ -155,9 +162,27 @@ def flagged_items(*, session: Session, limit: int = 200) -> list[FlaggedItem]:
     return out
 
 
+def round_agreement(*, session: Session) -> list[RoundAgreement]:
+    out = []
+    for rnd, counts in ranking_counts_per_round(session=session).items():
+        report = agreement_report(session=session, round=rnd)
+        out.append(
+            RoundAgreement(
+                round=rnd,
+                ranking_tasks=counts["tasks"],
+                rankings=counts["done"],
+                overall=report.overall,
+                overlapping_tasks=report.overlapping_tasks,
+                pairs_compared=report.pairs_compared,
+            )
+        )
+    return out
+
+
 def quality_report(*, session: Session) -> QualityReport:
     return QualityReport(
         agreement=agreement_report(session=session),
+        rounds=round_agreement(session=session),
         throughput=throughput(session=session),
         flagged=flagged_items(session=session),
     )

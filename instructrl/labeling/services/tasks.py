@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import exists, func, select, update
@@ -21,7 +21,7 @@ from sqlalchemy.sql.selectable import ScalarSelect
 from instructrl.errors import UserError
 from instructrl.labeling.core.config import AssignmentLimits
 from instructrl.labeling.core.db import writes
-from instructrl.labeling.models import Assignment, Prompt, Submission, Task, User, utcnow
+from instructrl.labeling.models import Assignment, GenerationJob, Prompt, Submission, Task, User, utcnow
 from instructrl.labeling.schemas import (
     ABUploadItem,
     AssignmentPublic,
@@ -45,11 +45,25 @@ def choose_replicas(*, n: int, overlap_fraction: float, overlap_labelers: int, s
     return [overlap_labelers if i in chosen else 1 for i in range(n)]
 
 
-def _prompts_without_task(*, session: Session, kind: str, split: str, limit: int) -> list[Prompt]:
+def _prompts_without_task(
+    *,
+    session: Session,
+    kind: str,
+    split: str,
+    limit: int,
+    round: int | None = None,
+    exclude: Collection[int] = (),
+) -> list[Prompt]:
+    """Up to `limit` prompts (oldest first) with no task of `kind` (in `round`, when given), other than
+    `exclude`."""
     has_task = exists().where(Task.prompt_id == Prompt.id, Task.kind == kind)
+    if round is not None:
+        has_task = has_task.where(Task.round == round)
     query = select(Prompt).where(~has_task)
     if split != "all":
         query = query.where(Prompt.split == split)
+    if exclude:
+        query = query.where(Prompt.id.not_in(list(exclude)))
     return list(session.scalars(query.order_by(Prompt.id).limit(limit)))
 
 
@@ -70,8 +84,46 @@ def create_demonstration_tasks(
     return len(prompts), sum(r > 1 for r in replicas)
 
 
-def prompts_for_generation(*, session: Session, split: str, limit: int) -> list[Prompt]:
-    return _prompts_without_task(session=session, kind="ranking", split=split, limit=limit)
+def latest_round(*, session: Session) -> int:
+    """The latest labeling round: of the ranking tasks and of the generation jobs that have not failed
+    (a running job's round has begun before its tasks exist); 0 before any."""
+    tasks = session.scalar(select(func.max(Task.round)).where(Task.kind == "ranking")) or 0
+    jobs = session.scalar(select(func.max(GenerationJob.round)).where(GenerationJob.status != "failed")) or 0
+    return max(tasks, jobs)
+
+
+def rounds(*, session: Session) -> list[int]:
+    """The rounds that have ranking tasks, in order."""
+    query = select(Task.round).where(Task.kind == "ranking", Task.round.is_not(None)).distinct()
+    return sorted(r for r in session.scalars(query) if r is not None)
+
+
+def check_round(*, session: Session, round: int | None) -> int:
+    """`round`, or the next one when None; a round past the next one is refused (rounds do not skip)."""
+    latest = latest_round(session=session)
+    if round is None:
+        return latest + 1
+    if round > latest + 1:
+        if latest == 0:
+            raise UserError(f"round {round}: there is no round yet; start with round 1")
+        raise UserError(
+            f"round {round}: the latest round is {latest}; add to round {latest} or start round {latest + 1}"
+        )
+    return round
+
+
+def prompts_for_generation(*, session: Session, split: str, limit: int, round: int) -> list[Prompt]:
+    """Prompts with no ranking task in `round` and not taken by a queued or running job of that round: a
+    prompt ranked in an earlier round is ranked again, but gets at most one ranking task per round."""
+    active = session.scalars(
+        select(GenerationJob.prompt_ids).where(
+            GenerationJob.round == round, GenerationJob.status.in_(("queued", "running"))
+        )
+    )
+    taken = {int(pid) for ids in active for pid in ids}
+    return _prompts_without_task(
+        session=session, kind="ranking", split=split, limit=limit, round=round, exclude=taken
+    )
 
 
 def _find_prompts(*, session: Session, texts: Sequence[str], filename: str) -> dict[str, Prompt]:
@@ -112,12 +164,15 @@ def create_ranking_tasks(
     replicas = choose_replicas(
         n=len(items), overlap_fraction=overlap_fraction, overlap_labelers=overlap_labelers, seed=seed
     )
+    current_round = max(latest_round(session=session), 1)  # uploaded rankings join the current round
     session.add_all(
         Task(
             kind="ranking",
             prompt_id=prompts[it.prompt].id,
             responses=list(it.responses),
             model=it.model,
+            response_models=[it.model] * len(it.responses),
+            round=current_round,
             replicas=r,
             source=source,
         )
@@ -156,6 +211,26 @@ def create_ab_tasks(
     )
     session.commit()
     return len(items), sum(r > 1 for r in replicas)
+
+
+def ranking_counts_per_round(*, session: Session) -> dict[int, dict[str, int]]:
+    """Per round: ranking tasks, and rankings submitted."""
+    out: dict[int, dict[str, int]] = {}
+    for rnd, n in session.execute(
+        select(Task.round, func.count()).where(Task.kind == "ranking").group_by(Task.round)
+    ):
+        if rnd is not None:
+            out.setdefault(rnd, {"tasks": 0, "done": 0})["tasks"] = n
+    done = session.execute(
+        select(Task.round, func.count())
+        .join(Assignment, Assignment.task_id == Task.id)
+        .where(Task.kind == "ranking", Assignment.status == "done")
+        .group_by(Task.round)
+    )
+    for rnd, n in done:
+        if rnd is not None:
+            out.setdefault(rnd, {"tasks": 0, "done": 0})["done"] = n
+    return dict(sorted(out.items()))
 
 
 def task_counts(*, session: Session) -> dict[str, dict[str, int]]:

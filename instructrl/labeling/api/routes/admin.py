@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
@@ -26,6 +26,7 @@ from instructrl.labeling.api.deps import (
 from instructrl.labeling.core.config import Settings
 from instructrl.labeling.models import GenerationJob, User
 from instructrl.labeling.schemas import (
+    MAX_ROUND,
     ABUploadItem,
     GenerationJobCreate,
     GenerationJobPublic,
@@ -145,6 +146,8 @@ def _tasks_page(request: Request, session: SessionDep, settings: Settings, **ext
         task_counts=tasks.task_counts(session=session),
         prompt_counts=prompts.prompt_counts(session=session),
         jobs=generation.list_jobs(session=session),
+        latest_round=tasks.latest_round(session=session),
+        rounds=tasks.ranking_counts_per_round(session=session),
         settings=settings,
         **extra,
     )
@@ -244,8 +247,21 @@ def upload_ab(request: Request, form: FormDep, session: SessionDep, settings: Se
 
 
 def _job_from_form(form: FormDep) -> GenerationJobCreate:
-    fields = ("checkpoint", "model_name", "split", "limit", "k", "max_new_tokens", "temperature", "seed")
-    data = {f: form_str(form, f) for f in fields if form_str(form, f).strip()}
+    """The job form names one checkpoint, or two (the second: e.g. the previous policy, for a round that
+    mixes their answers); the JSON API takes any number."""
+    fields = ("round", "split", "limit", "k", "max_new_tokens", "temperature", "seed")
+    data: dict[str, object] = {f: form_str(form, f) for f in fields if form_str(form, f).strip()}
+    checkpoints = [
+        {
+            "checkpoint": form_str(form, f"checkpoint{n}").strip(),
+            "model_name": form_str(form, f"model_name{n}").strip(),
+        }
+        for n in ("", "_2")
+        if form_str(form, f"checkpoint{n}").strip()
+    ]
+    if not checkpoints:
+        raise UserError("checkpoint: give a checkpoint directory")
+    data["checkpoints"] = [{k: v for k, v in c.items() if v} for c in checkpoints]
     try:
         return GenerationJobCreate.model_validate(data)
     except ValidationError as e:
@@ -382,20 +398,29 @@ def quality_page(request: Request, session: SessionDep) -> Response:
 
 @pages.get("/export")
 def export_page(request: Request, session: SessionDep) -> Response:
-    return render(request, "admin/export.html", task_counts=tasks.task_counts(session=session))
+    return render(
+        request,
+        "admin/export.html",
+        task_counts=tasks.task_counts(session=session),
+        rounds=tasks.ranking_counts_per_round(session=session),
+    )
 
 
-def _zip_response(session: SessionDep) -> Response:
+RoundQuery = Annotated[int | None, Query(ge=1, le=MAX_ROUND, description="one labeling round only")]
+
+
+def _zip_response(session: SessionDep, round: int | None) -> Response:
+    name = "instructrl-labels" + (f"-round-{round}" if round is not None else "")
     return Response(
-        export_service.export_zip(session=session),
+        export_service.export_zip(session=session, round=round),
         media_type="application/zip",
-        headers={"Content-Disposition": 'attachment; filename="instructrl-labels.zip"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
     )
 
 
 @pages.get("/export.zip")
-def export_zip(session: SessionDep) -> Response:
-    return _zip_response(session)
+def export_zip(session: SessionDep, round: RoundQuery = None) -> Response:
+    return _zip_response(session, round)
 
 
 # --- JSON API ----------------------------------------------------------------------------------------
@@ -485,5 +510,6 @@ def api_quality(session: SessionDep) -> QualityReport:
 
 
 @api.get("/export.zip")
-def api_export_zip(session: SessionDep) -> Response:
-    return _zip_response(session)
+def api_export_zip(session: SessionDep, round: RoundQuery = None) -> Response:
+    """The export as a zip; with `round`, that labeling round's comparisons only."""
+    return _zip_response(session, round)
