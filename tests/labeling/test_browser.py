@@ -4,7 +4,8 @@ One journey, as a team would use it: an admin imports prompts and reads the inta
 (demonstrations, uploaded rankings and A/B pairs, and rankings generated from a checkpoint, with progress);
 a labeler writes a demonstration, ranks six responses with the mouse and six with the keyboard (Likert
 scores and metadata flags included) and makes an A/B comparison; the admin reads the agreement report,
-downloads the export, and the exported comparisons train a reward model with `instructrl rm`.
+downloads the export, and the exported comparisons train a reward model with `instructrl rm`. A second
+journey: an admin starts round 2 on prompts ranked in round 1, mixing two checkpoints, and a labeler ranks it.
 
 Set INSTRUCTRL_SCREENSHOTS=docs/img to save the screenshots used in docs/labeling.md.
 """
@@ -25,7 +26,7 @@ from sqlalchemy import select
 from instructrl.datasets.io import read_records
 from instructrl.labeling.models import Assignment, Submission, Task
 from instructrl.labeling.testing import LiveServer
-from labeling.helpers import PASSWORD, add_user, jsonl, login, make_app, scores
+from labeling.helpers import PASSWORD, add_user, jsonl, login, make_app, ranking_app, scores
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -373,3 +374,68 @@ def _submit_default(page) -> None:
     fill_scores(page, [4] * n, {})
     with page.expect_navigation():
         page.click("text=Submit ranking")
+
+
+def test_a_second_round_mixes_two_checkpoints_on_ranked_prompts_and_a_labeler_ranks_it(
+    browser, tmp_path, tiny_model_dir
+):
+    app = ranking_app(f"sqlite:///{tmp_path / 'labels.db'}")  # round 1: a ranking task per prompt
+    lab1 = login(app, "lab1")
+    while (r := lab1.next("ranking")).status_code == 200:  # round 1 done: every prompt is ranked
+        assert lab1.submit(r.json()["id"], ranking=[0, 1, 2, 3], labels=scores(4)).status_code == 201
+    db = app.state.db
+    with LiveServer(app) as base:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+
+        # --- admin: round 2, half of each prompt's candidates from the current policy, half from the last
+        log_in(page, base, "admin")
+        page.wait_for_url(f"{base}/admin")
+        page.goto(f"{base}/admin/tasks")
+        assert page.get_attribute("#gen-form input[name=round]", "placeholder") == "next: 2"
+        assert page.inner_text("#rounds-table tbody") == "1\t6\t6"
+        page.fill("#gen-form input[name=checkpoint]", str(tiny_model_dir))
+        page.fill("#gen-form input[name=model_name]", "ppo-2")
+        page.fill("#gen-form input[name=checkpoint_2]", str(tiny_model_dir))
+        page.fill("#gen-form input[name=model_name_2]", "ppo-1")
+        page.fill("#gen-form input[name=limit]", "2")
+        page.fill("#gen-form input[name=k]", "4")
+        page.fill("#gen-form input[name=max_new_tokens]", "6")
+        page.click("#gen-form button[type=submit]")
+        page.wait_for_url(f"{base}/admin/jobs/*")
+        expect(page.locator("#job-status")).to_have_text("done", timeout=120_000)
+        assert page.inner_text("#job-round") == "2" and page.inner_text("#job-tasks") == "2"
+        sources = page.locator(".job-checkpoint").all_inner_texts()
+        assert [s.split(" as ")[1] for s in sources] == [
+            "ppo-2: 2 of each prompt's responses",
+            "ppo-1: 2 of each prompt's responses",
+        ]
+        shot(page, "generation-round-2")
+        page.click("text=Log out")
+
+        # --- labeler: ranks a prompt they ranked in round 1, now with the new candidates -----------
+        log_in(page, base, "lab1")
+        page.wait_for_url(f"{base}/tasks")
+        start_task(page, base, "ranking")
+        with db.session() as s:
+            first = s.scalars(select(Task).where(Task.round == 2).order_by(Task.id)).first()
+            assert first is not None
+            round1_prompts = set(s.scalars(select(Task.prompt_id).where(Task.round == 1)))
+            first_prompt, first_models = first.prompt.text, first.response_models
+        assert first.prompt_id in round1_prompts and page.inner_text("#prompt-text") == first_prompt
+        assert sorted(first_models or []) == ["ppo-1", "ppo-1", "ppo-2", "ppo-2"]
+        assert "ppo-" not in page.inner_text("main")  # labelers never see which model wrote what
+        page.locator(".rank-item").first.focus()
+        page.keyboard.press("Alt+ArrowDown")
+        assert rank_order(page) == [1, 0, 2, 3]
+        fill_scores(page, [5, 6, 3, 2], {})
+        with page.expect_navigation():
+            page.click("text=Submit ranking")
+        context.close()
+
+    with db.session() as s:
+        sub = s.scalars(select(Submission).order_by(Submission.id.desc())).first()
+        assert sub is not None and sub.assignment.task_id == first.id
+        assert sub.ranking == [1, 0, 2, 3] and [x["likert"] for x in sub.labels] == [5, 6, 3, 2]
+    db.dispose()
