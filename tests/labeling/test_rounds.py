@@ -21,7 +21,7 @@ from instructrl.labeling.core.db import MIGRATIONS_DIR, Database, make_engine
 from instructrl.labeling.models import GenerationJob, Task
 from instructrl.labeling.schemas import GenerationJobCreate
 from instructrl.labeling.services.generation import create_generation_job, run_generation_job, split_k
-from labeling.helpers import PROMPTS, login, ranking_app, scores
+from labeling.helpers import PROMPTS, login, page_csrf, ranking_app, scores
 
 
 def test_k_candidates_are_split_between_checkpoints_as_evenly_as_can_be():
@@ -109,6 +109,9 @@ def test_a_second_round_ranks_ranked_prompts_again_and_exports_per_round_and_for
         10 / 12
     )
     assert report["agreement"]["pairs_compared"] == 12  # round 1 had no overlap
+    quality_page = admin.get("/admin/quality").text
+    assert 'id="round-agreement"' in quality_page and "83.3%" in quality_page
+    assert "<td>ppo-2, ppo-1</td>" in admin.get("/admin/tasks").text  # the jobs list names both models
 
     # the export: one round (CLI and web), then all rounds
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["instructrl.labeling.cli"])
@@ -173,6 +176,14 @@ def test_a_job_refuses_checkpoints_it_could_not_tell_apart_or_give_a_candidate(s
     ):
         r = admin.post("/api/v1/admin/jobs", json=body)
         assert r.status_code == 422 and message in r.text, (body, r.text)
+    csrf = page_csrf(admin.get("/admin/tasks").text)
+    for form, message in (
+        ({"checkpoint": ckpt, "model_name_2": "ppo-1"}, "give the second checkpoint&#39;s directory too"),
+        ({"checkpoint": ckpt, "checkpoint_2": ckpt}, "more than once"),
+        ({"checkpoint": ckpt, "round": "two"}, "round: Input should be a valid integer"),
+    ):
+        r = admin.post("/admin/jobs", data={"csrf_token": csrf, "k": "4", **form})
+        assert r.status_code == 422 and message in r.text, (form, r.text[-2000:])
     with app.state.db.session() as s:
         assert s.scalars(sa.select(GenerationJob)).all() == []
 

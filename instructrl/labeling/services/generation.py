@@ -23,7 +23,12 @@ from instructrl.labeling.core.config import Settings
 from instructrl.labeling.core.db import Database, write_transaction, writes
 from instructrl.labeling.models import GenerationJob, Prompt, Task, utcnow
 from instructrl.labeling.schemas import GenerationJobCreate
-from instructrl.labeling.services.tasks import check_round, choose_replicas, prompts_for_generation
+from instructrl.labeling.services.tasks import (
+    check_round,
+    choose_replicas,
+    lock_rounds,
+    prompts_for_generation,
+)
 
 
 def split_k(k: int, n: int) -> list[int]:
@@ -56,6 +61,7 @@ def create_generation_job(
             f"checkpoints named {', '.join(sorted({n for n in names if names.count(n) > 1}))} more than "
             f"once: give each checkpoint its own model name, so each response says which one wrote it"
         )
+    lock_rounds(session=session)
     round = check_round(session=session, round=job_in.round)
     prompts = prompts_for_generation(session=session, split=job_in.split, limit=job_in.limit, round=round)
     if not prompts:
@@ -133,6 +139,7 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
         )
         with db.session() as session, write_transaction(session):
             # A prompt gets one ranking task per round, even when an upload gave it one while we sampled.
+            lock_rounds(session=session)
             ranked = set(
                 session.scalars(
                     select(Task.prompt_id).where(

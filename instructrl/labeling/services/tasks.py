@@ -84,6 +84,17 @@ def create_demonstration_tasks(
     return len(prompts), sum(r > 1 for r in replicas)
 
 
+ROUNDS_LOCK = 0x696E_7374_726F_756E  # b"instroun": any fixed 64-bit key, unique to this use
+
+
+def lock_rounds(*, session: Session) -> None:
+    """Serialise the writers that choose a round and its prompts until their transaction ends (PostgreSQL:
+    an advisory lock; SQLite's writers hold the database's one write lock already), so two jobs of one round
+    never give a prompt two ranking tasks."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(ROUNDS_LOCK)))
+
+
 def latest_round(*, session: Session) -> int:
     """The latest labeling round: of the ranking tasks and of the generation jobs that have not failed
     (a running job's round has begun before its tasks exist); 0 before any."""
@@ -164,6 +175,7 @@ def create_ranking_tasks(
     replicas = choose_replicas(
         n=len(items), overlap_fraction=overlap_fraction, overlap_labelers=overlap_labelers, seed=seed
     )
+    lock_rounds(session=session)
     current_round = max(latest_round(session=session), 1)  # uploaded rankings join the current round
     session.add_all(
         Task(

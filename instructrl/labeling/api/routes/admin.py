@@ -261,6 +261,8 @@ def _job_from_form(form: FormDep) -> GenerationJobCreate:
     ]
     if not checkpoints:
         raise UserError("checkpoint: give a checkpoint directory")
+    if form_str(form, "model_name_2").strip() and not form_str(form, "checkpoint_2").strip():
+        raise UserError("model_name_2: give the second checkpoint's directory too, or leave its name empty")
     data["checkpoints"] = [{k: v for k, v in c.items() if v} for c in checkpoints]
     try:
         return GenerationJobCreate.model_validate(data)
