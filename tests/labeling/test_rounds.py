@@ -160,6 +160,38 @@ def test_a_second_round_ranks_ranked_prompts_again_and_exports_per_round_and_for
     assert 'href="/admin/export.zip?round=1"' in page and 'href="/admin/export.zip?round=2"' in page
 
 
+def test_a_round_2_job_on_postgresql_records_the_models_and_leaves_the_round_1_prompts_to_another(
+    pg_url, tiny_model_dir
+):
+    app = ranking_app(pg_url)
+    db, settings = app.state.db, app.state.settings
+    two = [
+        {"checkpoint": str(tiny_model_dir), "model_name": "ppo-2"},
+        {"checkpoint": str(tiny_model_dir), "model_name": "ppo-1"},
+    ]
+    with db.session() as s:
+        job = create_generation_job(
+            session=s,
+            job_in=GenerationJobCreate(checkpoints=two, k=5, limit=1, max_new_tokens=3),
+            settings=settings,
+        )
+        # the same round while the first job is queued: the first job's prompt is not taken twice
+        second = create_generation_job(
+            session=s,
+            job_in=GenerationJobCreate(checkpoint=str(tiny_model_dir), limit=10, round=2),
+            settings=settings,
+        )
+    assert (job.round, second.round) == (2, 2) and len(second.prompt_ids) == 5
+    assert job.prompt_ids[0] not in second.prompt_ids
+    run_generation_job(db=db, job_id=job.id, settings=settings)
+    with db.session() as s:
+        (task,) = s.scalars(sa.select(Task).where(Task.round == 2)).all()
+        assert task.prompt_id == job.prompt_ids[0] and len(task.responses) == 5
+        assert sorted(task.response_models) == ["ppo-1", "ppo-1", "ppo-2", "ppo-2", "ppo-2"]
+        assert s.get(GenerationJob, job.id).tasks_created == 1
+    db.dispose()
+
+
 def test_a_job_refuses_checkpoints_it_could_not_tell_apart_or_give_a_candidate(sqlite_url, tiny_model_dir):
     app = ranking_app(sqlite_url)
     admin = login(app, "admin")
