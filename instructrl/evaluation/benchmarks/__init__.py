@@ -1,0 +1,1 @@
+"""Public benchmarks of the InstructGPT paper: TruthfulQA, and the alignment tax on NLP tasks."""
