@@ -4,12 +4,15 @@ answers      sample each model's responses to held-out prompts (for A/B tasks in
 winrate      win rates with 95% intervals from A/B judgements (ab.jsonl from `instructrl label export`)
 lm-loss      loss on pretraining text: the alignment tax of RLHF
 rm-accuracy  a reward model's agreement with held-out rankings
+truthfulqa   TruthfulQA: MC1, MC2 and judged greedy answers (QA and Instruction + QA prompts)
+tax          the alignment tax on your multiple-choice (HellaSwag-style) and QA (SQuAD-style) files
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +61,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--model", required=True, help="reward model directory")
     r.add_argument("--data", required=True, nargs="+", help="comparisons JSONL")
     r.set_defaults(func=run_rm_accuracy)
+
+    t = s.add_parser("truthfulqa", help="TruthfulQA MC1 / MC2 and truthfulness of greedy answers")
+    t.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a model (repeat)")
+    t.add_argument(
+        "--data",
+        required=True,
+        help="TruthfulQA.csv (2021 or 2025 version) or the Hugging Face multiple_choice layout as JSONL",
+    )
+    t.add_argument("--out", required=True, help="output directory: results.json, answers.jsonl")
+    t.add_argument(
+        "--judge",
+        metavar="DIR",
+        help="sequence classifier judging truthfulness (default: ROUGE-L to the references)",
+    )
+    t.add_argument("--info-judge", metavar="DIR", help="sequence classifier judging informativeness")
+    t.add_argument("--no-generation", action="store_true", help="MC1 and MC2 only")
+    t.add_argument("--max-new-tokens", type=int, default=50)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.set_defaults(func=run_truthfulqa)
+
+    x = s.add_parser("tax", help="the alignment tax: scores on NLP tasks against a baseline model")
+    x.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a model (repeat)")
+    x.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="JSONL files: {ctx, endings, label} (multiple choice) or {context, question, answers} (QA)",
+    )
+    x.add_argument("--baseline", required=True, help="NAME of the model the others are compared with")
+    x.add_argument("--out", required=True, help="output directory: results.json, answers.jsonl")
+    x.add_argument("--max-new-tokens", type=int, default=32)
+    x.add_argument("--batch-size", type=int, default=16)
+    x.set_defaults(func=run_tax)
 
 
 def _named(pairs: list[str]) -> dict[str, str]:
@@ -178,4 +214,112 @@ def run_rm_accuracy(args) -> int:
     from instructrl.evaluation.models import rm_accuracy
 
     print(json.dumps({"accuracy": rm_accuracy(args.model, read_comparisons(args.data))}))
+    return 0
+
+
+def run_truthfulqa(args) -> int:
+    from instructrl.datasets.io import write_jsonl
+    from instructrl.evaluation.benchmarks.common import format_table, write_results
+    from instructrl.evaluation.benchmarks.truthfulqa import (
+        PROMPT_SETTINGS,
+        ClassifierJudge,
+        ReferenceJudge,
+        evaluate_truthfulqa,
+        read_truthfulqa,
+    )
+    from instructrl.models.loading import check_model_dir
+
+    models = _named(args.model)
+    for path in models.values():
+        check_model_dir(path)
+    questions = read_truthfulqa(args.data)
+    judge = ClassifierJudge(args.judge) if args.judge else ReferenceJudge()
+    info_judge = ClassifierJudge(args.info_judge) if args.info_judge else None
+    results: dict = {"benchmark": "truthfulqa", "models": {}, "settings": {}}
+    rows = []
+    for name, path in models.items():
+        results["models"][name], answers = evaluate_truthfulqa(
+            path, questions, judge=judge, info_judge=info_judge, generation=not args.no_generation,
+            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        )  # fmt: skip
+        rows += [
+            {"model": name, "setting": setting, "question": q.question, "answer": a}
+            for setting, ans in answers.items()
+            for q, a in zip(questions, ans, strict=True)
+        ]
+    results["settings"] = {
+        "data": str(args.data),
+        "questions": len(questions),
+        "mc": "lm-evaluation-harness truthfulqa_mc1 / truthfulqa_mc2: six-shot QA prompt, ' ' + choice",
+        "generation": None
+        if args.no_generation
+        else {
+            "prompts": list(PROMPT_SETTINGS),
+            "decoding": "greedy, cut at the first line break",
+            "max_new_tokens": args.max_new_tokens,
+            "judge": args.judge or "reference ROUGE-L (closer to a correct than to an incorrect reference)",
+            "info_judge": args.info_judge,
+        },
+        "ci95": "normal approximation, mean ± 1.96 s/sqrt(n)",
+    }
+    out = write_results(args.out, results)
+    if rows:
+        write_jsonl(Path(args.out) / "answers.jsonl", rows)
+    print(format_table(results["models"], f"TruthfulQA ({len(questions)} questions) -> {out}"))
+    return 0
+
+
+def run_tax(args) -> int:
+    from instructrl.datasets.io import write_jsonl
+    from instructrl.errors import UserError
+    from instructrl.evaluation.benchmarks.common import format_table, write_results
+    from instructrl.evaluation.benchmarks.tax import QA_TEMPLATE, read_task, task_scores, tax_table
+    from instructrl.models.loading import check_model_dir
+
+    models = _named(args.model)
+    if args.baseline not in models:
+        raise UserError(f"--baseline {args.baseline!r} is not one of the --model names {sorted(models)}")
+    for path in models.values():
+        check_model_dir(path)
+    tasks = [read_task(p) for p in args.data]
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise UserError(
+            f"--data: two files share a name ({names}); the task name is the file name, rename one"
+        )
+    per_item, rows = {}, []
+    for name, path in models.items():
+        per_item[name], answers = task_scores(
+            path, tasks, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        )
+        rows += [{"model": name, **a} for a in answers]
+    scores, tax = tax_table(per_item, args.baseline)
+    results = {
+        "benchmark": "tax",
+        "models": scores,
+        "tax": tax,
+        "settings": {
+            "baseline": args.baseline,
+            "tasks": {
+                t.name: {"file": str(p), "kind": t.kind, "items": len(t.items)}
+                for t, p in zip(tasks, args.data, strict=True)
+            },
+            "multiple_choice": "acc and acc_norm (log-likelihood / characters of the ending), as lm-evaluation-harness",
+            "qa": {
+                "prompt": QA_TEMPLATE,
+                "decoding": "greedy, cut at the first line break",
+                "max_new_tokens": args.max_new_tokens,
+                "metrics": "SQuAD v1.1 token F1 and exact match, best over the gold answers",
+            },
+            "tax": "mean per-item difference to the baseline with a paired 95% interval",
+            "ci95": "normal approximation, mean ± 1.96 s/sqrt(n)",
+        },
+    }
+    out = write_results(args.out, results)
+    if rows:
+        write_jsonl(Path(args.out) / "answers.jsonl", rows)
+    print(format_table(scores, f"Scores -> {out}"))
+    if tax:
+        print()
+        print(format_table(tax, f"Alignment tax: difference to {args.baseline} (negative = worse)"))
     return 0
