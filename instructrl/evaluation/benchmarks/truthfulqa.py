@@ -27,6 +27,7 @@ import torch
 
 from instructrl.errors import UserError, where
 from instructrl.evaluation.benchmarks.common import choice_loglikelihoods, greedy_answers, metric
+from instructrl.models.scoring import position_ids_from_mask
 
 # The six-shot "QA prompt" of the TruthfulQA paper, as lm-evaluation-harness's truthfulqa_mc1.yaml has it.
 QA_PROMPT = (
@@ -297,6 +298,7 @@ class ClassifierJudge:
         from transformers import AutoModelForSequenceClassification
 
         self.tokenizer = load_tokenizer(model_dir)
+        self.tokenizer.padding_side = "right"  # the classifier reads the last non-pad token
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
         except (OSError, ValueError) as e:
@@ -311,7 +313,10 @@ class ClassifierJudge:
         out: list[float] = []
         for s in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[s : s + self.batch_size], return_tensors="pt", padding=True)
-            logits = self.model(**enc).logits.float()  # (B, L)
+            mask = enc["attention_mask"]  # (B, T)
+            logits = self.model(
+                input_ids=enc["input_ids"], attention_mask=mask, position_ids=position_ids_from_mask(mask)
+            ).logits.float()  # (B, L)
             p = logits[:, 0].sigmoid() if logits.shape[1] == 1 else logits.softmax(-1)[:, self.yes_index]
             out += p.tolist()
         return out
