@@ -157,8 +157,11 @@ def choice_loglikelihoods(
         target_ids, _ = padder(targets, pad)  # (B, T): token t+1 under input position t
         cont_mask, _ = padder(is_cont, 0)  # (B, T): 1 where the target is a continuation token
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-        logp = token_logprobs(logits, target_ids)  # (B, T)
-        sums = (logp * cont_mask.float()).sum(-1)  # (B,)
+        keep = cont_mask.bool()  # (B, T)
+        # log-softmax over the continuation positions only: a (B, T, V) copy of the logits is GBs
+        logp = token_logprobs(logits[keep], target_ids[keep]).double()  # (N,) the batch's continuation tokens
+        row = torch.arange(len(batch)).unsqueeze(1).expand_as(keep)[keep]  # (N,) each token's row
+        sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, row, logp)  # (B,)
         for i, v in zip(batch, sums.tolist(), strict=True):
             out[i] = v
     model.train(was_training)
