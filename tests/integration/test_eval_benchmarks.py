@@ -157,6 +157,42 @@ def test_eval_tax_scores_each_model_and_its_difference_to_the_baseline(capsys, t
         assert r["tax"]["tuned"][key]["n"] == r["models"]["base"][key]["n"]
 
 
+def test_eval_tax_squad_f1_and_exact_match_of_known_answers(capsys, tmp_path, lms, monkeypatch):
+    """The model "answers" known strings, so F1 and EM are hand-computed SQuAD values."""
+    import instructrl.evaluation.benchmarks.tax as tax
+
+    known = {"What is tallest in Paris?": "The Eiffel Tower, in Paris!", "What colour is the sky?": "blue."}
+    monkeypatch.setattr(
+        tax,
+        "greedy_answers",
+        lambda model, tok, prompts, **kw: [known[p.split("Question: ")[1][:-8]] for p in prompts],
+    )
+    qa = write_jsonl(
+        tmp_path / "squad.jsonl",
+        [
+            {"context": "c", "question": "What is tallest in Paris?", "answers": ["Eiffel tower", "a tower"]},
+            {
+                "context": "c",
+                "question": "What colour is the sky?",
+                "answers": {"text": ["Blue sky", "blue"]},
+            },
+        ],
+    )
+    code, _, _ = run(
+        capsys, "eval", "tax", "--model", f"a={lms[0]}", "--model", f"b={lms[1]}", "--baseline", "a",
+        "--data", str(qa), "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0
+    r = json.loads((tmp_path / "out" / "results.json").read_text())
+    # item 1: "eiffel tower in paris" vs "eiffel tower": P = 2/4, R = 1, F1 = 2/3 (vs "tower": 2/5); EM 0
+    # item 2: "blue" matches "blue" exactly: F1 1, EM 1 (vs "blue sky": F1 2/3)
+    assert r["models"]["a"]["squad/f1"]["value"] == pytest.approx((2 / 3 + 1) / 2)
+    assert r["models"]["a"]["squad/em"]["value"] == pytest.approx(0.5)
+    # per-item F1 (2/3, 1): mean 5/6, s = 0.2357, half-width 1.96 * 0.2357 / sqrt(2) = 0.3267
+    assert r["models"]["a"]["squad/f1"]["ci95"] == pytest.approx([5 / 6 - 0.32667, 1.0], abs=1e-4)
+    assert r["tax"]["b"]["squad/f1"] == {"value": 0.0, "n": 2, "ci95": [0.0, 0.0]}
+
+
 def hand_f1(pred: str, gold: str) -> float:
     import re
     import string
