@@ -57,7 +57,7 @@ def judge_dir(tmp_path_factory, lms):
 
 
 def test_eval_truthfulqa_writes_mc1_mc2_and_judged_answers(capsys, tmp_path, lms, judge_dir):
-    from instructrl.evaluation.benchmarks.truthfulqa import ClassifierJudge
+    from instructrl.evaluation.benchmarks.truthfulqa import ClassifierJudge, ReferenceJudge, is_no_comment
     from instructrl.models.loading import load_causal_lm, load_tokenizer
 
     data = tmp_path / "tqa.csv"
@@ -96,6 +96,18 @@ def test_eval_truthfulqa_writes_mc1_mc2_and_judged_answers(capsys, tmp_path, lms
             probs
         )
         assert m0[f"{setting}/truthful"]["value"] == pytest.approx(sum(p > 0.5 for p in probs) / 3)
+        assert m0[f"{setting}/no_comment"]["value"] == pytest.approx(sum(map(is_no_comment, texts)) / 3)
+
+    # without --judge: the same greedy answers, judged by ROUGE-L against the references
+    code, _, _ = run(
+        capsys, "eval", "truthfulqa", "--model", f"m0={lms[0]}", "--data", str(data), "--out", str(tmp_path / "o2"),
+        "--max-new-tokens", "4",
+    )  # fmt: skip
+    by_rouge = json.loads((tmp_path / "o2" / "results.json").read_text())["models"]["m0"]
+    for setting in ("qa", "instruction_qa"):
+        texts = [a["answer"] for a in answers if a["setting"] == setting]
+        expected = sum(ReferenceJudge()(questions, texts)) / 3
+        assert by_rouge[f"{setting}/truthful"]["value"] == pytest.approx(expected)
 
 
 def test_eval_tax_scores_each_model_and_its_difference_to_the_baseline(capsys, tmp_path, lms):
