@@ -79,6 +79,29 @@ def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
     assert len(rollouts) == 12 * 32
 
 
+def test_ppo_continued_from_a_ppo_policy_keeps_the_kl_to_the_sft_model(sft_dir, rm_dir, data_dir, tmp_path):
+    """ChatGPT's loop: a later round starts from the last policy, and its KL is still measured to SFT."""
+    paths = dict(reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl")
+    first = run_stage("ppo", tmp_path / "r1", [*PPO_SET, "iterations=4"], policy_dir=sft_dir, **paths)
+    assert first["final_kl_mean"] > 0.05, first
+    policy = tmp_path / "r1" / "final"
+    again = [*PPO_SET, "iterations=1", "keep=last"]
+    continued = run_stage("ppo", tmp_path / "r2", again, policy_dir=policy, reference_dir=sft_dir, **paths)
+    # the same held-out prompts and sampling seeds: the first evaluation is the previous run's kept policy
+    assert continued["initial_kl_mean"] == pytest.approx(first["final_kl_mean"], rel=1e-5)
+    assert continued["initial_raw_score_mean"] == pytest.approx(first["final_raw_score_mean"], rel=1e-5)
+    # without --reference the continued policy would be its own reference: KL 0
+    alone = run_stage("ppo", tmp_path / "alone", again, policy_dir=policy, **paths)
+    assert alone["initial_kl_mean"] == pytest.approx(0.0, abs=1e-6)
+    # the reward is normalised on the reference's samples, as in the first round
+    assert continued["reward_norm"]["gain"] == pytest.approx(first["reward_norm"]["gain"], rel=1e-5)
+    lineage = json.loads((tmp_path / "r2" / "final" / "instructrl.json").read_text())["lineage"]
+    assert [(e["policy_init"], e["reference"]) for e in lineage] == [
+        (str(sft_dir), str(sft_dir)),
+        (str(policy), str(sft_dir)),
+    ]
+
+
 def test_pretraining_from_scratch_on_packed_blocks(tiny_model_dir, tmp_path):
     from conftest import make_demos
 
