@@ -53,6 +53,28 @@ def test_rm_bias_centres_the_reference_responses(rm_dir, data_dir, tmp_path):
     assert summary["bias"] != 0 and summary["bias_reference"].startswith("best-ranked")
 
 
+def test_rm_continued_from_an_earlier_rm_starts_where_it_left_off(rm_dir, data_dir, tmp_path):
+    """ChatGPT's loop: `rm --init RM_DIR` continues the earlier reward model (here with a learning rate too
+    small to move it: it keeps the first round's accuracy, where a fresh head from SFT is at chance)."""
+    import shutil
+
+    from conftest import RM_SET, make_comparisons, write_jsonl
+
+    rows = [{**r, "round": 2} for r in make_comparisons(60, seed=7)]
+    data = [data_dir / "comparisons.jsonl", write_jsonl(tmp_path / "round2.jsonl", rows)]
+    still = [*RM_SET, "epochs=1", "lr=1e-9", "latest_round_weight=2"]
+    cont = run_stage("rm", tmp_path / "cont", still, init_dir=rm_dir, data=data)
+    sft = json.loads((rm_dir / "instructrl.json").read_text())["sft_model"]
+    fresh = run_stage("rm", tmp_path / "fresh", still, model_dir=sft, data=data)
+    assert cont["val_accuracy"] >= 0.95 and fresh["val_accuracy"] < 0.8, (cont, fresh)
+    meta = json.loads((tmp_path / "cont" / "final" / "instructrl.json").read_text())
+    assert meta["round"] == 2 and meta["sft_model"] == sft
+    assert [e["init"] for e in meta["lineage"]] == [sft, str(rm_dir)]
+    shutil.rmtree(tmp_path / "cont")  # --model and --init together are refused (exit 2, in the CLI)
+    with pytest.raises(Exception, match="not both"):
+        run_stage("rm", tmp_path / "cont", still, init_dir=rm_dir, model_dir=sft, data=data)
+
+
 def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
     sft_dir, rm_dir, data_dir, tmp_path
 ):
