@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructrl.datasets.io import atomic_write_text, read_comparisons, read_records, write_jsonl
+from instructrl.datasets.io import atomic_write_text, read_records, write_jsonl
 from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
 from instructrl.demo.knowledge import canon
 from instructrl.demo.labelers import Labeler, make_labelers
@@ -395,20 +395,14 @@ def rm_dir(demo: Demo, round_: int) -> Path:
     return demo.path("rm" if round_ == 1 else f"round{round_}/rm", "final")
 
 
-def step_round_rm(demo: Demo, round_: int) -> dict[str, Any]:
+def step_round_rankings(demo: Demo, round_: int) -> dict[str, Any]:
     """Round r's rankings: K = 4..9 distinct samples per prompt, about half from the current policy (round
-    r - 1's PPO) and half from the one before it (SFT in round 2), ranked by training labelers; then the
-    reward model continues from round r - 1's on every round's comparisons. The RM's accuracy on this
-    round's validation rankings, of the policy it is about to train, is measured before and after."""
-    from instructrl.config import load_config
-    from instructrl.evaluation.models import rm_accuracy
-    from instructrl.reward.config import RMConfig
-    from instructrl.reward.train import run_rm
-
+    r - 1's PPO) and half from the one before it (SFT in round 2), ranked by training labelers, on training
+    prompts (some ranked in earlier rounds too) and validation prompts."""
     s = demo.settings
-    current, previous = policy_dir(demo, round_ - 1), policy_dir(demo, round_ - 2)
-    models = {name: _load_policy(d) for name, d in (("current", current), ("previous", previous))}
-    files, agree, skipped = {}, [0, 0], 0
+    models = {"current": policy_dir(demo, round_ - 1), "previous": policy_dir(demo, round_ - 2)}
+    loaded = {name: _load_policy(d) for name, d in models.items()}
+    agree, skipped, counts = [0, 0], 0, {}
     n_val = max(60, s.round_comparison_prompts // 8)
     for split, n in (("train", s.round_comparison_prompts), ("validation", n_val)):
         rng = demo.rng(f"comparisons/round{round_}/{split}")
@@ -416,7 +410,7 @@ def step_round_rm(demo: Demo, round_: int) -> dict[str, Any]:
         texts = [p.prompt for p in prompts]
         ks = [rng.randint(*s.k_range) for _ in prompts]
         samples = {}
-        for name, (model, tok) in models.items():
+        for name, (model, tok) in loaded.items():
             k = [(k + 1) // 2 + 1 if name == "current" else k // 2 + 1 for k in ks]
             seed = hash_seed(s.seed, f"cmp-round{round_}-{name}/{split}")
             samples[name] = _generate(
@@ -426,57 +420,59 @@ def step_round_rm(demo: Demo, round_: int) -> dict[str, Any]:
         label = f"ppo_round{round_ - 1}+" + ("sft" if round_ == 2 else f"ppo_round{round_ - 2}")
         records, n_skipped = _rank(demo, prompts, pools, ks, rng, agree, model=label, round_=round_)
         skipped += n_skipped
-        files[split] = demo.path("data", f"comparisons_round{round_}_{split}.jsonl")
-        write_jsonl(files[split], records)
-    before = rm_accuracy(rm_dir(demo, round_ - 1), read_comparisons(files["validation"]))
-    earlier = [demo.path("data", "comparisons_train.jsonl")] + [
-        demo.path("data", f"comparisons_round{r}_train.jsonl") for r in range(2, round_ + 1)
-    ]
-    config = load_config(
-        RMConfig,
-        None,
-        [
-            f"seed={s.seed}",
-            f"epochs={s.round_rm_epochs}",
-            "batch_size=32",
-            f"lr={s.rm_lr}",
-            f"mixed_precision={s.mixed_precision}",
-            f"max_length={s.context}",
-        ],
-    )
-    summary = run_rm(
-        init_dir=rm_dir(demo, round_ - 1),
-        data=earlier,
-        val_data=files["validation"],
-        norm_data=demo.path("data", "demonstrations_train.jsonl"),
-        out=demo.path(f"round{round_}", "rm"),
-        config=config,
-        resume=_has_run(demo.path(f"round{round_}", "rm")),
-    )
-    summary["accuracy_on_round_before"] = before
-    summary["accuracy_on_round_after"] = summary["val_accuracy"]
-    summary["labeler_agreement"] = agree[0] / max(agree[1], 1)
-    summary["skipped_too_few_distinct"] = skipped
-    return summary
+        counts[split] = write_jsonl(demo.path("data", f"comparisons_round{round_}_{split}.jsonl"), records)
+    return {
+        "comparisons": counts,
+        "labeler_agreement": agree[0] / max(agree[1], 1),
+        "skipped_too_few_distinct": skipped,
+    }
 
 
-def step_round_ppo(demo: Demo, round_: int) -> dict[str, Any]:
-    """PPO continued from round r - 1's policy against round r's reward model; the KL stays to SFT."""
+def step_round(demo: Demo, round_: int) -> dict[str, Any]:
+    """The library's round (instructrl.pipeline.round) on the demo's rankings: the RM continued from round
+    r - 1's on every round's comparisons (its accuracy on this round's validation rankings before and after),
+    then PPO continued from round r - 1's policy against it, the KL still to SFT."""
     from instructrl.config import load_config
+    from instructrl.pipeline.config import RoundConfig
+    from instructrl.pipeline.round import RoundRecord, run_round, write_round
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import run_ppo
+    from instructrl.reward.config import RMConfig
 
-    out = demo.path(f"round{round_}", "ppo")
-    return run_ppo(
-        policy_dir=policy_dir(demo, round_ - 1),
-        reference_dir=demo.path("sft", "final"),
-        reward_dir=rm_dir(demo, round_),
+    s = demo.settings
+    if round_ == 2:  # round 1 is the demo's own steps 3-4: describe it as a round for the library
+        write_round(
+            demo.path("round1"),
+            RoundRecord(
+                round=1,
+                sft=str(demo.path("sft", "final")),
+                reward_model=str(rm_dir(demo, 1)),
+                policy=str(policy_dir(demo, 1)),
+                comparisons=str(demo.path("data", "comparisons_train.jsonl")),
+            ),
+        )
+    rm = [
+        f"seed={s.seed}",
+        f"epochs={s.round_rm_epochs}",
+        "batch_size=32",
+        f"lr={s.rm_lr}",
+        f"mixed_precision={s.mixed_precision}",
+        f"max_length={s.context}",
+    ]
+    config = RoundConfig(
+        rm=load_config(RMConfig, None, rm), ppo=load_config(PPOConfig, None, ppo_settings(s, ptx=False))
+    )
+    record = run_round(
+        out=demo.path(f"round{round_}"),
+        previous=demo.path(f"round{round_ - 1}"),
+        data=demo.path("data", f"comparisons_round{round_}_train.jsonl"),
+        val_data=demo.path("data", f"comparisons_round{round_}_validation.jsonl"),
+        norm_data=demo.path("data", "demonstrations_train.jsonl"),
         prompts=demo.path("data", "prompts_train.jsonl"),
         val_prompts=demo.path("data", "prompts_validation.jsonl"),
-        out=out,
-        config=load_config(PPOConfig, None, ppo_settings(demo.settings, ptx=False)),
-        resume=_has_run(out),
+        config=config,
+        resume=True,
     )
+    return record.model_dump()
 
 
 def ppo_settings(s: DemoSettings, ptx: bool) -> list[str]:
@@ -719,14 +715,14 @@ def run_demo(
     for r in range(2, settings.rounds + 1):
         steps += [
             (
-                f"round{r}/rm",
-                f"4'. round {r}: rankings of the PPO policy's samples, the RM continued",
-                functools.partial(step_round_rm, round_=r),
+                f"round{r}_rankings",
+                f"4'. round {r}: training labelers rank the PPO policy's samples",
+                functools.partial(step_round_rankings, round_=r),
             ),
             (
-                f"round{r}/ppo",
-                f"4'. round {r}: PPO continued against the new RM",
-                functools.partial(step_round_ppo, round_=r),
+                f"round{r}",
+                f"4'. round {r}: the RM retrained, PPO continued (instructrl.pipeline.round)",
+                functools.partial(step_round, round_=r),
             ),
         ]
     steps.append(("evaluate", "5. evaluation by held-out labelers", step_evaluate))
@@ -862,7 +858,7 @@ def _rounds(r: dict[str, dict[str, Any]], settings: DemoSettings) -> list[dict[s
     ev, out = r["evaluate"], []
     for n in range(1, settings.rounds + 1):
         model = "ppo" if n == 1 else f"ppo_round{n}"
-        ppo = r["ppo" if n == 1 else f"round{n}/ppo"]
+        ppo = r["ppo"] if n == 1 else r[f"round{n}"]["ppo"]
         row = {
             "round": n,
             "model": model,
@@ -872,11 +868,7 @@ def _rounds(r: dict[str, dict[str, Any]], settings: DemoSettings) -> list[dict[s
             "kept_iteration": ppo["kept_iteration"],
         }
         if n > 1:
-            rm = r[f"round{n}/rm"]
-            row |= {
-                "rm_accuracy_before": rm["accuracy_on_round_before"],
-                "rm_accuracy_after": rm["accuracy_on_round_after"],
-            }
+            row |= {k: r[f"round{n}"][k] for k in ("rm_accuracy_before", "rm_accuracy_after")}
         out.append(row)
     return out
 
