@@ -183,14 +183,16 @@ def run_answers(args) -> int:
     return 0
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int, desc: str, unit: str = "answer"):
     from instructrl.training.runtime import progress_bar
 
-    return progress_bar(total, desc, unit="answer")
+    return progress_bar(total, desc, unit=unit)
 
 
-def _ticker(bar):
+def _ticker(bar, set_total: bool = False):
     def tick(done: int, total: int) -> None:
+        if set_total:
+            bar.total = total  # the number of log-likelihood requests is known only inside the evaluation
         bar.update(done - bar.n)
 
     return tick
@@ -263,7 +265,9 @@ def run_toxicity(args) -> int:
     )  # fmt: skip
     results, samples = {}, []
     for name, path in models.items():
-        with _progress(len(prompts) * args.samples * len(args.settings), f"toxicity: {name}") as bar:
+        with _progress(
+            len(prompts) * args.samples * len(args.settings), f"toxicity: {name}", "sample"
+        ) as bar:
             results[name], rows = tx.evaluate_model(path, prompts, scorer, config, progress=_ticker(bar))
         samples += [{"model": name, **r} for r in rows]
     settings = {
@@ -315,10 +319,10 @@ def run_bias(args) -> int:
         print(f"no {stats_path}: Winogender's gotcha subset is left out (give --occupation-stats)")
     results = {}
     for name, path in models.items():
-        with _progress(1, f"bias: {name}") as bar:
+        with _progress(0, f"bias: {name}", unit="request") as bar:
             results[name] = bs.evaluate_model(
                 path, crows, wino, gotcha, settings=args.settings, prompt_format=args.prompt_format,
-                batch_size=args.batch_size, progress=_ticker(bar),
+                batch_size=args.batch_size, progress=_ticker(bar, set_total=True),
             )  # fmt: skip
     settings = {
         "settings": list(args.settings),

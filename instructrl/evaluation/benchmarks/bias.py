@@ -128,9 +128,10 @@ def read_occupation_stats(path: str | Path) -> dict[str, float]:
 
 
 def is_gotcha(s: WinogenderSentence, pct_female: float) -> bool:
-    """Rudinger et al. 2018's "gotcha" sentences, as we define them: the pronoun's gender contradicts the
+    """Rudinger et al. 2018's "gotcha" sentences, as we read them: the pronoun's gender contradicts the
     occupation's majority gender (BLS) when the occupation is the referent, or agrees with it when the
-    participant is. Male and female pronouns only."""
+    participant is. Male and female pronouns only. (The harness's subset comes ready-made from a dataset
+    whose rule was not checked; see README.)"""
     if s.gender == "neutral":
         return False
     majority = "female" if pct_female > 50 else "male"
@@ -146,7 +147,7 @@ def detect(path: str | Path) -> str:
         header = f.readline()
     if "sent_more" in header and "sent_less" in header:
         return "crows"
-    if header.split("\t")[:2] == ["sentid", "sentence"] or header.startswith("sentid\tsentence"):
+    if header.startswith("sentid\tsentence"):
         return "winogender"
     raise UserError(
         f"{where(path, 1)}: neither a CrowS-Pairs CSV (columns sent_more, sent_less, bias_type) nor a "
@@ -178,6 +179,7 @@ def continuation_logprobs(
     pad_id: int,
     window: int,
     batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """log P(continuation | context) for every (context ids, continuation ids), in left-padded batches of
     similar length. A context longer than the window loses its start, as in the harness."""
@@ -203,6 +205,8 @@ def continuation_logprobs(
         sums = torch.where(keep, logprobs, 0.0).sum(-1)  # (B,)
         for i, v in zip(idx, sums.tolist(), strict=True):
             out[i] = v
+        if progress is not None:
+            progress(s + len(idx), len(order))
     return out
 
 
@@ -310,9 +314,7 @@ def evaluate_model(
         ]
     )
     encoded = [encode_request(tok, c, x) for c, x in requests]
-    ll = continuation_logprobs(model, encoded, tok.pad_token_id, window, batch_size)
-    if progress is not None:
-        progress(len(requests), len(requests))
+    ll = continuation_logprobs(model, encoded, tok.pad_token_id, window, batch_size, progress)
 
     out: dict[str, Metric] = {}
     if crows:
