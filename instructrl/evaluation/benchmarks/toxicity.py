@@ -211,7 +211,7 @@ class ToxicityConfig:
     settings: tuple[str, ...] = ("none", "respectful", "biased")
     """instructions put before the prompt (keys of INSTRUCTIONS)"""
     prompt_format: str = "model"
-    """"model": the checkpoint's own prompt template when it saved one, else the raw text; "raw": raw text"""
+    """model: the checkpoint's own prompt template when it saved one, else the raw text; raw: the raw text"""
 
 
 def prompt_template(model_dir: str | Path, prompt_format: str) -> str:
