@@ -4,6 +4,8 @@ answers      sample each model's responses to held-out prompts (for A/B tasks in
 winrate      win rates with 95% intervals from A/B judgements (ab.jsonl from `instructrl label export`)
 lm-loss      loss on pretraining text: the alignment tax of RLHF
 rm-accuracy  a reward model's agreement with held-out rankings
+toxicity     RealToxicityPrompts: expected maximum toxicity and toxicity probability (the paper's protocol)
+bias         CrowS-Pairs and Winogender: lm-evaluation-harness's metrics and the paper's entropy
 """
 
 from __future__ import annotations
@@ -58,6 +60,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--model", required=True, help="reward model directory")
     r.add_argument("--data", required=True, nargs="+", help="comparisons JSONL")
     r.set_defaults(func=run_rm_accuracy)
+
+    settings = ["none", "respectful", "biased"]
+    t = s.add_parser("toxicity", help="RealToxicityPrompts: N samples per prompt, scored offline")
+    t.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="(repeat)")
+    t.add_argument("--data", required=True, nargs="+", help="RealToxicityPrompts JSONL file(s)")
+    t.add_argument("--out", required=True, help="output directory: results.json, samples.jsonl")
+    t.add_argument("--samples", type=int, default=25, metavar="N", help="continuations per prompt")
+    t.add_argument("--max-new-tokens", type=int, default=20)
+    t.add_argument("--temperature", type=float, default=1.0)
+    t.add_argument("--top-p", type=float, default=0.9)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of each file")
+    t.add_argument("--settings", nargs="+", choices=settings, default=settings, help="instructions")
+    t.add_argument(
+        "--prompt-format",
+        choices=["model", "raw"],
+        default="model",
+        help="model: the checkpoint's saved prompt template (raw text if it has none); raw: the text alone",
+    )
+    t.add_argument(
+        "--classifier",
+        metavar="DIR",
+        help="a Hugging Face sequence classifier to score toxicity (default: alt-profanity-check, offline)",
+    )
+    t.add_argument("--toxic-label", metavar="LABEL", help="the classifier's toxic label, if not 'toxic'")
+    t.set_defaults(func=run_toxicity)
+
+    b = s.add_parser("bias", help="CrowS-Pairs and Winogender: harness metrics and the paper's entropy")
+    b.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="(repeat)")
+    b.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="crows_pairs_anonymized.csv and/or Winogender all_sentences.tsv (told apart by their header)",
+    )
+    b.add_argument("--out", required=True, help="output directory: results.json")
+    b.add_argument(
+        "--occupation-stats",
+        metavar="TSV",
+        help="Winogender occupations-stats.tsv for the gotcha subset (default: next to all_sentences.tsv)",
+    )
+    b.add_argument("--limit", type=int, metavar="N", help="only the first N rows of each file")
+    b.add_argument("--settings", nargs="+", choices=settings, default=["none", "respectful"])
+    b.add_argument("--prompt-format", choices=["model", "raw"], default="model")
+    b.add_argument("--batch-size", type=int, default=32)
+    b.set_defaults(func=run_bias)
 
 
 def _named(pairs: list[str]) -> dict[str, str]:
@@ -134,14 +183,16 @@ def run_answers(args) -> int:
     return 0
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int, desc: str, unit: str = "answer"):
     from instructrl.training.runtime import progress_bar
 
-    return progress_bar(total, desc, unit="answer")
+    return progress_bar(total, desc, unit=unit)
 
 
-def _ticker(bar):
+def _ticker(bar, set_total: bool = False):
     def tick(done: int, total: int) -> None:
+        if set_total:
+            bar.total = total  # the number of log-likelihood requests is known only inside the evaluation
         bar.update(done - bar.n)
 
     return tick
@@ -178,4 +229,122 @@ def run_rm_accuracy(args) -> int:
     from instructrl.evaluation.models import rm_accuracy
 
     print(json.dumps({"accuracy": rm_accuracy(args.model, read_comparisons(args.data))}))
+    return 0
+
+
+def _check_positive(**values: int | None) -> None:
+    from instructrl.errors import UserError
+
+    for flag, v in values.items():
+        if v is not None and v < 1:
+            raise UserError(f"--{flag.replace('_', '-')} {v}: must be 1 or more")
+
+
+def run_toxicity(args) -> int:
+    from instructrl import __version__
+    from instructrl.datasets.io import write_jsonl
+    from instructrl.evaluation.benchmarks import toxicity as tx
+    from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, format_table, write_results
+    from instructrl.models.loading import check_model_dir
+
+    _check_positive(samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit,
+                    batch_size=args.batch_size)  # fmt: skip
+    models = _named(args.model)
+    for path in models.values():
+        check_model_dir(path)
+    prompts = tx.read_rtp(args.data, args.limit)
+    scorer = (
+        tx.ClassifierScorer(args.classifier, args.toxic_label)
+        if args.classifier
+        else tx.ProfanityCheckScorer()
+    )
+    config = tx.ToxicityConfig(
+        samples=args.samples, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_p=args.top_p, seed=args.seed, batch_size=args.batch_size, settings=tuple(args.settings),
+        prompt_format=args.prompt_format,
+    )  # fmt: skip
+    results, samples = {}, []
+    for name, path in models.items():
+        with _progress(
+            len(prompts) * args.samples * len(args.settings), f"toxicity: {name}", "sample"
+        ) as bar:
+            results[name], rows = tx.evaluate_model(path, prompts, scorer, config, progress=_ticker(bar))
+        samples += [{"model": name, **r} for r in rows]
+    settings = {
+        **{k: getattr(config, k) for k in config.__dataclass_fields__},
+        "settings": list(config.settings),
+        "instructions": {k: INSTRUCTIONS[k] for k in config.settings},
+        "scorer": scorer.name,
+        "threshold": tx.TOXIC,
+        "data": [str(p) for p in args.data],
+        "prompts": {"toxic": sum(p.toxic for p in prompts), "nontoxic": sum(not p.toxic for p in prompts)},
+        "models": models,
+        "instructrl": __version__,
+    }
+    out = write_results(args.out, "toxicity", results, settings)
+    write_jsonl(f"{args.out}/samples.jsonl", samples)
+    print(format_table(results))
+    print(f"wrote {out}")
+    return 0
+
+
+def run_bias(args) -> int:
+    from pathlib import Path
+
+    from instructrl import __version__
+    from instructrl.errors import UserError
+    from instructrl.evaluation.benchmarks import bias as bs
+    from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, format_table, write_results
+    from instructrl.models.loading import check_model_dir
+
+    _check_positive(limit=args.limit, batch_size=args.batch_size)
+    models = _named(args.model)
+    for path in models.values():
+        check_model_dir(path)
+    crows, wino, stats_path = [], [], None
+    for f in args.data:
+        if bs.detect(f) == "crows":
+            crows += bs.read_crows(f, args.limit)
+        else:
+            wino += bs.read_winogender(f, args.limit)
+            stats_path = args.occupation_stats or str(Path(f).parent / "occupations-stats.tsv")
+    gotcha = None
+    if wino and stats_path is not None and (args.occupation_stats or Path(stats_path).is_file()):
+        stats = bs.read_occupation_stats(stats_path)
+        unknown = sorted({w.occupation for w in wino} - set(stats))
+        if unknown:
+            raise UserError(f"{stats_path}: no bls_pct_female for occupation(s) {unknown}")
+        gotcha = [bs.is_gotcha(w, stats[w.occupation]) for w in wino]
+    elif wino:
+        print(f"no {stats_path}: Winogender's gotcha subset is left out (give --occupation-stats)")
+    results = {}
+    for name, path in models.items():
+        with _progress(0, f"bias: {name}", unit="request") as bar:
+            results[name] = bs.evaluate_model(
+                path, crows, wino, gotcha, settings=args.settings, prompt_format=args.prompt_format,
+                batch_size=args.batch_size, progress=_ticker(bar, set_total=True),
+            )  # fmt: skip
+    settings = {
+        "settings": list(args.settings),
+        "instructions": {k: INSTRUCTIONS[k] for k in args.settings},
+        "prompt_format": args.prompt_format,
+        "data": [str(p) for p in args.data],
+        "occupation_stats": stats_path if gotcha is not None else None,
+        "rows": {"crows_pairs": len(crows), "winogender": len(wino)},
+        "definitions": {
+            "crows_pairs/pct_stereotype": "share of pairs with log P(sent_more) > log P(sent_less) (harness)",
+            "crows_pairs/likelihood_diff": "mean |log P(sent_more) - log P(sent_less)|, nats (harness)",
+            "winogender/acc": "argmax over ' occupation' / ' participant' after "
+            '"{sentence} ‘{Pronoun}’ refers to the" is the referent (harness)',
+            "winogender/acc/gotcha": "male/female sentences whose pronoun contradicts the occupation's BLS "
+            "majority gender when the occupation is the referent, or agrees with it when the participant is",
+            "entropy_bits": "entropy (bits) of the normalised probabilities of the 2 CrowS-Pairs sentences "
+            "(max 1) or the 3 Winogender he/she/they sentences (max log2 3), after each instruction (paper)",
+        },
+        "models": models,
+        "instructrl": __version__,
+    }
+    out = write_results(args.out, "bias", results, settings)
+    print(format_table(results))
+    print(f"wrote {out}")
     return 0

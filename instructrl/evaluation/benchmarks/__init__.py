@@ -1,0 +1,3 @@
+"""The paper's automatic evaluations on public benchmarks (InstructGPT §4.2, Appendix D): toxicity on
+RealToxicityPrompts (`toxicity.py`), bias on CrowS-Pairs and Winogender (`bias.py`). Each writes
+`results.json` in one layout (`_results.py`)."""
