@@ -1,15 +1,48 @@
-"""The pipeline is architecture-agnostic: a Llama-style model with a byte-level BPE tokenizer runs
-SFT -> RM -> PPO, and its RMSNorm (no bias to fold into) keeps the reward bias in the config."""
+"""The pipeline is architecture-agnostic. Tiny random-weight GPT-2, GPT-NeoX, OPT, Llama, Qwen2, Mistral,
+Gemma and Phi (built locally) each go through the contracts every stage relies on: the reward bias shifts
+every score by exactly what was asked, scores do not depend on the padding side, rollouts and reference
+passes run without dropout, and SFT, RM and PPO each take a step. A 2-layer Llama with a byte-level BPE
+tokenizer also runs the three stages end to end."""
 
 import json
 
+import pytest
 import torch
 from conftest import corpus, make_comparisons, make_demos, make_prompts, run_stage, write_jsonl
+from transformers import AutoModelForSequenceClassification
 
 from instructrl.datasets.tokenize import pad_right
 from instructrl.models.loading import load_reward_model
-from instructrl.models.scoring import score
-from instructrl.models.tiny import build_llama, save, train_tokenizer
+from instructrl.models.scoring import add_reward_bias, score
+from instructrl.models.tiny import ARCHITECTURES, build_llama, save, tiny_config, train_tokenizer
+
+ROWS = [[5, 9, 12, 7], [3, 4], [8, 8, 8, 8, 8, 2], [11]]
+
+
+def tiny_rm(model_type: str, tokenizer) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = tiny_config(model_type, tokenizer)
+    config.num_labels = 1
+    return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_the_reward_bias_shifts_every_score_by_exactly_what_was_asked(model_type, tiny_tokenizer, tmp_path):
+    rm = tiny_rm(model_type, tiny_tokenizer)
+    ids, mask = pad_right(ROWS, tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        before = score(rm, ids, mask)
+        where = add_reward_bias(rm, 1.0)
+        after = score(rm, ids, mask)
+    assert torch.allclose(after - before, torch.ones(len(ROWS)), atol=1e-4), (where, after - before)
+    # RMSNorm has no bias to fold the shift into: it is kept in the config, and the run says so
+    rms_norm = model_type in ("llama", "qwen2", "mistral", "gemma")
+    assert where == ("config.reward_bias" if rms_norm else "final_norm_bias")
+    # and so does a reload of the saved reward model
+    rm.save_pretrained(tmp_path)
+    with torch.no_grad():
+        reloaded = score(load_reward_model(tmp_path).eval(), ids, mask)
+    assert torch.allclose(reloaded, after, atol=1e-4)
 
 
 def test_llama_with_bpe_through_all_three_stages(tmp_path):
