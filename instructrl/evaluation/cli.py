@@ -25,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = s.add_parser("answers", help="sample responses of several models to the same prompts")
     a.add_argument(
-        "--model", action="append", required=True, metavar="NAME=DIR", help="a model to sample (repeat)"
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a model to sample (repeat); DIR may be a Hub id ORG/NAME[@REVISION]",
     )
     a.add_argument("--prompts", required=True, nargs="+", help="prompts JSONL")
     a.add_argument("--baseline", help="NAME of the model the others are compared with: writes A/B pairs")
@@ -57,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.set_defaults(func=run_lm_loss)
 
     r = s.add_parser("rm-accuracy", help="reward-model pairwise accuracy on comparisons")
-    r.add_argument("--model", required=True, help="reward model directory")
+    r.add_argument("--model", required=True, help="reward model directory or Hub id ORG/NAME[@REVISION]")
     r.add_argument("--data", required=True, nargs="+", help="comparisons JSONL")
     r.set_defaults(func=run_rm_accuracy)
 
@@ -125,7 +129,7 @@ def run_answers(args) -> int:
     from instructrl.datasets.io import read_prompts, write_jsonl
     from instructrl.errors import UserError
     from instructrl.evaluation.models import best_of_n, best_of_n_kl, generate_answers
-    from instructrl.models.loading import check_model_dir
+    from instructrl.models.loading import resolve_model
 
     models = _named(args.model)
     if args.baseline is not None and args.baseline not in models:
@@ -137,9 +141,9 @@ def run_answers(args) -> int:
             f"--best-of {args.best_of} needs --reward RM_DIR, the reward model that picks the best"
         )
     if args.reward is not None:
-        check_model_dir(args.reward, "reward model")
+        resolve_model(args.reward, "reward model")
     for path in models.values():
-        check_model_dir(path)
+        resolve_model(path)
     prompts = [r.prompt for r in read_prompts(args.prompts)]
     answers, scores = {}, {}
     for name, path in models.items():
@@ -245,13 +249,13 @@ def run_toxicity(args) -> int:
     from instructrl.datasets.io import write_jsonl
     from instructrl.evaluation.benchmarks import toxicity as tx
     from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, format_table, write_results
-    from instructrl.models.loading import check_model_dir
+    from instructrl.models.loading import resolve_model
 
     _check_positive(samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit,
                     batch_size=args.batch_size)  # fmt: skip
     models = _named(args.model)
     for path in models.values():
-        check_model_dir(path)
+        resolve_model(path)
     prompts = tx.read_rtp(args.data, args.limit)
     scorer = (
         tx.ClassifierScorer(args.classifier, args.toxic_label)
@@ -295,12 +299,12 @@ def run_bias(args) -> int:
     from instructrl.errors import UserError
     from instructrl.evaluation.benchmarks import bias as bs
     from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, format_table, write_results
-    from instructrl.models.loading import check_model_dir
+    from instructrl.models.loading import resolve_model
 
     _check_positive(limit=args.limit, batch_size=args.batch_size)
     models = _named(args.model)
     for path in models.values():
-        check_model_dir(path)
+        resolve_model(path)
     crows, wino, stats_path = [], [], None
     for f in args.data:
         if bs.detect(f) == "crows":

@@ -17,15 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy",
         required=True,
-        help="the policy to start from: the SFT model (also the frozen reference unless --reference), or an "
-        "earlier round's PPO policy",
+        help="the policy to start from, a directory or a Hub id ORG/NAME[@REVISION]: the SFT model (also the "
+        "frozen reference unless --reference), or an earlier round's PPO policy",
     )
     p.add_argument(
         "--reference",
         help="the frozen model the KL penalty is measured to (default: --policy); give the SFT model when "
         "--policy is an earlier round's PPO policy",
     )
-    p.add_argument("--reward", required=True, help="reward model directory (also the value model's start)")
+    p.add_argument(
+        "--reward",
+        required=True,
+        help="reward model directory or Hub id ORG/NAME[@REVISION] (also the value model's start)",
+    )
     p.add_argument("--prompts", required=True, nargs="+", help="prompts JSONL file(s) or directory")
     p.add_argument(
         "--val-prompts", nargs="+", help="held-out prompts to score before/after (default: split off)"

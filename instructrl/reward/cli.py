@@ -15,7 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("rm", help="step 2: train a reward model on rankings")
     start = p.add_mutually_exclusive_group(required=True)
-    start.add_argument("--model", help="SFT model directory (its unembedding is replaced by a scalar head)")
+    start.add_argument(
+        "--model",
+        help="SFT model directory or Hub id ORG/NAME[@REVISION] (its unembedding becomes a scalar head)",
+    )
     start.add_argument(
         "--init", metavar="RM_DIR", help="an earlier round's reward model to continue training"
     )

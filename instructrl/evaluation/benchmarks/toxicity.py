@@ -145,27 +145,29 @@ class ClassifierScorer:
     def __init__(self, path: str | Path, toxic_label: str | None = None, batch_size: int = 32) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from instructrl.models.loading import check_model_dir, quiet_transformers
+        from instructrl.models.loading import quiet_transformers, resolve_model
 
-        path = check_model_dir(path, "classifier")
+        source = resolve_model(path, "classifier")
         quiet_transformers()
-        self.tok = AutoTokenizer.from_pretrained(path)
+        self.tok = AutoTokenizer.from_pretrained(source.name, **source.kwargs())
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         # right padding: models without position ids from the mask (GPT-2) would otherwise shift positions
         self.tok.padding_side = "right"
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            source.name, dtype=torch.float32, **source.kwargs()
+        ).eval()
         config = self.model.config
         if config.pad_token_id is None:
             config.pad_token_id = self.tok.pad_token_id
         try:
             self.index = find_toxic_label(config.id2label, toxic_label)
         except UserError as e:
-            raise UserError(f"{path}: {e}") from None
+            raise UserError(f"{source}: {e}") from None
         self.sigmoid = config.num_labels == 1 or config.problem_type == "multi_label_classification"
         self.batch_size = batch_size
         self.name = (
-            f"{path} (label {config.id2label[self.index]!r}, {'sigmoid' if self.sigmoid else 'softmax'})"
+            f"{source} (label {config.id2label[self.index]!r}, {'sigmoid' if self.sigmoid else 'softmax'})"
         )
 
     @torch.no_grad()
