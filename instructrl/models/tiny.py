@@ -108,7 +108,7 @@ ARCHITECTURES = ("gpt2", "gpt_neox", "opt", "llama", "qwen2", "mistral", "gemma"
 
 def tiny_config(model_type: str, tokenizer: PreTrainedTokenizerFast, hidden: int = 32, n_layer: int = 1):
     """A random-weight config of `model_type` with 2 heads (1 key-value head where the architecture has
-    grouped-query attention), 64 positions and the tokenizer's vocabulary and special tokens."""
+    grouped-query attention), 128 positions and the tokenizer's vocabulary and special tokens."""
     from transformers import AutoConfig
 
     ids = {
@@ -122,10 +122,10 @@ def tiny_config(model_type: str, tokenizer: PreTrainedTokenizerFast, hidden: int
         "num_hidden_layers": n_layer,
         "num_attention_heads": 2,
         "intermediate_size": 2 * hidden,
-        "max_position_embeddings": 64,
+        "max_position_embeddings": 128,
     }
     if model_type == "gpt2":
-        sizes = {"n_embd": hidden, "n_layer": n_layer, "n_head": 2, "n_positions": 64}
+        sizes = {"n_embd": hidden, "n_layer": n_layer, "n_head": 2, "n_positions": 128}
     elif model_type == "opt":
         sizes = {k: v for k, v in sizes.items() if k != "intermediate_size"}
         sizes.update(ffn_dim=2 * hidden, word_embed_proj_dim=hidden)
