@@ -85,6 +85,8 @@ class Comparison(Record):
     """Who ranked it."""
     model: str | None = None
     """The policy that sampled the responses, when known (e.g. an SFT or PPO checkpoint)."""
+    round: int | None = Field(default=None, ge=1)
+    """The round of ChatGPT's loop the ranking belongs to (empty: 1, the only round)."""
 
     @field_validator("responses")
     @classmethod

@@ -19,6 +19,7 @@ MODEL_LABELS = {
     "bon_rm": "best-of-N (RM)",
     "ppo": "PPO",
     "ppo_ptx": "PPO-ptx",
+    **{f"ppo_round{r}": f"PPO, round {r}" for r in range(2, 10)},
     "bon_gold": "best-of-N (gold, diagnostic)",
 }
 COLORS = {
@@ -28,6 +29,7 @@ COLORS = {
     "bon_rm": "#5fa8d3",
     "ppo": "#e4572e",
     "ppo_ptx": "#f3a712",
+    **{f"ppo_round{r}": c for r, c in zip(range(2, 10), ["#a4243b", "#6b0f1a", "#3d0814"] * 3, strict=False)},
     "bon_gold": "#d9dde2",
 }
 DIAGNOSTIC = {"bon_gold"}
@@ -248,6 +250,38 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
                     ["N", "KL to SFT (nats)", "reward-model score", "gold score"],
                 ),
             ]
+
+    rounds = summary.get("rounds", [])
+    if len(rounds) > 1:
+        parts += [
+            "<h2>Rounds of the loop (ChatGPT's repetition of steps 2 and 3)</h2>",
+            "<p>From round 2 on, training labelers rank samples of the current PPO policy and the one before "
+            "it, the reward model continues training on every round's rankings, and PPO continues from the "
+            "current policy with its KL still measured to SFT. RM accuracy: on that round's validation "
+            "rankings (the policies it is about to train), by the RM before and after retraining. The "
+            "over-optimisation plot above has one panel per round.</p>",
+            _table(
+                [
+                    [
+                        x["round"],
+                        x.get("rm_accuracy_before", ""),
+                        x.get("rm_accuracy_after", ""),
+                        x["kl"],
+                        x["gold_score"],
+                        f"{x['win']['mean']:.2f} [{x['win']['ci_low']:.2f}, {x['win']['ci_high']:.2f}]",
+                    ]
+                    for x in rounds
+                ],
+                [
+                    "round",
+                    "RM accuracy before",
+                    "RM accuracy after",
+                    "KL to SFT (kept policy)",
+                    "gold score",
+                    "win rate vs SFT",
+                ],
+            ),
+        ]
 
     if "rm_val_accuracy" in summary:
         ref = {}

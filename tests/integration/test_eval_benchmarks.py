@@ -133,7 +133,7 @@ def test_eval_tax_scores_each_model_and_its_difference_to_the_baseline(capsys, t
         capsys, "eval", "tax", "--model", f"base={lms[0]}", "--model", f"tuned={lms[1]}", "--baseline", "base",
         "--data", str(mc), str(qa), "--out", str(out), "--max-new-tokens", "5",
     )  # fmt: skip
-    assert code == 0 and "Alignment tax" in stdout
+    assert code == 0 and "alignment tax: difference to base" in stdout
     r = json.loads((out / "results.json").read_text())
     assert r["benchmark"] == "tax" and set(r["models"]) == {"base", "tuned"} and set(r["tax"]) == {"tuned"}
     metrics = {"hellaswag/acc", "hellaswag/acc_norm", "squad/f1", "squad/em"}

@@ -10,12 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from instructrl.evaluation.benchmarks.common import (
-    choice_loglikelihoods,
-    encode_pair,
-    metric,
-    paired_difference,
-)
+from instructrl.evaluation.benchmarks._results import mean, paired_difference
+from instructrl.evaluation.benchmarks.common import choice_loglikelihoods, encode_pair
 from instructrl.evaluation.benchmarks.tax import squad_exact, squad_f1, squad_normalize
 from instructrl.evaluation.benchmarks.truthfulqa import (
     NO_COMMENT,
@@ -215,11 +211,12 @@ def test_rouge_l_and_the_reference_judge():
     ]
 
 
-def test_metric_interval_is_the_clipped_normal_approximation():
-    # values 0, 1, 1, 1: mean 3/4, s = 1/2, half-width 1.959964 * 0.5 / 2 = 0.489991
-    m = metric([0, 1, 1, 1])
-    assert m["value"] == 0.75 and m["n"] == 4
-    assert m["ci95"] == pytest.approx([0.75 - 0.4899910, 1.0])  # the upper end clipped at 1
-    d = paired_difference([1, 1, 0], [0, 1, 1])  # differences 1, 0, -1: mean 0, s = 1
-    assert d["value"] == 0 and d["ci95"] == pytest.approx([-1.0, 1.0])
-    assert metric([0.5, 0.5])["ci95"] == [0.5, 0.5]
+def test_bounded_mean_and_paired_difference_intervals():
+    # values 0.5, 1, 1, 1: mean 7/8, s = 1/4, half-width 1.959964 * 0.25 / 2 = 0.2449955
+    m = mean([0.5, 1, 1, 1], bounds=(0.0, 1.0))
+    assert m["value"] == 0.875 and m["n"] == 4
+    assert m["ci95"] == pytest.approx([0.875 - 0.2449955, 1.0])  # the upper end clipped at 1
+    assert mean([0.5, 1, 1, 1])["ci95"][1] == pytest.approx(0.875 + 0.2449955)  # unclipped without bounds
+    d = paired_difference([1, 1, 0, 1], [0, 1, 0, 1])  # differences 1, 0, 0, 0: mean 1/4, s = 1/2
+    assert d["value"] == 0.25 and d["ci95"] == pytest.approx([0.25 - 0.4899910, 0.25 + 0.4899910])
+    assert paired_difference([1, 1, 0], [0, 1, 1])["ci95"] == pytest.approx([-1.0, 1.0])  # clipped to ±1

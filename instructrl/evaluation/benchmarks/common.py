@@ -1,78 +1,19 @@
-"""What every public benchmark shares: per-choice log-likelihoods in batches, greedy answers, the 95%
-intervals, the results.json layout and the table on the terminal.
-
-results.json: {"benchmark": NAME, "models": {MODEL: {METRIC: {"value", "n", "ci95": [lo, hi]}}},
-"settings": {...}}; `eval tax` adds "tax" with the same shape (differences to the baseline).
-"""
+"""What the public benchmarks share below their metrics: per-choice log-likelihoods in batched forward
+passes, tokenized and truncated as lm-evaluation-harness does, and greedy answers. The results layout and
+its intervals are `_results.py`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import torch
 
 from instructrl.datasets.tokenize import pad_right
-from instructrl.evaluation.stats import mean_ci
 from instructrl.models.generation import generate, left_pad, response_mask
 from instructrl.models.scoring import position_ids_from_mask, token_logprobs
 
 # lm-evaluation-harness's fallback when neither the config nor the tokenizer gives a context length
 DEFAULT_MAX_LENGTH = 2048
-
-
-# ---- metrics and their intervals --------------------------------------------------------------------------
-def metric(values: Sequence[float], bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
-    """{"value": mean, "n": n, "ci95": [lo, hi]} of per-item scores.
-
-    The interval is the normal approximation, mean ± 1.96·s/√n with the sample standard deviation, clipped
-    to the scores' range: one formula for 0/1 items (MC1, accuracy), fractions (MC2, F1) and paired
-    differences (the tax, range [-1, 1]). It has width 0 when every item scores the same.
-    """
-    m = mean_ci(values)
-    lo, hi = max(bounds[0], m["ci_low"]), min(bounds[1], m["ci_high"])
-    return {"value": m["mean"], "n": int(m["n"]), "ci95": [lo, hi]}
-
-
-def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
-    """The mean difference to the baseline on the same items, with the paired normal interval."""
-    assert len(values) == len(baseline)
-    return metric([v - b for v, b in zip(values, baseline, strict=True)], bounds=(-1.0, 1.0))
-
-
-# ---- results.json and the terminal table ------------------------------------------------------------------
-def write_results(out_dir: str | Path, results: dict[str, Any]) -> Path:
-    """Write DIR/results.json (creating DIR) and return its path."""
-    from instructrl.datasets.io import atomic_write_text
-
-    for key in ("benchmark", "models", "settings"):
-        assert key in results, key
-    path = Path(out_dir) / "results.json"
-    atomic_write_text(path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    return path
-
-
-def format_table(models: dict[str, dict[str, dict[str, Any]]], title: str = "") -> str:
-    """One row per model, one column per metric: `value [lo, hi]` with 3 decimals."""
-    names = list(models)
-    metrics = list(dict.fromkeys(m for name in names for m in models[name]))
-
-    def cell(name: str, key: str) -> str:
-        r = models[name].get(key)
-        if r is None:
-            return "-"
-        lo, hi = r["ci95"]
-        return f"{r['value']:.3f} [{lo:.3f}, {hi:.3f}]"
-
-    rows = [["model", *metrics], *[[n, *(cell(n, k) for k in metrics)] for n in names]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    n = {models[name][k]["n"] for name in names for k in models[name]}
-    footer = f"(mean [95% interval, normal approximation]; n = {', '.join(map(str, sorted(n)))})"
-    return "\n".join(([title] if title else []) + lines + [footer])
 
 
 # ---- log-likelihoods of choices ----------------------------------------------------------------------------

@@ -25,12 +25,8 @@ from typing import Any, cast
 import torch
 
 from instructrl.errors import UserError, where
-from instructrl.evaluation.benchmarks.common import (
-    choice_loglikelihoods,
-    greedy_answers,
-    metric,
-    paired_difference,
-)
+from instructrl.evaluation.benchmarks._results import Metric, mean, paired_difference, proportion
+from instructrl.evaluation.benchmarks.common import choice_loglikelihoods, greedy_answers
 
 QA_TEMPLATE = "{context}\n\nQuestion: {question}\nAnswer:"
 
@@ -220,13 +216,18 @@ def task_scores(
 
 def tax_table(
     per_item: dict[str, dict[str, list[float]]], baseline: str
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, dict[str, Metric]], dict[str, dict[str, Metric]]]:
     """(each model's metrics, each other model's difference to the baseline), from per-item scores.
 
-    The difference is the mean of per-item differences with a paired interval: the models answered the
+    F1 is a mean (normal interval), acc / acc_norm / em shares of 0/1 outcomes (Wilson interval). The
+    difference is the mean of per-item differences with a paired normal interval: the models answered the
     same items, so item difficulty cancels and the interval is narrower than from two separate means.
     """
-    models = {name: {k: metric(v) for k, v in scores.items()} for name, scores in per_item.items()}
+
+    def summarise(key: str, values: list[float]) -> Metric:
+        return mean(values, bounds=(0.0, 1.0)) if key.endswith("/f1") else proportion(values)
+
+    models = {name: {k: summarise(k, v) for k, v in scores.items()} for name, scores in per_item.items()}
     tax = {
         name: {k: paired_difference(v, per_item[baseline][k]) for k, v in scores.items()}
         for name, scores in per_item.items()

@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import torch
 
 from instructrl.errors import UserError, where
-from instructrl.evaluation.benchmarks.common import choice_loglikelihoods, greedy_answers, metric
+from instructrl.evaluation.benchmarks._results import Metric, mean, proportion
+from instructrl.evaluation.benchmarks.common import choice_loglikelihoods, greedy_answers
 from instructrl.models.scoring import position_ids_from_mask
 
 # The six-shot "QA prompt" of the TruthfulQA paper, as lm-evaluation-harness's truthfulqa_mc1.yaml has it.
@@ -292,18 +293,20 @@ class ClassifierJudge:
     sigmoid(logit) > 0.5 for one output, otherwise the label `positive_label` (or index 1) winning."""
 
     def __init__(self, model_dir: str | Path, batch_size: int = 16, suffix: str = "True:"):
-        from instructrl.models.loading import check_model_dir, load_tokenizer, quiet_transformers
-
-        check_model_dir(model_dir, "judge")
-        quiet_transformers()
         from transformers import AutoModelForSequenceClassification
 
-        self.tokenizer = load_tokenizer(model_dir)
+        from instructrl.models.loading import load_tokenizer, quiet_transformers, resolve_model
+
+        source = resolve_model(model_dir, "judge")
+        quiet_transformers()
+        self.tokenizer = load_tokenizer(source)
         self.tokenizer.padding_side = "right"  # the classifier reads the last non-pad token
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                source.name, dtype=torch.float32, **source.kwargs()
+            ).eval()
         except (OSError, ValueError) as e:
-            raise UserError(f"{model_dir}: could not load as a sequence classifier: {e}") from None
+            raise UserError(f"{source}: could not load as a sequence classifier: {e}") from None
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size, self.suffix = batch_size, suffix
@@ -372,7 +375,7 @@ def evaluate_truthfulqa(
     generation: bool = True,
     max_new_tokens: int = 50,
     batch_size: int = 16,
-) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+) -> tuple[dict[str, Metric], dict[str, list[str]]]:
     """Every metric of one model (mc1, mc2, {setting}/truthful, ...) and its greedy answers."""
     from instructrl.models.loading import load_causal_lm, load_tokenizer
 
@@ -385,4 +388,10 @@ def evaluate_truthfulqa(
             max_new_tokens=max_new_tokens, batch_size=batch_size,
         )  # fmt: skip
         per_item.update(gen)
-    return {k: metric(v) for k, v in per_item.items()}, answers
+    return {k: summarise(k, v) for k, v in per_item.items()}, answers
+
+
+def summarise(key: str, values: Sequence[float]) -> Metric:
+    """MC2 is a probability mass per question (a mean, normal interval); every other metric is a share of
+    0/1 verdicts (Wilson interval)."""
+    return mean(values, bounds=(0.0, 1.0)) if key == "mc2" else proportion(values)
