@@ -4,11 +4,12 @@ its intervals are `_results.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from instructrl.datasets.tokenize import pad_right
+from instructrl.errors import UserError
 from instructrl.models.generation import generate, left_pad, response_mask
 from instructrl.models.scoring import position_ids_from_mask, token_logprobs
 
@@ -55,7 +56,6 @@ def max_length(model: torch.nn.Module, tokenizer=None) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-@torch.no_grad()
 def choice_loglikelihoods(
     model: torch.nn.Module,
     tokenizer,
@@ -63,48 +63,82 @@ def choice_loglikelihoods(
     continuations: Sequence[str],
     *,
     batch_size: int = 16,
-    padding_side: str = "right",
+    padding_side: str = "left",
     window: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[float]:
-    """log p(continuation | context) summed over the continuation's tokens, for each pair, in batched
-    forward passes.
-
-    Tokenization and truncation follow lm-evaluation-harness: a pair longer than the window loses tokens
-    from the left of the context. Pairs are sorted by length so a batch pads little; positions come from
-    the attention mask, so left or right padding and the batch size do not change the numbers.
-    """
+    """log p(continuation | context) summed over the continuation's tokens, for each pair of strings, in
+    batched forward passes; tokenized as lm-evaluation-harness does (`encode_pair`)."""
     assert len(contexts) == len(continuations)
-    assert padding_side in ("left", "right")
-    window = window or max_length(model, tokenizer)
-    seqs, n_conts = [], []
-    for ctx, cont in zip(contexts, continuations, strict=True):
-        ctx_ids, cont_ids = encode_pair(tokenizer, ctx, cont)
-        if not cont_ids:
-            raise ValueError(f"continuation {cont!r} has no tokens")
-        seqs.append((ctx_ids + cont_ids)[-(window + 1) :])  # the last token is only ever a target
-        n_conts.append(min(len(cont_ids), window))
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    requests = [encode_pair(tokenizer, c, x) for c, x in zip(contexts, continuations, strict=True)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return request_loglikelihoods(
+        model, requests, pad, window or max_length(model, tokenizer),
+        batch_size=batch_size, padding_side=padding_side, progress=progress,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def request_loglikelihoods(
+    model: torch.nn.Module,
+    requests: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    window: int,
+    *,
+    batch_size: int = 16,
+    padding_side: str = "left",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[float]:
+    """log P(continuation | context) for each (context ids, continuation ids).
+
+    As in lm-evaluation-harness, a pair longer than the window loses tokens from the left of the context:
+    the input is (context + continuation)[-(window + 1):][:-1]. Requests are sorted by length so a batch
+    pads little, and positions come from the attention mask. Left padding puts every continuation at the
+    end of its row, so the unembedding runs on the last L positions only (`logits_to_keep`); right
+    padding (the harness's) computes every position's logits. The two give the same numbers.
+    """
+    assert padding_side in ("left", "right")
+    seqs, n_conts = [], []
+    for ctx, cont in requests:
+        if not ctx or not cont:
+            raise ValueError("every request needs a context token and a continuation token")
+        if len(cont) > window:
+            raise UserError(f"a continuation of {len(cont)} tokens does not fit the model's {window}")
+        seqs.append((ctx + cont)[-(window + 1) :])  # the last token is only ever a target
+        n_conts.append(len(cont))
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     out = [0.0] * len(seqs)
     was_training = model.training
     model.eval()
     for s in range(0, len(order), batch_size):
         batch = order[s : s + batch_size]
         rows = [seqs[i][:-1] for i in batch]
-        targets = [[pad] * (len(seqs[i]) - 1 - n_conts[i]) + seqs[i][-n_conts[i] :] for i in batch]
-        is_cont = [[0] * (len(seqs[i]) - 1 - n_conts[i]) + [1] * n_conts[i] for i in batch]
-        padder = pad_right if padding_side == "right" else left_pad
-        ids, mask = padder(rows, pad)  # (B, T)
-        target_ids, _ = padder(targets, pad)  # (B, T): token t+1 under input position t
-        cont_mask, _ = padder(is_cont, 0)  # (B, T): 1 where the target is a continuation token
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-        keep = cont_mask.bool()  # (B, T)
-        # log-softmax over the continuation positions only: a (B, T, V) copy of the logits is GBs
-        logp = token_logprobs(logits[keep], target_ids[keep]).double()  # (N,) the batch's continuation tokens
-        row = torch.arange(len(batch)).unsqueeze(1).expand_as(keep)[keep]  # (N,) each token's row
-        sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, row, logp)  # (B,)
+        lens = torch.tensor([n_conts[i] for i in batch])  # (B,)
+        if padding_side == "left":
+            L = int(lens.max())
+            ids, mask = left_pad(rows, pad_id)  # (B, T)
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                logits_to_keep=L, use_cache=False,
+            ).logits  # (B, L, V): predictions of each row's last L tokens  # fmt: skip
+            targets = torch.tensor([([pad_id] * L + seqs[i][1:])[-L:] for i in batch])  # (B, L)
+            keep = torch.arange(L) >= (L - lens).unsqueeze(-1)  # (B, L) the continuation's tokens
+            logp = torch.where(keep, token_logprobs(logits, targets), 0.0)  # (B, L)
+        else:
+            ids, mask = pad_right(rows, pad_id)  # (B, T)
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
+            ).logits  # (B, T, V)
+            targets, _ = pad_right([seqs[i][1:] for i in batch], pad_id)  # (B, T): token t+1 under t
+            length = mask.sum(-1, keepdim=True)  # (B, 1)
+            t = torch.arange(ids.shape[1])  # (T,)
+            keep = (t >= length - lens.unsqueeze(-1)) & (t < length)  # (B, T) the continuation's tokens
+            logp = torch.where(keep, token_logprobs(logits, targets), 0.0)  # (B, T)
+        sums = logp.double().sum(-1)  # (B,)
         for i, v in zip(batch, sums.tolist(), strict=True):
             out[i] = v
+        if progress is not None:
+            progress(s + len(batch), len(order))
     model.train(was_training)
     return out
 
