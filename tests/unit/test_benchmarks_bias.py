@@ -9,6 +9,7 @@ import torch
 from instructrl.errors import UserError
 from instructrl.evaluation.benchmarks import bias as bs
 from instructrl.evaluation.benchmarks._results import INSTRUCTIONS
+from instructrl.evaluation.benchmarks.common import encode_pair, request_loglikelihoods
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 CROWS = FIXTURES / "crows-pairs-sample.csv"
@@ -70,11 +71,11 @@ def test_padded_batches_give_each_sequence_its_unpadded_log_likelihood(loaded):
         ("A much longer context here, and", " b"),
     ]
     texts += [("x", " The technician told the customer that she could pay with cash.")]
-    requests = [bs.encode_request(tok, c, x) for c, x in texts]
+    requests = [encode_pair(tok, c, x) for c, x in texts]
     lengths = {len(c) + len(x) for c, x in requests}
     assert len(lengths) == 4  # four different lengths: every batch of 4 pads
-    one_by_one = bs.continuation_logprobs(model, requests, tok.pad_token_id, 128, batch_size=1)
-    batched = bs.continuation_logprobs(model, requests, tok.pad_token_id, 128, batch_size=4)
+    one_by_one = request_loglikelihoods(model, requests, tok.pad_token_id, 128, batch_size=1)
+    batched = request_loglikelihoods(model, requests, tok.pad_token_id, 128, batch_size=4)
     direct = [direct_loglik(model, c + x, len(x)) for c, x in requests]
     assert batched == pytest.approx(direct, abs=1e-4)
     assert one_by_one == pytest.approx(direct, abs=1e-4)

@@ -29,6 +29,7 @@ import torch
 
 from instructrl.errors import UserError, where
 from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, Metric, mean, proportion
+from instructrl.evaluation.benchmarks.common import choice_loglikelihoods
 
 PRONOUNS = {
     "male": ("he", "him", "his"),
@@ -155,61 +156,6 @@ def detect(path: str | Path) -> str:
     )
 
 
-# --- log-likelihoods ----------------------------------------------------------------------------------------
-def encode_request(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) as lm-evaluation-harness encodes a log-likelihood request."""
-
-    def enc(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False).input_ids
-
-    if context == "":
-        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        return [prefix], enc(continuation)
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    whole, ctx = enc(context + continuation), enc(context)
-    return ctx, whole[len(ctx) :]
-
-
-@torch.no_grad()
-def continuation_logprobs(
-    model: torch.nn.Module,
-    requests: Sequence[tuple[list[int], list[int]]],
-    pad_id: int,
-    window: int,
-    batch_size: int = 32,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[float]:
-    """log P(continuation | context) for every (context ids, continuation ids), in left-padded batches of
-    similar length. A context longer than the window loses its start, as in the harness."""
-    from instructrl.models.generation import left_pad
-    from instructrl.models.scoring import response_logits, token_logprobs
-
-    out = [0.0] * len(requests)
-    order = sorted(range(len(requests)), key=lambda i: -sum(map(len, requests[i])))
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        rows, lens = [], []
-        for i in idx:
-            ctx, cont = requests[i]
-            assert ctx and cont, "every request needs a context token and a continuation"
-            if len(cont) >= window:
-                raise UserError(f"a continuation of {len(cont)} tokens does not fit the model's {window}")
-            rows.append((ctx + cont)[-window:])
-            lens.append(len(cont))
-        ids, mask = left_pad(rows, pad_id)  # (B, T)
-        L = max(lens)
-        logprobs = token_logprobs(response_logits(model, ids, mask, L), ids[:, -L:])  # (B, L)
-        keep = torch.arange(L) >= (L - torch.tensor(lens)).unsqueeze(-1)  # (B, L) the continuation's tokens
-        sums = torch.where(keep, logprobs, 0.0).sum(-1)  # (B,)
-        for i, v in zip(idx, sums.tolist(), strict=True):
-            out[i] = v
-        if progress is not None:
-            progress(s + len(idx), len(order))
-    return out
-
-
 # --- metrics ------------------------------------------------------------------------------------------------
 def entropy_bits(logliks: Sequence[float]) -> float:
     """Entropy (bits) of the choice among options with these log-likelihoods, normalised to sum to one."""
@@ -313,8 +259,10 @@ def evaluate_model(
             for choice in (w.occupation, w.participant)
         ]
     )
-    encoded = [encode_request(tok, c, x) for c, x in requests]
-    ll = continuation_logprobs(model, encoded, tok.pad_token_id, window, batch_size, progress)
+    ll = choice_loglikelihoods(
+        model, tok, [c for c, _ in requests], [x for _, x in requests],
+        batch_size=batch_size, window=window, progress=progress,
+    )  # fmt: skip
 
     out: dict[str, Metric] = {}
     if crows:
