@@ -13,6 +13,9 @@ from instructrl.demo.labelers import Labeler
 from instructrl.demo.world import World
 from instructrl.training import runtime
 
+# the quick demo runs once, in the first test's set-up: minutes, more on a loaded machine
+pytestmark = pytest.mark.timeout(1200)
+
 MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx", "bon_gold")
 
 
@@ -30,8 +33,8 @@ def quick_demo(tmp_path_factory):
         "step_sft",
         "step_rm",
         "step_ppo",
-        "step_round_rm",
-        "step_round_ppo",
+        "step_round_rankings",
+        "step_round",
     )
     for name in (*steps, "step_evaluate"):
         original = getattr(pipeline, name)
