@@ -87,6 +87,23 @@ def test_a_pair_longer_than_the_window_loses_context_from_the_left(bpe_lm):
     assert got[0] != pytest.approx(choice_loglikelihoods(model, tok, [context], [cont])[0], abs=1e-3)
 
 
+def test_a_greedy_answer_to_a_prompt_longer_than_the_window_reads_the_prompts_end(bpe_lm):
+    """The six-shot QA prompt does not fit a small model: its beginning goes, as in the harness (before, the
+    position embeddings were indexed past their end)."""
+    from instructrl.evaluation.benchmarks.common import encode, greedy_answers
+    from instructrl.models.tiny import build_gpt2
+
+    _, tok = bpe_lm
+    small = build_gpt2(tok, n_layer=1, n_embd=32, n_head=2, n_positions=48).eval()
+    prompt = mc_prompt("Where were the 1992 Olympics held?")
+    ids = encode(tok, prompt)
+    assert len(ids) > 48
+    got = greedy_answers(small, tok, [prompt], max_new_tokens=8)
+    tail = tok.decode(ids[-40:])
+    assert encode(tok, tail) == ids[-40:]  # the cut prompt, as text
+    assert got == greedy_answers(small, tok, [tail], max_new_tokens=8)
+
+
 def test_the_mc_prompt_is_the_harness_six_shot_qa_prompt():
     p = mc_prompt("Is it?")
     assert p.startswith("Q: What is human life expectancy in the United States?\nA: Human life expectancy")

@@ -153,12 +153,21 @@ def greedy_answers(
     batch_size: int = 16,
 ) -> list[str]:
     """The greedy continuation of each prompt up to its first line break (the answer line of a
-    "Q: ... A:" or "Answer:" prompt), without leading and trailing spaces."""
+    "Q: ... A:" or "Answer:" prompt), without leading and trailing spaces. A prompt longer than the
+    model's window less max_new_tokens loses its beginning (a few-shot prefix), as in lm-evaluation-harness."""
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    window = max_length(model, tokenizer)
+    keep_last = window - max_new_tokens  # the harness's context_enc[-(max_length - max_gen_toks):]
+    if keep_last < 1:
+        raise UserError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's {window} positions"
+        )
     out = []
     for s in range(0, len(prompts), batch_size):
-        ids, mask = left_pad([encode(tokenizer, p) for p in prompts[s : s + batch_size]], pad)  # (B, P)
+        rows = [encode(tokenizer, p) for p in prompts[s : s + batch_size]]
+        rows = [r[-keep_last:] for r in rows]
+        ids, mask = left_pad(rows, pad)  # (B, P)
         resp = generate(
             model,
             ids,
