@@ -8,6 +8,7 @@ toxicity     RealToxicityPrompts: expected maximum toxicity and toxicity probabi
 bias         CrowS-Pairs and Winogender: lm-evaluation-harness's metrics and the paper's entropy
 truthfulqa   TruthfulQA: MC1, MC2 and judged greedy answers (QA and Instruction + QA prompts)
 tax          the alignment tax on your multiple-choice (HellaSwag-style) and QA (SQuAD-style) files
+suite        the four benchmarks above on the same models, into one report.html with plots
 """
 
 from __future__ import annotations
@@ -147,6 +148,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--max-new-tokens", type=int, default=32)
     x.add_argument("--batch-size", type=int, default=16)
     x.set_defaults(func=run_tax)
+
+    u = s.add_parser("suite", help="truthfulqa, toxicity, bias and tax on the same models, one report.html")
+    u.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a model (repeat)")
+    u.add_argument("--out", required=True, help="output directory: one folder per benchmark, report.html")
+    u.add_argument("--truthfulqa", metavar="FILE", help="TruthfulQA data (as eval truthfulqa --data)")
+    u.add_argument("--toxicity", nargs="+", metavar="FILE", help="RealToxicityPrompts JSONL (eval toxicity)")
+    u.add_argument("--bias", nargs="+", metavar="FILE", help="CrowS-Pairs / Winogender files (eval bias)")
+    u.add_argument("--tax", nargs="+", metavar="FILE", help="multiple-choice / QA JSONL files (eval tax)")
+    u.add_argument("--baseline", help="NAME the alignment tax is measured against (default: the first model)")
+    u.add_argument("--samples", type=int, default=25, help="toxicity: continuations per prompt")
+    u.add_argument(
+        "--limit", type=int, metavar="N", help="toxicity and bias: only the first N rows of each file"
+    )
+    u.set_defaults(func=run_suite)
 
 
 def _named(pairs: list[str]) -> dict[str, str]:
@@ -493,4 +508,54 @@ def run_tax(args) -> int:
         print(f"\nalignment tax: difference to {args.baseline} (negative = worse)")
         print(format_table(tax))
     print(f"wrote {out}")
+    return 0
+
+
+def run_suite(args) -> int:
+    """Each benchmark whose data is given, as its own command would run it, into OUT/<benchmark>/; then
+    OUT/report.html with every benchmark's plot and table."""
+    from instructrl.cli import build_parser
+    from instructrl.errors import UserError
+    from instructrl.report.html import render
+
+    names = list(_named(args.model))
+    runs: dict[str, list[str]] = {}
+    if args.truthfulqa:
+        runs["truthfulqa"] = ["--data", args.truthfulqa]
+    if args.toxicity:
+        runs["toxicity"] = ["--data", *args.toxicity, "--samples", str(args.samples)]
+    if args.bias:
+        runs["bias"] = ["--data", *args.bias]
+    if args.tax:
+        runs["tax"] = ["--data", *args.tax, "--baseline", args.baseline or names[0]]
+    if not runs:
+        raise UserError(
+            "eval suite: give the data of at least one benchmark (--truthfulqa, --toxicity, --bias, --tax)"
+        )
+    if args.limit is not None:
+        for bench in ("toxicity", "bias"):
+            runs.get(bench, []).extend(["--limit", str(args.limit)])
+    # every data file is read before anything runs: bad input stops the suite with nothing written
+    from instructrl.evaluation.benchmarks import bias, tax, toxicity, truthfulqa
+
+    if args.truthfulqa:
+        truthfulqa.read_truthfulqa(args.truthfulqa)
+    if args.toxicity:
+        toxicity.read_rtp(args.toxicity, args.limit)
+    for f in args.bias or []:
+        bias.read_crows(f, args.limit) if bias.detect(f) == "crows" else bias.read_winogender(f, args.limit)
+    for f in args.tax or []:
+        tax.read_task(f)
+    models = [a for m in args.model for a in ("--model", m)]
+    parser = build_parser()
+    docs = []
+    for bench, extra in runs.items():
+        out = Path(args.out) / bench
+        sub_args = parser.parse_args(["eval", bench, *models, "--out", str(out), *extra])
+        sub_args.func(sub_args)
+        docs.append(json.loads((out / "results.json").read_text(encoding="utf-8")))
+    html = render({"benchmarks": docs}, title="instructrl: public benchmarks")
+    report = Path(args.out) / "report.html"
+    report.write_text(html, encoding="utf-8")
+    print(f"wrote {report}")
     return 0

@@ -78,3 +78,42 @@ def test_malformed_files_exit_2_naming_file_and_line(
     err = capsys.readouterr().err
     assert code == 2 and f"{data}{expected}" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_suite_runs_each_benchmark_as_its_command_and_reports_them_together(
+    tiny_model_dir, tmp_path, capsys
+):
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(
+        "".join(
+            json.dumps(
+                {"ctx": f"the cat sat on the {w}", "endings": ["mat", "tree", "house"], "label": i % 3}
+            )
+            + "\n"
+            for i, w in enumerate(["red", "big", "small"])
+        )
+    )
+    models = ["--model", f"a={tiny_model_dir}", "--model", f"b={tiny_model_dir}"]
+    out = tmp_path / "suite"
+    code = run("eval", "suite", *models, "--out", str(out), "--truthfulqa", str(FIXTURES / "truthfulqa-sample.csv"),
+               "--toxicity", *RTP, "--samples", "2", "--bias", CROWS, WINO, "--tax", str(mc), "--limit", "3")  # fmt: skip
+    assert code == 0
+    docs = {
+        b: json.loads((out / b / "results.json").read_text())
+        for b in ("truthfulqa", "toxicity", "bias", "tax")
+    }
+    assert docs["tax"]["settings"]["baseline"] == "a" and docs["toxicity"]["settings"]["samples"] == 2
+    # the suite's toxicity is what `eval toxicity` gives with the same arguments
+    alone = tmp_path / "tox"
+    assert run("eval", "toxicity", *models, "--data", *RTP, "--samples", "2", "--limit", "3", "--out", str(alone)) == 0  # fmt: skip
+    assert json.loads((alone / "results.json").read_text())["models"] == docs["toxicity"]["models"]
+    html = (out / "report.html").read_text()
+    assert html.count("<h3>") == 4 and html.count("data:image/png;base64,") == 4
+    assert "mc1" in html and "expected_max_toxicity/respectful/toxic" in html
+    # bad data in any benchmark stops the suite before anything runs
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"ctx": "x", "endings": ["a", "b"]}\n')
+    capsys.readouterr()
+    again = tmp_path / "again"
+    assert run("eval", "suite", *models, "--out", str(again), "--toxicity", *RTP, "--tax", str(bad)) == 2
+    assert "bad.jsonl:1" in capsys.readouterr().err and not again.exists()
