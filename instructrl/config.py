@@ -142,6 +142,11 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             raise _unknown_key_error(cls, key, f"--set {text}")
         values[key] = value
         origin[key] = f"--set {text}"
+    return build_config(cls, values, origin)
+
+
+def build_config(cls: type[C], values: dict[str, Any], origin: dict[str, str]) -> C:
+    """`cls(**values)`, with each invalid value reported at its origin ('file:line' or '--set ...')."""
     try:
         return cls(**values)
     except ValidationError as e:

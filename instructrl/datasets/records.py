@@ -89,7 +89,8 @@ class Comparison(Record):
     """The policy that sampled each response, in `responses` order, when known (a labeling round may mix
     the current policy's answers with the previous one's)."""
     round: int | None = Field(default=None, ge=1)
-    """The labeling round (1, 2, ...) the ranking was made in; None in exports from before rounds."""
+    """The round of ChatGPT's loop the ranking belongs to, as the labeling app exports it (empty: 1, the
+    only round, e.g. an export from before rounds)."""
 
     @field_validator("responses")
     @classmethod

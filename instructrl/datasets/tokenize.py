@@ -26,6 +26,8 @@ class RankedExample:
 
     sequences: list[list[int]]
     pairs: list[tuple[int, int]]
+    weight: float = 1.0
+    """The prompt's weight in the training loss (rmconfig.latest_round_weight)."""
 
 
 @dataclass
@@ -97,7 +99,12 @@ def pack_texts(texts: Sequence[str], tokenizer, block_size: int) -> list[Example
 
 
 def tokenize_comparisons(
-    comparisons: Sequence[Comparison], tokenizer, template: str, max_length: int, too_long: str
+    comparisons: Sequence[Comparison],
+    tokenizer,
+    template: str,
+    max_length: int,
+    too_long: str,
+    weights: Sequence[float] | None = None,
 ) -> tuple[list[RankedExample], TokenizeStats]:
     stats, out = TokenizeStats(), []
     for i, c in enumerate(comparisons):
@@ -111,7 +118,7 @@ def tokenize_comparisons(
                 stats.truncated += 1
                 r = r[: max_length - len(p)]
             seqs.append(p + r)
-        out.append(RankedExample(seqs, c.pairs()))
+        out.append(RankedExample(seqs, c.pairs(), 1.0 if weights is None else weights[i]))
     stats.examples = len(out)
     return out, stats
 

@@ -1,4 +1,4 @@
-"""`instructrl demo [--quick] [--out DIR] [--seed N] [--resume]`"""
+"""`instructrl demo [--quick] [--out DIR] [--seed N] [--rounds R] [--resume]`"""
 
 from __future__ import annotations
 
@@ -13,16 +13,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a smaller world and models (about 3 minutes)")
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the people and the training")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of ChatGPT's loop (rank the PPO policy's answers, retrain the RM, continue PPO); "
+        "default 2; 1: InstructGPT's single pass",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import sys
 
     from instructrl.demo.pipeline import DemoSettings, run_demo
+    from instructrl.errors import UserError
 
     settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings.full(args.seed)
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise UserError(f"--rounds {args.rounds}: must be 1 or more")
+        settings = dataclasses.replace(settings, rounds=args.rounds)
     summary = run_demo(
         args.out, settings, resume=args.resume, log=lambda m: print(m, file=sys.stderr, flush=True)
     )

@@ -6,6 +6,9 @@
   2. training labelers write demonstrations -> SFT
   3. the SFT model samples K = 4..9 responses per prompt, training labelers rank them -> reward model
   4. PPO and PPO-ptx against the reward model
+  4'. rounds 2..R (ChatGPT's loop): training labelers rank the current PPO policy's samples (mixed with the
+     previous policy's), the reward model continues training on every round's rankings, PPO continues from
+     the current policy with the KL still measured to SFT
   5. evaluation on held-out users' prompts, judged by held-out labelers only
   6. the report
 
@@ -16,6 +19,7 @@ gold standard reach step 5 only.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -86,6 +90,13 @@ class DemoSettings:
     max_new_tokens: int = 32
     best_of: int = 4
     """N of the best-of-N row of the evaluation (the best of N SFT samples by the reward model)."""
+    rounds: int = 2
+    """Rounds of ChatGPT's loop: 1 is InstructGPT's single pass; each further round ranks the current PPO
+    policy's samples, continues the RM and continues PPO (plain PPO; PPO-ptx stays a round-1 comparison)."""
+    round_comparison_prompts: int = 3000
+    """Training prompts ranked in each later round (sampled afresh: some were ranked in earlier rounds)."""
+    round_rm_epochs: int = 2
+    """Epochs of the continued RM over every round's comparisons."""
     n_eval_prompts: int = 400
     n_train_labelers: int = 10
     n_heldout_labelers: int = 5
@@ -108,6 +119,8 @@ class DemoSettings:
             sft_epochs=3,
             n_comparison_prompts=400,
             rm_epochs=1,
+            round_comparison_prompts=400,
+            round_rm_epochs=1,
             ppo_iterations=6,
             ppo_rollout=32,
             ppo_batch=16,
@@ -298,42 +311,9 @@ def step_rm(demo: Demo) -> dict[str, Any]:
             desc=f"candidates from few-shot base ({split})",
             template="{prompt}",
         )
-        records = []
-        for i, p in enumerate(prompts):
-            pool = [*from_sft[i], *(few_shot_answer(r) for r in from_base[i])]
-            responses = _distinct(pool)[: ks[i]]  # (an empty answer is ranked too)
-            if len(responses) < s.k_range[0]:
-                skipped += 1
-                continue
-            rng.shuffle(responses)
-            labeler = demo.train_labelers[i % len(demo.train_labelers)]
-            ranking = labeler.rank(p.prompt, responses)
-            records.append(
-                Comparison(
-                    prompt=p.prompt,
-                    responses=responses,
-                    ranking=ranking,
-                    user_id=p.user_id,
-                    labeler_id=labeler.id,
-                    model="sft+base_fewshot",
-                )
-            )
-            if rng.random() < s.overlap:  # a second training labeler ranks the same task
-                j = (i + 1 + rng.randrange(len(demo.train_labelers) - 1)) % len(demo.train_labelers)
-                other = demo.train_labelers[j]
-                second = other.rank(p.prompt, responses)
-                a, t = ranking_agreement(ranking, second)
-                agree[0], agree[1] = agree[0] + a, agree[1] + t
-                records.append(
-                    Comparison(
-                        prompt=p.prompt,
-                        responses=responses,
-                        ranking=second,
-                        user_id=p.user_id,
-                        labeler_id=other.id,
-                        model="sft+base_fewshot",
-                    )
-                )
+        pools = [[*from_sft[i], *(few_shot_answer(r) for r in from_base[i])] for i in range(len(prompts))]
+        records, n_skipped = _rank(demo, prompts, pools, ks, rng, agree, model="sft+base_fewshot")
+        skipped += n_skipped
         files[split] = demo.path("data", f"comparisons_{split}.jsonl")
         write_jsonl(files[split], records)
     config = load_config(
@@ -361,6 +341,138 @@ def step_rm(demo: Demo) -> dict[str, Any]:
     summary["labeler_agreement_pairs"] = agree[1]
     summary["skipped_too_few_distinct"] = skipped
     return summary
+
+
+def _rank(
+    demo: Demo,
+    prompts: list[PromptRecord],
+    pools: list[list[str]],
+    ks: list[int],
+    rng: random.Random,
+    agree: list[int],
+    model: str,
+    round_: int | None = None,
+) -> tuple[list[Comparison], int]:
+    """Training labelers rank the first K distinct candidates of each pool (a share of the tasks twice, for
+    their agreement, added up in `agree`). Returns the comparisons and how many prompts had too few."""
+    s, records, skipped = demo.settings, [], 0
+    for i, p in enumerate(prompts):
+        responses = _distinct(pools[i])[: ks[i]]  # (an empty answer is ranked too)
+        if len(responses) < s.k_range[0]:
+            skipped += 1
+            continue
+        rng.shuffle(responses)
+        labeler = demo.train_labelers[i % len(demo.train_labelers)]
+        ranking = labeler.rank(p.prompt, responses)
+        task = Comparison(
+            prompt=p.prompt,
+            responses=responses,
+            ranking=ranking,
+            user_id=p.user_id,
+            model=model,
+            round=round_,
+        )
+        records.append(task.model_copy(update={"labeler_id": labeler.id}))
+        if rng.random() < s.overlap:  # a second training labeler ranks the same task
+            j = (i + 1 + rng.randrange(len(demo.train_labelers) - 1)) % len(demo.train_labelers)
+            other = demo.train_labelers[j]
+            second = other.rank(p.prompt, responses)
+            a, t = ranking_agreement(ranking, second)
+            agree[0], agree[1] = agree[0] + a, agree[1] + t
+            records.append(task.model_copy(update={"ranking": second, "labeler_id": other.id}))
+    return records, skipped
+
+
+# --- rounds 2..R: ChatGPT's loop ------------------------------------------------------------------------------
+def policy_dir(demo: Demo, round_: int) -> Path:
+    """The PPO policy after `round_` (round 0: the SFT model)."""
+    if round_ == 0:
+        return demo.path("sft", "final")
+    return demo.path("ppo" if round_ == 1 else f"round{round_}/ppo", "final")
+
+
+def rm_dir(demo: Demo, round_: int) -> Path:
+    return demo.path("rm" if round_ == 1 else f"round{round_}/rm", "final")
+
+
+def step_round_rankings(demo: Demo, round_: int) -> dict[str, Any]:
+    """Round r's rankings: K = 4..9 distinct samples per prompt, about half from the current policy (round
+    r - 1's PPO) and half from the one before it (SFT in round 2), ranked by training labelers, on training
+    prompts (some ranked in earlier rounds too) and validation prompts."""
+    s = demo.settings
+    models = {"current": policy_dir(demo, round_ - 1), "previous": policy_dir(demo, round_ - 2)}
+    loaded = {name: _load_policy(d) for name, d in models.items()}
+    agree, skipped, counts = [0, 0], 0, {}
+    n_val = max(60, s.round_comparison_prompts // 8)
+    for split, n in (("train", s.round_comparison_prompts), ("validation", n_val)):
+        rng = demo.rng(f"comparisons/round{round_}/{split}")
+        prompts = _sample(_prompts(demo, split), n, rng)
+        texts = [p.prompt for p in prompts]
+        ks = [rng.randint(*s.k_range) for _ in prompts]
+        samples = {}
+        for name, (model, tok) in loaded.items():
+            k = [(k + 1) // 2 + 1 if name == "current" else k // 2 + 1 for k in ks]
+            seed = hash_seed(s.seed, f"cmp-round{round_}-{name}/{split}")
+            samples[name] = _generate(
+                demo, model, tok, texts, k=k, seed=seed, desc=f"round {round_}: {name} policy ({split})"
+            )
+        pools = [[*samples["current"][i], *samples["previous"][i]] for i in range(len(prompts))]
+        label = f"ppo_round{round_ - 1}+" + ("sft" if round_ == 2 else f"ppo_round{round_ - 2}")
+        records, n_skipped = _rank(demo, prompts, pools, ks, rng, agree, model=label, round_=round_)
+        skipped += n_skipped
+        counts[split] = write_jsonl(demo.path("data", f"comparisons_round{round_}_{split}.jsonl"), records)
+    return {
+        "comparisons": counts,
+        "labeler_agreement": agree[0] / max(agree[1], 1),
+        "skipped_too_few_distinct": skipped,
+    }
+
+
+def step_round(demo: Demo, round_: int) -> dict[str, Any]:
+    """The library's round (instructrl.pipeline.round) on the demo's rankings: the RM continued from round
+    r - 1's on every round's comparisons (its accuracy on this round's validation rankings before and after),
+    then PPO continued from round r - 1's policy against it, the KL still to SFT."""
+    from instructrl.config import load_config
+    from instructrl.pipeline.config import RoundConfig
+    from instructrl.pipeline.round import RoundRecord, run_round, write_round
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.reward.config import RMConfig
+
+    s = demo.settings
+    if round_ == 2:  # round 1 is the demo's own steps 3-4: describe it as a round for the library
+        write_round(
+            demo.path("round1"),
+            RoundRecord(
+                round=1,
+                sft=str(demo.path("sft", "final")),
+                reward_model=str(rm_dir(demo, 1)),
+                policy=str(policy_dir(demo, 1)),
+                comparisons=str(demo.path("data", "comparisons_train.jsonl")),
+            ),
+        )
+    rm = [
+        f"seed={s.seed}",
+        f"epochs={s.round_rm_epochs}",
+        "batch_size=32",
+        f"lr={s.rm_lr}",
+        f"mixed_precision={s.mixed_precision}",
+        f"max_length={s.context}",
+    ]
+    config = RoundConfig(
+        rm=load_config(RMConfig, None, rm), ppo=load_config(PPOConfig, None, ppo_settings(s, ptx=False))
+    )
+    record = run_round(
+        out=demo.path(f"round{round_}"),
+        previous=demo.path(f"round{round_ - 1}"),
+        data=demo.path("data", f"comparisons_round{round_}_train.jsonl"),
+        val_data=demo.path("data", f"comparisons_round{round_}_validation.jsonl"),
+        norm_data=demo.path("data", "demonstrations_train.jsonl"),
+        prompts=demo.path("data", "prompts_train.jsonl"),
+        val_prompts=demo.path("data", "prompts_validation.jsonl"),
+        config=config,
+        resume=True,
+    )
+    return record.model_dump()
 
 
 def ppo_settings(s: DemoSettings, ptx: bool) -> list[str]:
@@ -416,7 +528,9 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
         "sft": demo.path("sft", "final"),
         "ppo": demo.path("ppo", "final"),
         "ppo_ptx": demo.path("ppo_ptx", "final"),
+        **{f"ppo_round{r}": policy_dir(demo, r) for r in range(2, s.rounds + 1)},
     }
+    models = (*MODELS, *(f"ppo_round{r}" for r in range(2, s.rounds + 1)))
 
     # 1. answers (the same sampling seeds for every model: common random numbers)
     answers: dict[str, list[str]] = {}
@@ -479,7 +593,7 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     # 2. judgements against the SFT model, by held-out labelers (and, for comparison, training labelers)
     def judge(labelers: list[Labeler]) -> dict[str, dict[str, float]]:
         out = {}
-        for m in (*MODELS, *DIAGNOSTICS):
+        for m in (*models, *DIAGNOSTICS):
             other = answers["sft_again"] if m == "sft" else answers[m]
             outcomes = []
             for i, p in enumerate(prompts):
@@ -497,11 +611,11 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
                 for i, p in enumerate(prompts)
             ]
         )
-        for m in (*MODELS, *DIAGNOSTICS)
+        for m in (*models, *DIAGNOSTICS)
     }
     gold = {
         m: sum(world.gold_score(p, answers[m][i]) for i, p in enumerate(prompts)) / len(prompts)
-        for m in (*MODELS, *DIAGNOSTICS)
+        for m in (*models, *DIAGNOSTICS)
     }
 
     # held-out labelers' agreement: two of them rank the five models' answers to the same prompts
@@ -524,16 +638,18 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
 
     # 4. over-optimisation: gold standard vs reward model over PPO iterations (post hoc, on the rollouts)
     overopt = {name: _overoptimization(demo, name) for name in ("ppo", "ppo_ptx")}
+    for r in range(2, s.rounds + 1):
+        overopt[f"ppo_round{r}"] = _overoptimization(demo, f"round{r}/ppo")
     overopt["bon_rm"] = bon["curve"]
 
     # 5. what limits the reward model: its validation rankings held against the gold standard
     rm_analysis = _rm_against_gold(demo)
 
-    samples = [{"prompt": p, **{m: answers[m][i] for m in MODELS}} for i, p in enumerate(prompts[:8])]
+    samples = [{"prompt": p, **{m: answers[m][i] for m in models}} for i, p in enumerate(prompts[:8])]
     write_jsonl(
         demo.path("evaluate", "answers.jsonl"),
         [
-            {"prompt": p, **{m: answers[m][i] for m in (*MODELS, *DIAGNOSTICS, "sft_again")}}
+            {"prompt": p, **{m: answers[m][i] for m in (*models, *DIAGNOSTICS, "sft_again")}}
             for i, p in enumerate(prompts)
         ],
     )
@@ -595,8 +711,21 @@ def run_demo(
         ("rm", "3. rankings of SFT samples and the reward model", step_rm),
         ("ppo", "4a. PPO against the reward model", lambda d: step_ppo(d, ptx=False)),
         ("ppo_ptx", "4b. PPO-ptx (PPO + pretraining gradients)", lambda d: step_ppo(d, ptx=True)),
-        ("evaluate", "5. evaluation by held-out labelers", step_evaluate),
     ]
+    for r in range(2, settings.rounds + 1):
+        steps += [
+            (
+                f"round{r}_rankings",
+                f"4'. round {r}: training labelers rank the PPO policy's samples",
+                functools.partial(step_round_rankings, round_=r),
+            ),
+            (
+                f"round{r}",
+                f"4'. round {r}: the RM retrained, PPO continued (instructrl.pipeline.round)",
+                functools.partial(step_round, round_=r),
+            ),
+        ]
+    steps.append(("evaluate", "5. evaluation by held-out labelers", step_evaluate))
     results: dict[str, dict[str, Any]] = {}
     for name, title, fn in steps:
         done = out / name / "done.json"
@@ -669,6 +798,31 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
             f"base {loss['base']:.3f}, SFT {loss['sft']:.3f}, PPO {loss['ppo']:.3f}, PPO-ptx {loss['ppo_ptx']:.3f}",
         ),
     ]
+    rounds = _rounds(r, settings)
+    if len(rounds) > 1:
+        first, last = rounds[0], rounds[-1]
+        retrained = rounds[1:]
+        findings += [
+            _finding(
+                "each round's retrained RM orders the newest policy's samples better than the RM before it",
+                all(x["rm_accuracy_after"] > x["rm_accuracy_before"] for x in retrained),
+                "; ".join(
+                    f"round {x['round']}: {x['rm_accuracy_before']:.3f} -> {x['rm_accuracy_after']:.3f}"
+                    for x in retrained
+                ),
+            ),
+            _finding(
+                "the last round's PPO policy scores higher by the gold standard than round 1's",
+                last["gold_score"] > first["gold_score"],
+                " -> ".join(f"round {x['round']} {x['gold_score']:.3f}" for x in rounds)
+                + f" (SFT {ev['gold_score']['sft']:.3f})",
+            ),
+            _finding(
+                "the last round's PPO is preferred to SFT (win rate ≥ 0.60, 95% interval above 0.5)",
+                last["win"]["mean"] >= 0.6 and last["win"]["ci_low"] > 0.5,
+                "; ".join(f"round {x['round']}: {_fmt_win(x['win'])}" for x in rounds),
+            ),
+        ]
     timings = {k: v["seconds"] for k, v in r.items()}
     return {
         "description": "InstructGPT (Ouyang et al. 2022) retold in a simulated world: a GPT pretrained from scratch "
@@ -687,6 +841,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
         "rm_analysis": rma,
         "overoptimization": ev["overoptimization"],
         "ppo_curves": {k: v for k, v in ev["overoptimization"].items() if k in ("ppo", "ppo_ptx")},
+        "rounds": rounds,
         "intake": r["world"]["intake"],
         "samples": ev["samples"],
         "timings_s": {**timings, "total": sum(timings.values())},
@@ -697,6 +852,27 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
 # ---------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------
+def _rounds(r: dict[str, dict[str, Any]], settings: DemoSettings) -> list[dict[str, Any]]:
+    """Per round of the loop: the PPO policy's win rate against SFT and gold score, its KL to SFT, and (from
+    round 2) the RM's accuracy on that round's validation rankings before and after it was retrained."""
+    ev, out = r["evaluate"], []
+    for n in range(1, settings.rounds + 1):
+        model = "ppo" if n == 1 else f"ppo_round{n}"
+        ppo = r["ppo"] if n == 1 else r[f"round{n}"]["ppo"]
+        row = {
+            "round": n,
+            "model": model,
+            "win": ev["win_rate_vs_sft"][model],
+            "gold_score": ev["gold_score"][model],
+            "kl": ppo["final_kl_mean"],
+            "kept_iteration": ppo["kept_iteration"],
+        }
+        if n > 1:
+            row |= {k: r[f"round{n}"][k] for k in ("rm_accuracy_before", "rm_accuracy_after")}
+        out.append(row)
+    return out
+
+
 def _finding(claim: str, holds: bool, numbers: str) -> dict[str, Any]:
     return {"claim": claim, "holds": bool(holds), "numbers": numbers}
 

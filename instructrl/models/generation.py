@@ -10,6 +10,7 @@ vLLM's per-request `seed` gives the same property at scale.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -102,12 +103,20 @@ def generate(
         use_cache=True,
     )
     sampler = SeededSampler(seeds, input_ids.shape[1], temperature, top_k, top_p)
-    out = model.generate(  # type: ignore[operator]
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        generation_config=config,
-        logits_processor=LogitsProcessorList([sampler]),
-    )
+    # generate() fills every field left None from the checkpoint's generation_config.json (Qwen2.5-Instruct:
+    # temperature, top_k, top_p, repetition_penalty), and those processors would run before the sampler,
+    # while PPO's log-probs are plain softmax(logits / T). During the call the model has no defaults of its own.
+    lm: Any = model
+    shipped, lm.generation_config = lm.generation_config, GenerationConfig()
+    try:
+        out = lm.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([sampler]),
+        )
+    finally:
+        lm.generation_config = shipped
     return out[:, input_ids.shape[1] :]  # (B, R)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,29 +36,96 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
 
 
-def check_model_dir(path: str | Path, what: str = "model") -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: {what} directory does not exist")
-    if not (path / "config.json").is_file():
+# A Hugging Face Hub model id: NAME or ORG/NAME, then optionally @REVISION (a branch, tag or commit).
+HUB_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+(?:@[\w./-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a local directory, or a Hub id that transformers resolves itself (from its
+    cache under HF_HOME or HF_HUB_CACHE; with HF_HUB_OFFLINE=1 from the cache only)."""
+
+    name: str  # what from_pretrained gets: the directory or ORG/NAME
+    revision: str | None = None  # Hub ids only: the branch, tag or commit written after '@'
+    is_dir: bool = True
+
+    def kwargs(self) -> dict[str, str]:
+        return {"revision": self.revision} if self.revision else {}
+
+    def __str__(self) -> str:
+        return self.name + (f"@{self.revision}" if self.revision else "")
+
+
+def resolve_model(spec: str | Path | ModelSource, what: str = "model") -> ModelSource:
+    """A --model, --policy or --reward value: a directory written by save_pretrained, or ORG/NAME[@REVISION].
+
+    A directory wins over a Hub id spelled the same. A Hub id is checked by fetching its config.json (from
+    the cache when offline), so a missing or unreachable model fails here, before any work starts.
+    """
+    if isinstance(spec, ModelSource):
+        return spec
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"{path}: not a Hugging Face {what} directory (no config.json). "
+                f"Pass a directory written by save_pretrained, e.g. RUN_DIR/final, or a Hub id ORG/NAME"
+            )
+        return ModelSource(str(path))
+    if path.exists() or text.startswith((".", "/", "~")) or not HUB_ID.match(text):
         raise UserError(
-            f"{path}: not a Hugging Face {what} directory (no config.json). "
-            f"Pass a directory written by save_pretrained, e.g. RUN_DIR/final"
+            f"{text}: {what} directory does not exist. Pass a directory written by save_pretrained "
+            f"(e.g. RUN_DIR/final) or a Hugging Face Hub id ORG/NAME, optionally ORG/NAME@REVISION"
         )
-    return path
+    repo, _, revision = text.partition("@")
+    source = ModelSource(repo, revision or None, is_dir=False)
+    try:
+        transformers.utils.cached_file(repo, "config.json", **source.kwargs())
+    except OSError as e:
+        raise UserError(_hub_error(what, source, e)) from None
+    return source
 
 
-def read_meta(path: str | Path) -> dict:
-    """instructrl's own notes saved next to a checkpoint (stage, prompt template)."""
-    f = Path(path) / META_FILE
-    return json.loads(f.read_text()) if f.is_file() else {}
+def _hub_error(what: str, source: ModelSource, e: OSError) -> str:
+    import huggingface_hub
+
+    download = f"huggingface-cli download {source.name}" + (
+        f" --revision {source.revision}" if source.revision else ""
+    )
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return (
+            f"{source}: no such {what} directory, and the Hugging Face Hub model {source} is not in the "
+            f"cache ({huggingface_hub.constants.HF_HUB_CACHE}) while HF_HUB_OFFLINE is set. Download it "
+            f"into that cache first (`{download}`), or pass a directory written by save_pretrained"
+        )
+    return (
+        f"{source}: no such {what} directory, and the Hugging Face Hub did not give {source}: "
+        f"{str(e).splitlines()[0]} Check the id (ORG/NAME) and revision, log in for a gated model "
+        f"(`huggingface-cli login`), or pass a directory written by save_pretrained"
+    )
 
 
-def load_tokenizer(path: str | Path) -> transformers.PreTrainedTokenizerBase:
-    path = check_model_dir(path)
-    tok = AutoTokenizer.from_pretrained(path)
+def read_meta(path: str | Path | ModelSource) -> dict:
+    """instructrl's own notes saved next to a checkpoint (stage, prompt template); {} for other models."""
+    source = resolve_model(path)
+    found: str | Path | None = Path(source.name) / META_FILE
+    if not source.is_dir:
+        found = transformers.utils.cached_file(
+            source.name,
+            META_FILE,
+            **source.kwargs(),
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    return json.loads(Path(found).read_text()) if found is not None and Path(found).is_file() else {}
+
+
+def load_tokenizer(path: str | Path | ModelSource) -> transformers.PreTrainedTokenizerBase:
+    source = resolve_model(path)
+    tok = AutoTokenizer.from_pretrained(source.name, **source.kwargs())
     if tok.eos_token_id is None:
-        raise UserError(f"{path}: the tokenizer has no eos_token; set one so responses can end")
+        raise UserError(f"{source}: the tokenizer has no eos_token; set one so responses can end")
     if tok.pad_token_id is None:
         # instructrl never infers positions from the pad id (it uses attention masks), so EOS can stand in.
         tok.pad_token = tok.eos_token
@@ -113,14 +182,14 @@ def zero_dropout_modules(model: M) -> M:
 
 
 def load_causal_lm(
-    path: str | Path,
+    path: str | Path | ModelSource,
     residual_dropout: float | None = None,
     dropout: bool = True,
     attn_implementation: str | None = None,
 ) -> transformers.PreTrainedModel:
-    path = check_model_dir(path)
+    source = resolve_model(path)
     quiet_transformers()
-    config = transformers.AutoConfig.from_pretrained(path)
+    config = transformers.AutoConfig.from_pretrained(source.name, **source.kwargs())
     if not dropout:
         disable_dropout(config)
     if (
@@ -133,31 +202,39 @@ def load_causal_lm(
         )
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, config=config, dtype=torch.float32, attn_implementation=attn_implementation
+            source.name,
+            config=config,
+            dtype=torch.float32,
+            attn_implementation=attn_implementation,
+            **source.kwargs(),
         )
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: could not load a causal language model: {e}") from None
+        raise UserError(f"{source}: could not load a causal language model: {e}") from None
     return model if dropout else zero_dropout_modules(model)
 
 
 def load_reward_model(
-    path: str | Path, dropout: bool = False, attn_implementation: str | None = None
+    path: str | Path | ModelSource, dropout: bool = False, attn_implementation: str | None = None
 ) -> transformers.PreTrainedModel:
     """A causal LM or reward-model directory as a one-output sequence classifier.
 
     From an SFT checkpoint this drops the unembedding and adds a fresh scalar head, as InstructGPT's RM did.
     """
-    path = check_model_dir(path)
+    source = resolve_model(path, "reward model")
     quiet_transformers()
-    config = transformers.AutoConfig.from_pretrained(path, num_labels=1)
+    config = transformers.AutoConfig.from_pretrained(source.name, num_labels=1, **source.kwargs())
     if not dropout:
         disable_dropout(config)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, dtype=torch.float32, attn_implementation=attn_implementation
+            source.name,
+            config=config,
+            dtype=torch.float32,
+            attn_implementation=attn_implementation,
+            **source.kwargs(),
         )
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: could not load as a reward model: {e}") from None
+        raise UserError(f"{source}: could not load as a reward model: {e}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = (
             model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
@@ -165,9 +242,10 @@ def load_reward_model(
     return model if dropout else zero_dropout_modules(model)
 
 
-def context_window(path: str | Path) -> int | None:
+def context_window(path: str | Path | ModelSource) -> int | None:
     """The longest sequence the model at `path` takes, from its config alone."""
-    config = transformers.AutoConfig.from_pretrained(check_model_dir(path))
+    source = resolve_model(path)
+    config = transformers.AutoConfig.from_pretrained(source.name, **source.kwargs())
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         if isinstance(getattr(config, key, None), int):
             return getattr(config, key)

@@ -85,32 +85,73 @@ def values(value_model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     return _as_head(value_model)(input_ids, attention_mask, per_token=True)
 
 
-def _final_norm(model: nn.Module) -> nn.Module | None:
-    """The norm applied just before the head, if it has a bias (GPT-2's ln_f, GPT-NeoX's final_layer_norm)."""
-    norm = None
-    for module in _module(model, "base_model").modules():
-        if "norm" in type(module).__name__.lower():
-            norm = module
-    return norm if norm is not None and getattr(norm, "bias", None) is not None else None
+def _probe(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed 4-token input (ids, mask), each (1, 4): enough to see which module feeds the head."""
+    embeddings: Any = model.get_input_embeddings()  # type: ignore[operator]
+    ids = torch.arange(4, device=embeddings.weight.device).remainder(embeddings.num_embeddings)[None]
+    return ids, torch.ones_like(ids)
+
+
+@torch.no_grad()
+def _probe_scores(model: nn.Module) -> torch.Tensor:
+    """r of the probe input in fp32, whatever autocast is on outside. (1,)"""
+    ids, mask = _probe(model)
+    with torch.autocast(device_type=ids.device.type, enabled=False):
+        return score(model, ids, mask)
+
+
+@torch.no_grad()
+def _output_module(model: nn.Module) -> nn.Module | None:
+    """The module with a (H,) bias whose output is the backbone's output (GPT-2's ln_f, OPT's
+    decoder.final_layer_norm), found by running the model once: OPT registers it before its layers and names
+    each layer's own norm `final_layer_norm` too, so neither names nor order identify it."""
+    base = _module(model, "base_model")
+    hidden_size = _module(model, "score").in_features
+    outputs: list[tuple[nn.Module, torch.Tensor]] = []
+
+    def keep(module: nn.Module, args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            outputs.append((module, output))
+
+    hooks = [
+        m.register_forward_hook(keep)
+        for m in base.modules()
+        if isinstance(getattr(m, "bias", None), torch.Tensor) and m.bias.shape == (hidden_size,)
+    ]
+    try:
+        hidden = backbone(model, *_probe(model))  # (1, 4, H)
+    finally:
+        for h in hooks:
+            h.remove()
+    for module, out in reversed(outputs):
+        if out.shape == hidden.shape and torch.equal(out, hidden):
+            return module
+    return None
 
 
 @torch.no_grad()
 def add_reward_bias(reward_model: nn.Module, bias: float) -> str:
     """Shift every reward by `bias`, so that a plain Hugging Face load of the saved RM sees the shift too.
 
-    With a biased final norm, adding d = bias * w / |w|^2 to the norm's bias shifts w.h by exactly `bias`
-    (only the scalar head reads that norm's output). Otherwise the bias goes to `config.reward_bias`,
-    which `score()` adds.
+    When the backbone's output comes from a module with a bias (GPT-2, GPT-NeoX, OPT, Phi, Bloom: the final
+    LayerNorm), adding d = bias * w / |w|^2 to that bias shifts w.h by exactly `bias`; a probe forward checks
+    it. Otherwise (RMSNorm has no bias: Llama, Qwen2, Mistral, Gemma) the bias goes to `config.reward_bias`,
+    which `score()` adds. Returns where it went, for the run's instructrl.json.
     """
-    norm = _final_norm(reward_model)
+    module = _output_module(reward_model)
     weight = _module(reward_model, "score").weight
     assert isinstance(weight, torch.Tensor)
     w = weight[0].float()  # (H,)
-    if norm is not None and w.norm() > 0:
-        norm_bias = norm.bias
-        assert isinstance(norm_bias, torch.Tensor)
-        norm_bias.add_((bias * w / w.dot(w)).to(norm_bias.dtype))
-        return "final_norm_bias"
+    if module is not None and w.norm() > 0:
+        module_bias = module.bias
+        assert isinstance(module_bias, torch.Tensor)
+        kept = module_bias.clone()
+        before = _probe_scores(reward_model)
+        module_bias.add_((bias * w / w.dot(w)).to(module_bias.dtype))
+        shift = (_probe_scores(reward_model) - before).item()
+        if abs(shift - bias) <= 1e-4 * max(1.0, abs(bias), before.abs().item()):
+            return "final_norm_bias"
+        module_bias.copy_(kept)  # the module's output is read by more than the head: keep the bias apart
     config: Any = reward_model.config
     config.reward_bias = reward_offset(reward_model) + bias
     return "config.reward_bias"

@@ -102,6 +102,49 @@ def build_llama(
     return LlamaForCausalLM(config)
 
 
+# Each architecture's own names for its sizes; `build_tiny` fills in the numbers.
+ARCHITECTURES = ("gpt2", "gpt_neox", "opt", "llama", "qwen2", "mistral", "gemma", "phi")
+
+
+def tiny_config(model_type: str, tokenizer: PreTrainedTokenizerFast, hidden: int = 32, n_layer: int = 1):
+    """A random-weight config of `model_type` with 2 heads (1 key-value head where the architecture has
+    grouped-query attention), 128 positions and the tokenizer's vocabulary and special tokens."""
+    from transformers import AutoConfig
+
+    ids = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    sizes: dict = {
+        "hidden_size": hidden,
+        "num_hidden_layers": n_layer,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * hidden,
+        "max_position_embeddings": 128,
+    }
+    if model_type == "gpt2":
+        sizes = {"n_embd": hidden, "n_layer": n_layer, "n_head": 2, "n_positions": 128}
+    elif model_type == "opt":
+        sizes = {k: v for k, v in sizes.items() if k != "intermediate_size"}
+        sizes.update(ffn_dim=2 * hidden, word_embed_proj_dim=hidden)
+    elif model_type in ("llama", "qwen2", "mistral", "gemma"):
+        sizes.update(num_key_value_heads=1, head_dim=hidden // 2)
+    return AutoConfig.for_model(model_type, **ids, **sizes)
+
+
+def build_tiny(
+    model_type: str, tokenizer: PreTrainedTokenizerFast, hidden: int = 32, n_layer: int = 1, seed=0
+):
+    """A random-weight causal LM of any of ARCHITECTURES (or another type `tiny_config` can size)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(model_type, tokenizer, hidden, n_layer))
+
+
 def save(model, tokenizer, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)

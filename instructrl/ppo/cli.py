@@ -1,4 +1,7 @@
-"""`instructrl ppo --policy SFT_DIR --reward RM_DIR --prompts prompts.jsonl --out RUN_DIR`"""
+"""`instructrl ppo --policy SFT_DIR --reward RM_DIR --prompts prompts.jsonl --out RUN_DIR`
+
+A later round of ChatGPT's loop continues from the last policy and keeps the KL to the SFT model:
+`instructrl ppo --policy PREV_PPO/final --reference SFT_DIR --reward NEW_RM/final ...`"""
 
 from __future__ import annotations
 
@@ -12,9 +15,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("ppo", help="step 3: PPO / PPO-ptx against the reward model")
     p.add_argument(
-        "--policy", required=True, help="SFT model directory (the policy and the frozen reference)"
+        "--policy",
+        required=True,
+        help="the policy to start from, a directory or a Hub id ORG/NAME[@REVISION]: the SFT model (also the "
+        "frozen reference unless --reference), or an earlier round's PPO policy",
     )
-    p.add_argument("--reward", required=True, help="reward model directory (also the value model's start)")
+    p.add_argument(
+        "--reference",
+        help="the frozen model the KL penalty is measured to (default: --policy); give the SFT model when "
+        "--policy is an earlier round's PPO policy",
+    )
+    p.add_argument(
+        "--reward",
+        required=True,
+        help="reward model directory or Hub id ORG/NAME[@REVISION] (also the value model's start)",
+    )
     p.add_argument("--prompts", required=True, nargs="+", help="prompts JSONL file(s) or directory")
     p.add_argument(
         "--val-prompts", nargs="+", help="held-out prompts to score before/after (default: split off)"
@@ -41,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_ppo(
             policy_dir=args.policy,
             reward_dir=args.reward,
+            reference_dir=args.reference,
             prompts=args.prompts,
             out=args.out,
             config=config,

@@ -184,6 +184,7 @@ def setup_ppo(
     prompts: Any,
     out: str | Path,
     config: PPOConfig,
+    reference_dir: str | Path | None = None,
     val_prompts: Any = None,
     pretrain_data: Any = None,
     resume: bool = False,
@@ -192,7 +193,11 @@ def setup_ppo(
     accelerator: Accelerator | None = None,
 ) -> PPOSetup:
     """Validate the inputs, load the four models and the data, build the optimizer. Writes nothing but
-    OUT/config.yaml, and only once every input was read."""
+    OUT/config.yaml, and only once every input was read.
+
+    `reference_dir`: the frozen model the KL is measured to, when the policy does not start from it — PPO
+    continued from an earlier round's policy keeps the SFT model as its reference (ChatGPT's loop). Default:
+    the policy's own start, `policy_dir`."""
     changed_keys = changed_keys or set()
     if "prompt_template" not in changed_keys and "prompt_template" in read_meta(policy_dir):
         config.prompt_template = read_meta(policy_dir)["prompt_template"]
@@ -203,9 +208,12 @@ def setup_ppo(
     world = accelerator.num_processes
 
     # --- data: prompts, held-out prompts, pretraining text --------------------------------------------------
+    reference_dir = policy_dir if reference_dir is None else reference_dir
     tokenizer = load_tokenizer(policy_dir)
     config.max_length = min(config.max_length, context_window(policy_dir) or config.max_length)
     check_same_tokenizer(tokenizer, load_tokenizer(reward_dir), reward_dir)
+    if reference_dir != policy_dir:
+        check_same_tokenizer(tokenizer, load_tokenizer(reference_dir), reference_dir, "reference")
     records = read_prompts(prompts)
     if val_prompts is not None:
         train_records, val_records = records, read_prompts(val_prompts)
@@ -232,7 +240,7 @@ def setup_ppo(
     # --- models: policy and value are trained; the SFT reference and the reward model are frozen ---------------
     attention = attention_implementation(accelerator)
     policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
-    ref_policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
+    ref_policy = load_causal_lm(reference_dir, dropout=False, attn_implementation=attention)
     ref_policy = ref_policy.eval().requires_grad_(False).to(accelerator.device)
     reward_model = None
     if reward_fn is None:
@@ -265,12 +273,25 @@ def setup_ppo(
 
     run = RunDir(out, accelerator)
     run.start(config)
+    rm_meta = read_meta(reward_dir) if reward_fn is None else {}
     meta = {
         "stage": "ppo",
         "prompt_template": config.prompt_template,
-        "sft_model": str(policy_dir),
+        "sft_model": str(reference_dir),
         "reward_model": str(reward_dir),
         "ptx_coef": config.ptx_coef,
+        "round": rm_meta.get("round"),
+        # which models this policy descends from, round by round (ChatGPT's loop continues from the last)
+        "lineage": [
+            *read_meta(policy_dir).get("lineage", []),
+            {
+                "stage": "ppo",
+                "round": rm_meta.get("round"),
+                "policy_init": str(policy_dir),
+                "reference": str(reference_dir),
+                "reward_model": str(reward_dir),
+            },
+        ],
     }
     return PPOSetup(
         config=config,
@@ -315,19 +336,21 @@ def load_prompt_queries(records, tokenizer, config: PPOConfig, what: str) -> tup
     return Prompts(queries, texts), skipped
 
 
-def check_same_tokenizer(policy_tok, reward_tok, reward_dir) -> None:
-    if policy_tok.get_vocab() != reward_tok.get_vocab():
+def check_same_tokenizer(policy_tok, other_tok, other_dir, what: str = "reward") -> None:
+    if policy_tok.get_vocab() != other_tok.get_vocab():
         raise UserError(
-            f"{reward_dir}: the reward model's tokenizer differs from the policy's; instructrl scores the "
-            f"policy's token ids directly, so train the reward model from the same SFT model"
+            f"{other_dir}: the {what} model's tokenizer differs from the policy's; instructrl scores the "
+            f"policy's token ids directly, so use models that descend from the same SFT model"
         )
 
 
 @torch.no_grad()
 def normalise_reward(s: PPOSetup) -> RewardNorm:
     """Gain and bias that give the SFT policy's samples on `reward_norm_samples` training prompts a mean score
-    of 0 and a standard deviation of 1. The value model starts as the reward model, so its head gets the same
-    gain and bias: its first predictions are on the scale of the rewards it will be paid."""
+    of 0 and a standard deviation of 1. The samples come from the reference (the SFT model), so that a PPO run
+    continued from an earlier policy (`reference_dir`) measures its reward, and so β, on the same scale as the
+    first round. The value model starts as the reward model, so its head gets the same gain and bias: its
+    first predictions are on the scale of the rewards it will be paid."""
     c, acc = s.config, s.accelerator
     n = min(c.reward_norm_samples, len(s.train.queries))
     g = torch.Generator().manual_seed(mix_seed(c.seed, NORM_STREAM))
@@ -343,6 +366,7 @@ def normalise_reward(s: PPOSetup) -> RewardNorm:
             seeds=[mix_seed(c.seed, NORM_STREAM, i) for i in chunk],
             episodes=chunk,
             with_values=False,
+            sampler=s.ref_policy,
         )
         raw += r.raw_scores.tolist()
     if acc.num_processes > 1:
@@ -372,8 +396,10 @@ def sample_and_score(
     episodes: list[int],
     with_values: bool = True,
     timings: dict[str, float] | None = None,
+    sampler: torch.nn.Module | None = None,
 ) -> Rollout:
-    """This process's episodes: responses from the policy and every no-grad forward pass PPO needs."""
+    """This process's episodes: responses from the policy (or from `sampler`, e.g. the reference for the
+    reward's normalisation) and every no-grad forward pass PPO needs."""
     c, acc, tok = s.config, s.accelerator, s.tokenizer
     clock = Clock()
     policy = s.unwrapped_policy
@@ -383,7 +409,7 @@ def sample_and_score(
     query, query_mask = query.to(acc.device), query_mask.to(acc.device)
     with acc.autocast():
         response = generate(
-            policy,
+            policy if sampler is None else sampler,
             query,
             query_mask,
             seeds=torch.tensor(seeds, dtype=torch.long),
@@ -740,6 +766,7 @@ def run_ppo(
     prompts: Any,
     out: str | Path,
     config: PPOConfig,
+    reference_dir: str | Path | None = None,
     val_prompts: Any = None,
     pretrain_data: Any = None,
     resume: bool = False,
@@ -757,6 +784,7 @@ def run_ppo(
         prompts=prompts,
         out=out,
         config=config,
+        reference_dir=reference_dir,
         val_prompts=val_prompts,
         pretrain_data=pretrain_data,
         resume=resume,

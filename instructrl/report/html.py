@@ -19,6 +19,7 @@ MODEL_LABELS = {
     "bon_rm": "best-of-N (RM)",
     "ppo": "PPO",
     "ppo_ptx": "PPO-ptx",
+    **{f"ppo_round{r}": f"PPO, round {r}" for r in range(2, 10)},
     "bon_gold": "best-of-N (gold, diagnostic)",
 }
 COLORS = {
@@ -28,6 +29,7 @@ COLORS = {
     "bon_rm": "#5fa8d3",
     "ppo": "#e4572e",
     "ppo_ptx": "#f3a712",
+    **{f"ppo_round{r}": c for r, c in zip(range(2, 10), ["#a4243b", "#6b0f1a", "#3d0814"] * 3, strict=False)},
     "bon_gold": "#d9dde2",
 }
 DIAGNOSTIC = {"bon_gold"}
@@ -157,6 +159,86 @@ def plot_bars(
     return _png(fig)
 
 
+BENCHMARK_TITLES = {
+    "truthfulqa": "TruthfulQA (higher is more truthful)",
+    "toxicity": "RealToxicityPrompts (lower is less toxic)",
+    "bias": "CrowS-Pairs and Winogender (pct_stereotype: 0.5 is unbiased; entropy: higher is less biased)",
+    "tax": "The alignment tax: public NLP tasks",
+}
+
+
+def headline_metrics(benchmark: str, metrics: list[str]) -> list[str]:
+    """The metrics a benchmark's plot shows (the table shows all): per-type and per-gender breakdowns and
+    the unbounded likelihood difference stay in the table."""
+    if benchmark == "bias":
+        return [
+            m for m in metrics if (m.count("/") == 1 and "likelihood_diff" not in m) or "/entropy_bits/" in m
+        ]
+    return metrics
+
+
+def plot_benchmark(benchmark: str, models: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Models side by side on each metric, with 95% intervals (as the paper's Figures 6 and 7)."""
+    plt = _pyplot()
+    names = list(models)
+    metrics = headline_metrics(benchmark, list(dict.fromkeys(k for m in models.values() for k in m)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(metrics) * max(1, len(names)) / 2 + 2), 3.6))
+    width = 0.8 / max(len(names), 1)
+    palette = ["#3e7cb1", "#e4572e", "#f3a712", "#5fa8d3", "#a4243b", "#7b8794", "#0f7b3e"]
+    for j, name in enumerate(names):
+        xs: list[float] = []
+        ys: list[float] = []
+        err: list[list[float]] = [[], []]
+        for i, metric in enumerate(metrics):
+            r = models[name].get(metric)
+            if r is None or r["value"] is None or r["value"] != r["value"]:  # missing or NaN
+                continue
+            xs.append(i + (j - (len(names) - 1) / 2) * width)
+            ys.append(r["value"])
+            err[0].append(max(r["value"] - r["ci95"][0], 0.0))
+            err[1].append(max(r["ci95"][1] - r["value"], 0.0))
+        color = COLORS.get(name, palette[j % len(palette)])
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=MODEL_LABELS.get(name, name), color=color)
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([m.replace("/", "\n") for m in metrics], fontsize=7)
+    ax.set_title(BENCHMARK_TITLES.get(benchmark, benchmark), fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+def benchmarks_section(results: list[dict[str, Any]]) -> str:
+    """The public benchmarks (`instructrl eval suite`): per benchmark a plot and a table of every metric."""
+    parts = ["<h2>Public benchmarks</h2>"]
+    for doc in results:
+        bench, models = doc["benchmark"], doc["models"]
+        rows = []
+        for metric in dict.fromkeys(k for m in models.values() for k in m):
+            row: list[Any] = [metric]
+            for name in models:
+                r = models[name].get(metric)
+                row.append("-" if r is None else f"{r['value']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+            rows.append(row)
+        parts += [
+            f"<h3>{html.escape(BENCHMARK_TITLES.get(bench, bench))}</h3>",
+            f"<img src='data:image/png;base64,{plot_benchmark(bench, models)}'>",
+            _table(rows, ["metric (95% interval)", *[MODEL_LABELS.get(n, n) for n in models]]),
+        ]
+        if doc.get("tax"):
+            base = doc.get("settings", {}).get("baseline", "the baseline")
+            rows = [
+                [
+                    metric,
+                    *[doc["tax"][n][metric]["value"] if metric in doc["tax"][n] else "-" for n in doc["tax"]],
+                ]
+                for metric in dict.fromkeys(k for m in doc["tax"].values() for k in m)
+            ]
+            parts += [
+                f"<p>Difference to {html.escape(str(base))} (negative: a tax).</p>",
+                _table(rows, ["metric", *doc["tax"]]),
+            ]
+    return "".join(parts)
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
@@ -249,6 +331,38 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
                 ),
             ]
 
+    rounds = summary.get("rounds", [])
+    if len(rounds) > 1:
+        parts += [
+            "<h2>Rounds of the loop (ChatGPT's repetition of steps 2 and 3)</h2>",
+            "<p>From round 2 on, training labelers rank samples of the current PPO policy and the one before "
+            "it, the reward model continues training on every round's rankings, and PPO continues from the "
+            "current policy with its KL still measured to SFT. RM accuracy: on that round's validation "
+            "rankings (the policies it is about to train), by the RM before and after retraining. The "
+            "over-optimisation plot above has one panel per round.</p>",
+            _table(
+                [
+                    [
+                        x["round"],
+                        x.get("rm_accuracy_before", ""),
+                        x.get("rm_accuracy_after", ""),
+                        x["kl"],
+                        x["gold_score"],
+                        f"{x['win']['mean']:.2f} [{x['win']['ci_low']:.2f}, {x['win']['ci_high']:.2f}]",
+                    ]
+                    for x in rounds
+                ],
+                [
+                    "round",
+                    "RM accuracy before",
+                    "RM accuracy after",
+                    "KL to SFT (kept policy)",
+                    "gold score",
+                    "win rate vs SFT",
+                ],
+            ),
+        ]
+
     if "rm_val_accuracy" in summary:
         ref = {}
         if "labeler_agreement" in summary:
@@ -302,6 +416,9 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
             parts.append(
                 f"<img src='data:image/png;base64,{plot_bars(b, 'accuracy', 'closed-QA benchmark')}'>"
             )
+
+    if summary.get("benchmarks"):
+        parts.append(benchmarks_section(summary["benchmarks"]))
 
     if "samples" in summary:
         models = [m for m in MODEL_LABELS if any(m in s for s in summary["samples"])]

@@ -1,4 +1,7 @@
-"""`instructrl rm --model SFT_DIR --data comparisons.jsonl --out RUN_DIR`"""
+"""`instructrl rm --model SFT_DIR --data comparisons.jsonl --out RUN_DIR`
+
+A later round of ChatGPT's loop continues the last reward model on every round's comparisons:
+`instructrl rm --init PREV_RM/final --data round1.jsonl round2.jsonl --out RUN_DIR [--set latest_round_weight=2]`"""
 
 from __future__ import annotations
 
@@ -11,8 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     from instructrl.reward.config import RMConfig
 
     p = sub.add_parser("rm", help="step 2: train a reward model on rankings")
-    p.add_argument(
-        "--model", required=True, help="SFT model directory (its unembedding is replaced by a scalar head)"
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument(
+        "--model",
+        help="SFT model directory or Hub id ORG/NAME[@REVISION] (its unembedding becomes a scalar head)",
+    )
+    start.add_argument(
+        "--init", metavar="RM_DIR", help="an earlier round's reward model to continue training"
     )
     p.add_argument("--data", required=True, nargs="+", help="comparisons JSONL file(s) or directory")
     p.add_argument("--val-data", nargs="+", help="validation comparisons (default: split off by user id)")
@@ -34,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     with stopped_exit():
         summary = run_rm(
             model_dir=args.model,
+            init_dir=args.init,
             data=args.data,
             out=args.out,
             config=config,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from instructrl.config import StageConfig
 
 
@@ -14,6 +16,10 @@ class RMConfig(StageConfig):
     """The cosine schedule ends at 10% of the peak, as in the paper."""
     batch_size: int = 64
     """Prompts per optimizer step; each brings all C(K,2) pairs of its K responses."""
+    latest_round_weight: float = Field(default=1.0, gt=0)
+    """Weight in the loss of the newest round's comparisons relative to earlier rounds' (ChatGPT's loop:
+    rankings of the current policy's answers describe where the policy now is); comparisons without a round
+    are round 1. 1: every comparison counts the same."""
     normalize: bool = True
     """After training, add a bias so that the reference responses (--norm-data demonstrations, else each
     training comparison's best response) get a mean reward of 0, as the paper did before RL."""

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from instructrl.datasets.io import read_comparisons, read_demonstrations
+from instructrl.datasets.records import Comparison
 from instructrl.datasets.tokenize import (
     RankedExample,
     pad_right,
@@ -18,6 +19,7 @@ from instructrl.datasets.tokenize import (
     split_by_user,
     tokenize_comparisons,
 )
+from instructrl.errors import UserError
 from instructrl.models.loading import context_window, load_reward_model, load_tokenizer, read_meta
 from instructrl.models.scoring import ScalarHead, add_reward_bias, score
 from instructrl.reward.config import RMConfig
@@ -86,37 +88,56 @@ def mean_reward(
     return (total[0] / total[1]).item()
 
 
+def round_weights(comparisons: Sequence[Comparison], latest_weight: float) -> tuple[list[float], int]:
+    """Each comparison's weight in the loss (`latest_weight` for the newest round's, 1 for the others) and
+    the newest round (comparisons without a round are round 1)."""
+    rounds = [c.round or 1 for c in comparisons]
+    latest = max(rounds, default=1)
+    return [latest_weight if r == latest else 1.0 for r in rounds], latest
+
+
 def run_rm(
     *,
-    model_dir: str | Path,
+    model_dir: str | Path | None = None,
     data: Any,
     out: str | Path,
     config: RMConfig,
+    init_dir: str | Path | None = None,
     val_data: Any = None,
     norm_data: Any = None,
     resume: bool = False,
     changed_keys: set[str] | None = None,
 ) -> dict[str, Any]:
+    """A reward model from the SFT model in `model_dir` (InstructGPT), or continued from an earlier round's
+    reward model in `init_dir` on the comparisons so far (ChatGPT's loop)."""
     t_start = time.perf_counter()
     changed_keys = changed_keys or set()
-    if "prompt_template" not in changed_keys and "prompt_template" in read_meta(model_dir):
-        config.prompt_template = read_meta(model_dir)["prompt_template"]  # the SFT model's own format
+    if (model_dir is None) == (init_dir is None):
+        raise UserError(
+            "give the SFT model (--model SFT_DIR) or an earlier reward model (--init RM_DIR), not both"
+        )
+    start = model_dir if init_dir is None else init_dir
+    assert start is not None
+    start_meta = read_meta(start)
+    if "prompt_template" not in changed_keys and "prompt_template" in start_meta:
+        config.prompt_template = start_meta["prompt_template"]  # the SFT model's own format
     config = resolve_config(out, config, resume, changed_keys)
     accelerator = make_accelerator(config)
 
     # 1. data
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(start)
     comparisons = read_comparisons(data)
     if val_data is not None:
         train_c, val_c = comparisons, read_comparisons(val_data)
     else:
         train_c, val_c = split_by_user(comparisons, config.val_fraction, config.seed)
+    weights, latest_round = round_weights(train_c, config.latest_round_weight)
     norm_demos = read_demonstrations(norm_data) if norm_data is not None else None
     attention = attention_implementation(accelerator)
-    model = ScalarHead(load_reward_model(model_dir, attn_implementation=attention))
-    max_length = min(config.max_length, context_window(model_dir) or config.max_length)
+    model = ScalarHead(load_reward_model(start, attn_implementation=attention))
+    max_length = min(config.max_length, context_window(start) or config.max_length)
     tok = (tokenizer, config.prompt_template, max_length, config.too_long)
-    train, train_stats = tokenize_comparisons(train_c, *tok)
+    train, train_stats = tokenize_comparisons(train_c, *tok, weights=weights)
     val, val_stats = tokenize_comparisons(val_c, *tok)
 
     # 2. run directory, optimizer
@@ -127,10 +148,17 @@ def run_rm(
     accelerator.register_for_checkpointing(scheduler)
 
     # 3. train on all C(K,2) pairs of each prompt at once
+    sft_model = str(model_dir) if init_dir is None else start_meta.get("sft_model")
     meta: dict[str, Any] = {
         "stage": "rm",
         "prompt_template": config.prompt_template,
-        "sft_model": str(model_dir),
+        "sft_model": sft_model,
+        "round": latest_round,
+        # the reward models this one continues, round by round
+        "lineage": [
+            *start_meta.get("lineage", []),
+            {"stage": "rm", "round": latest_round, "init": str(start), "comparisons": len(train_c)},
+        ],
     }
     result = fit(
         rm_task(train, val, tokenizer.pad_token_id, accelerator),
@@ -178,6 +206,8 @@ def run_rm(
         "bias_reference": reference,
         "best_step": result["best_step"],
         "steps": result["steps"],
+        "round": latest_round,
+        "init": str(start),
         "train_prompts": len(train),
         "train_pairs": sum(len(e.pairs) for e in train),
         "val_prompts": len(val),

@@ -11,7 +11,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from instructrl.sft.config import SFTConfig
 
     p = sub.add_parser("sft", help="step 1: supervised fine-tuning on demonstrations")
-    p.add_argument("--model", required=True, help="base model directory (Hugging Face causal LM)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="base model: a directory (Hugging Face causal LM) or a Hub id ORG/NAME[@REVISION]",
+    )
     p.add_argument("--data", required=True, nargs="+", help="demonstrations JSONL file(s) or directory")
     p.add_argument("--val-data", nargs="+", help="validation demonstrations (default: split off by user id)")
     p.add_argument("--out", required=True, help="run directory")

@@ -71,16 +71,23 @@ def ranking_pairs(
 
 
 def ranking_loss_sum(
-    rewards: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor, prompt_of_pair: torch.Tensor
+    rewards: torch.Tensor,
+    winners: torch.Tensor,
+    losers: torch.Tensor,
+    prompt_of_pair: torch.Tensor,
+    prompt_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sum over prompts of  -1/C(K,2) * sum over the prompt's pairs of log sigmoid(r(x, y_w) - r(x, y_l)).
+    """Sum over prompts of  -w/C(K,2) * sum over the prompt's pairs of log sigmoid(r(x, y_w) - r(x, y_l)).
 
     rewards: (N,) one reward per response (each response scored once, however many pairs it is in).
+    prompt_weights: (prompts,) w of each prompt (default 1: the paper's loss).
     Divide by the number of prompts for the paper's loss; the trainer divides by the global batch's.
     """
     logits = rewards[winners] - rewards[losers]  # (P,)
     pairs_of_prompt = torch.bincount(prompt_of_pair).to(rewards.dtype)  # (prompts,) = C(K,2) each
     weight = 1.0 / pairs_of_prompt[prompt_of_pair]  # (P,)
+    if prompt_weights is not None:
+        weight = weight * prompt_weights.to(rewards)[prompt_of_pair]
     return -(weight * F.logsigmoid(logits)).sum()
 
 
@@ -92,6 +99,7 @@ def rank_forward(model, examples: Sequence[RankedExample], pad_id: int, device: 
     winners, losers, prompt_of_pair = ranking_pairs(
         [e.pairs for e in examples], [len(e.sequences) for e in examples]
     )
-    loss_sum = ranking_loss_sum(rewards, winners, losers, prompt_of_pair)
+    prompt_weights = torch.tensor([e.weight for e in examples])  # (prompts,)
+    loss_sum = ranking_loss_sum(rewards, winners, losers, prompt_of_pair, prompt_weights)
     correct = (rewards[winners] > rewards[losers]).sum().item()
     return loss_sum, correct, len(winners)

@@ -13,6 +13,9 @@ from instructrl.demo.labelers import Labeler
 from instructrl.demo.world import World
 from instructrl.training import runtime
 
+# the quick demo runs once, in the first test's set-up: minutes, more on a loaded machine
+pytestmark = pytest.mark.timeout(1200)
+
 MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx", "bon_gold")
 
 
@@ -24,7 +27,16 @@ def quick_demo(tmp_path_factory):
     state = {"step": "none", "in_labeler": 0}
     mp = pytest.MonkeyPatch()
 
-    for name in ("step_world", "step_pretrain", "step_sft", "step_rm", "step_ppo", "step_evaluate"):
+    steps = (
+        "step_world",
+        "step_pretrain",
+        "step_sft",
+        "step_rm",
+        "step_ppo",
+        "step_round_rankings",
+        "step_round",
+    )
+    for name in (*steps, "step_evaluate"):
         original = getattr(pipeline, name)
 
         def wrapped(*args, _original=original, _name=name, **kwargs):
@@ -99,7 +111,7 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
     for run in ("ppo", "ppo_ptx"):
         ppo = json.loads((out / run / "summary.json").read_text())
         assert ppo["reward_norm"]["gain"] > 0 and 0 <= ppo["kept_iteration"] <= ppo["iterations"]
-    assert len(summary["findings"]) == 8 and all(isinstance(f["holds"], bool) for f in summary["findings"])
+    assert len(summary["findings"]) == 11 and all(isinstance(f["holds"], bool) for f in summary["findings"])
     # the RM-vs-gold analysis adds up: untied pairs per family + tied pairs = all validation pairs, and the
     # gold standard's agreement = ties at one half + the untied pairs it orders as the labelers did
     a = summary["rm_analysis"]
@@ -111,6 +123,32 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
     assert a["gold_vs_labelers"] * a["pairs"] == pytest.approx(
         a["gold_tied_share"] * a["pairs"] / 2 + labelers_right
     )
+
+
+def test_a_second_round_ranks_the_ppo_policys_samples_and_continues_the_rm_and_ppo(quick_demo):
+    """ChatGPT's loop in the demo: round 2's rankings come from the PPO policy and SFT, the RM continues from
+    round 1's on both rounds' comparisons, PPO continues from round 1's policy with the KL still to SFT."""
+    out, summary, *_ = quick_demo
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    second = summary["rounds"][1]
+    assert 0 < second["rm_accuracy_before"] <= 1 and 0 < second["rm_accuracy_after"] <= 1
+    assert second["win"] == summary["win_rate_vs_sft"]["ppo_round2"]
+    rows = [
+        json.loads(line)
+        for line in (out / "data" / "comparisons_round2_train.jsonl").read_text().splitlines()
+    ]
+    assert rows and {(r["round"], r["model"]) for r in rows} == {(2, "ppo_round1+sft")}
+    rm = json.loads((out / "round2" / "rm" / "final" / "instructrl.json").read_text())
+    first_round = len((out / "data" / "comparisons_train.jsonl").read_text().splitlines())
+    assert rm["round"] == 2 and rm["lineage"][-1]["init"] == str(out / "rm" / "final")
+    assert rm["lineage"][-1]["comparisons"] == first_round + len(rows)
+    ppo1 = json.loads((out / "ppo" / "summary.json").read_text())
+    ppo2 = json.loads((out / "round2" / "ppo" / "summary.json").read_text())
+    # the same held-out prompts and seeds: round 2 starts where round 1's kept policy is, KL to SFT and all
+    assert ppo2["initial_kl_mean"] == pytest.approx(ppo1["final_kl_mean"], rel=1e-4, abs=1e-6)
+    meta = json.loads((out / "round2" / "ppo" / "final" / "instructrl.json").read_text())
+    assert meta["sft_model"] == str(out / "sft" / "final") and meta["round"] == 2
+    assert [c["iteration"] for c in summary["overoptimization"]["ppo_round2"]] == list(range(1, 7))
 
 
 def test_the_quick_run_still_shows_learning(quick_demo):
@@ -137,6 +175,7 @@ def test_report_has_the_plots_and_samples(quick_demo):
         "Reward over-optimisation",
         "Samples for the same prompts",
         "Wall time per step",
+        "Rounds of the loop",
         "Settings",
     ):
         assert heading in html
@@ -189,6 +228,7 @@ def test_every_long_step_shows_progress_to_the_end(quick_demo):
         "answers: base_fewshot",
         "best-of-16 candidates: sft",
         "closed-QA benchmark: base",
+        "round 2: current policy (train)",
         "ppo",
     ):
         assert desc in shown, (desc, sorted(shown))

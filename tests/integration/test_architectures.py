@@ -1,15 +1,130 @@
-"""The pipeline is architecture-agnostic: a Llama-style model with a byte-level BPE tokenizer runs
-SFT -> RM -> PPO, and its RMSNorm (no bias to fold into) keeps the reward bias in the config."""
+"""The pipeline is architecture-agnostic. Tiny random-weight GPT-2, GPT-NeoX, OPT, Llama, Qwen2, Mistral,
+Gemma and Phi (built locally) each go through the contracts every stage relies on: the reward bias shifts
+every score by exactly what was asked, scores do not depend on the padding side, rollouts and reference
+passes run without dropout, and SFT, RM and PPO each take a step. A 2-layer Llama with a byte-level BPE
+tokenizer also runs the three stages end to end."""
 
 import json
+from pathlib import Path
 
+import pytest
 import torch
 from conftest import corpus, make_comparisons, make_demos, make_prompts, run_stage, write_jsonl
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from instructrl.datasets.tokenize import pad_right
-from instructrl.models.loading import load_reward_model
-from instructrl.models.scoring import score
-from instructrl.models.tiny import build_llama, save, train_tokenizer
+from instructrl.models.generation import left_pad
+from instructrl.models.loading import load_causal_lm, load_reward_model
+from instructrl.models.scoring import add_reward_bias, score
+from instructrl.models.tiny import ARCHITECTURES, build_llama, save, tiny_config, train_tokenizer
+
+ROWS = [[5, 9, 12, 7], [3, 4], [8, 8, 8, 8, 8, 2], [11]]
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    """Byte-level BPE, as real checkpoints have: transformers 5 loads a Qwen2 checkpoint's tokenizer as
+    Qwen2Tokenizer (BPE) whatever tokenizer_config.json says, and a word-level one then encodes to nothing."""
+    return train_tokenizer(corpus(), vocab_size=300, kind="bpe")
+
+
+def tiny_rm(model_type: str, tokenizer) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = tiny_config(model_type, tokenizer)
+    config.num_labels = 1
+    return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_the_reward_bias_shifts_every_score_by_exactly_what_was_asked(model_type, bpe, tmp_path):
+    rm = tiny_rm(model_type, bpe)
+    ids, mask = pad_right(ROWS, bpe.pad_token_id)
+    with torch.no_grad():
+        before = score(rm, ids, mask)
+        where = add_reward_bias(rm, 1.0)
+        after = score(rm, ids, mask)
+    assert torch.allclose(after - before, torch.ones(len(ROWS)), atol=1e-4), (where, after - before)
+    # RMSNorm has no bias to fold the shift into: it is kept in the config, and the run says so
+    rms_norm = model_type in ("llama", "qwen2", "mistral", "gemma")
+    assert where == ("config.reward_bias" if rms_norm else "final_norm_bias")
+    # and so does a reload of the saved reward model
+    rm.save_pretrained(tmp_path)
+    with torch.no_grad():
+        reloaded = score(load_reward_model(tmp_path).eval(), ids, mask)
+    assert torch.allclose(reloaded, after, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_scores_do_not_depend_on_the_padding_side(model_type, bpe):
+    rm = tiny_rm(model_type, bpe)
+    pad = bpe.pad_token_id
+    with torch.no_grad():
+        right = score(rm, *pad_right(ROWS, pad))
+        left = score(rm, *left_pad(ROWS, pad))
+        alone = torch.cat([score(rm, *pad_right([r], pad)) for r in ROWS])
+    assert torch.allclose(right, left, atol=1e-5) and torch.allclose(right, alone, atol=1e-5)
+
+
+def saved_with_dropout(model_type: str, tokenizer, out) -> Path:
+    """A tiny checkpoint whose config sets every dropout rate it has (and OPT's layerdrop) to 0.5."""
+    torch.manual_seed(0)
+    config = tiny_config(model_type, tokenizer)
+    for key, value in list(vars(config).items()):
+        if ("dropout" in key or key.endswith("pdrop") or key == "layerdrop") and type(value) in (int, float):
+            setattr(config, key, 0.5)
+    return save(AutoModelForCausalLM.from_config(config), tokenizer, out)
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_rollout_and_reference_forwards_run_without_dropout(model_type, bpe, tmp_path):
+    """PPO loads the policy, the reference, the RM and the value model with dropout=False; even in train
+    mode their forwards are then a function of the weights alone."""
+    ckpt = saved_with_dropout(model_type, bpe, tmp_path)
+    ids, mask = left_pad(ROWS, bpe.pad_token_id)
+    with torch.no_grad():
+        lm = load_causal_lm(ckpt, dropout=False).train()
+        assert torch.equal(
+            lm(input_ids=ids, attention_mask=mask).logits, lm(input_ids=ids, attention_mask=mask).logits
+        )
+        rm = load_reward_model(ckpt).train()
+        assert torch.equal(score(rm, ids, mask), score(rm, ids, mask))
+        noisy = load_causal_lm(ckpt).train()  # the check can see dropout: with it, two passes differ
+        torch.manual_seed(0)  # OPT's layerdrop skips its one layer in both passes 1 time in 4
+        assert not torch.equal(
+            noisy(input_ids=ids, attention_mask=mask).logits, noisy(input_ids=ids, attention_mask=mask).logits
+        )
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_sft_rm_and_ppo_each_take_a_step(model_type, bpe, tmp_path):
+    base = saved_with_dropout(model_type, bpe, tmp_path / "base")
+    one_step = ["epochs=1", "batch_size=16", "mixed_precision=no"]
+    demos = write_jsonl(tmp_path / "d.jsonl", make_demos(20))
+    comps = write_jsonl(tmp_path / "c.jsonl", make_comparisons(20))
+    prompts = write_jsonl(tmp_path / "p.jsonl", make_prompts(20))
+    sft = run_stage("sft", tmp_path / "sft", [*one_step, "residual_dropout=0"], model_dir=base, data=demos)
+    rm = run_stage("rm", tmp_path / "rm", one_step, model_dir=tmp_path / "sft" / "final", data=comps)
+    ppo_sets = [
+        "iterations=1",
+        "rollout_batch_size=4",
+        "batch_size=4",
+        "epochs=1",
+        "max_new_tokens=4",
+        "reward_norm_samples=4",
+        "eval_prompts=2",
+        "mixed_precision=no",
+    ]
+    ppo = run_stage(
+        "ppo",
+        tmp_path / "ppo",
+        ppo_sets,
+        policy_dir=tmp_path / "sft" / "final",
+        reward_dir=tmp_path / "rm" / "final",
+        prompts=prompts,
+    )
+    assert sft["val_loss"] > 0 and 0 <= rm["val_accuracy"] <= 1 and ppo["iterations"] == 1
+    saved = json.loads((tmp_path / "ppo" / "final" / "config.json").read_text())
+    assert saved["model_type"] == model_type
 
 
 def test_llama_with_bpe_through_all_three_stages(tmp_path):

@@ -53,6 +53,28 @@ def test_rm_bias_centres_the_reference_responses(rm_dir, data_dir, tmp_path):
     assert summary["bias"] != 0 and summary["bias_reference"].startswith("best-ranked")
 
 
+def test_rm_continued_from_an_earlier_rm_starts_where_it_left_off(rm_dir, data_dir, tmp_path):
+    """ChatGPT's loop: `rm --init RM_DIR` continues the earlier reward model (here with a learning rate too
+    small to move it: it keeps the first round's accuracy, where a fresh head from SFT is at chance)."""
+    import shutil
+
+    from conftest import RM_SET, make_comparisons, write_jsonl
+
+    rows = [{**r, "round": 2} for r in make_comparisons(60, seed=7)]
+    data = [data_dir / "comparisons.jsonl", write_jsonl(tmp_path / "round2.jsonl", rows)]
+    still = [*RM_SET, "epochs=1", "lr=1e-9", "latest_round_weight=2"]
+    cont = run_stage("rm", tmp_path / "cont", still, init_dir=rm_dir, data=data)
+    sft = json.loads((rm_dir / "instructrl.json").read_text())["sft_model"]
+    fresh = run_stage("rm", tmp_path / "fresh", still, model_dir=sft, data=data)
+    assert cont["val_accuracy"] >= 0.95 and fresh["val_accuracy"] < 0.8, (cont, fresh)
+    meta = json.loads((tmp_path / "cont" / "final" / "instructrl.json").read_text())
+    assert meta["round"] == 2 and meta["sft_model"] == sft
+    assert [e["init"] for e in meta["lineage"]] == [sft, str(rm_dir)]
+    shutil.rmtree(tmp_path / "cont")  # --model and --init together are refused (exit 2, in the CLI)
+    with pytest.raises(Exception, match="not both"):
+        run_stage("rm", tmp_path / "cont", still, init_dir=rm_dir, model_dir=sft, data=data)
+
+
 def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
     sft_dir, rm_dir, data_dir, tmp_path
 ):
@@ -77,6 +99,29 @@ def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
     assert (tmp_path / "ppo" / "final" / "config.json").is_file()
     rollouts = (tmp_path / "ppo" / "rollouts.jsonl").read_text().splitlines()
     assert len(rollouts) == 12 * 32
+
+
+def test_ppo_continued_from_a_ppo_policy_keeps_the_kl_to_the_sft_model(sft_dir, rm_dir, data_dir, tmp_path):
+    """ChatGPT's loop: a later round starts from the last policy, and its KL is still measured to SFT."""
+    paths = dict(reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl")
+    first = run_stage("ppo", tmp_path / "r1", [*PPO_SET, "iterations=4"], policy_dir=sft_dir, **paths)
+    assert first["final_kl_mean"] > 0.05, first
+    policy = tmp_path / "r1" / "final"
+    again = [*PPO_SET, "iterations=1", "keep=last"]
+    continued = run_stage("ppo", tmp_path / "r2", again, policy_dir=policy, reference_dir=sft_dir, **paths)
+    # the same held-out prompts and sampling seeds: the first evaluation is the previous run's kept policy
+    assert continued["initial_kl_mean"] == pytest.approx(first["final_kl_mean"], rel=1e-5)
+    assert continued["initial_raw_score_mean"] == pytest.approx(first["final_raw_score_mean"], rel=1e-5)
+    # without --reference the continued policy would be its own reference: KL 0
+    alone = run_stage("ppo", tmp_path / "alone", again, policy_dir=policy, **paths)
+    assert alone["initial_kl_mean"] == pytest.approx(0.0, abs=1e-6)
+    # the reward is normalised on the reference's samples, as in the first round
+    assert continued["reward_norm"]["gain"] == pytest.approx(first["reward_norm"]["gain"], rel=1e-5)
+    lineage = json.loads((tmp_path / "r2" / "final" / "instructrl.json").read_text())["lineage"]
+    assert [(e["policy_init"], e["reference"]) for e in lineage] == [
+        (str(sft_dir), str(sft_dir)),
+        (str(policy), str(sft_dir)),
+    ]
 
 
 def test_pretraining_from_scratch_on_packed_blocks(tiny_model_dir, tmp_path):

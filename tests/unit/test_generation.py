@@ -59,3 +59,53 @@ def test_sample_responses_is_independent_of_batch_size(tiny_model_dir):
     a = sample_responses(lm, tok, prompts, k=3, max_new_tokens=6, seed=4, batch_size=9)
     b = sample_responses(lm, tok, prompts, k=3, max_new_tokens=6, seed=4, batch_size=2)
     assert a == b and len(a) == 3 and all(len(x) == 3 for x in a)
+
+
+def test_a_checkpoints_generation_config_does_not_change_what_the_sampler_draws_from(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """generate() fills every field we leave None from generation_config.json (Qwen2.5-Instruct ships
+    temperature, top_k, top_p, repetition_penalty); those processors must not run before the sampler,
+    whose draws PPO describes with plain softmax(logits / T) log-probs."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    from instructrl.models import generation
+    from instructrl.models.scoring import response_logits
+
+    tok = load_tokenizer(tiny_model_dir)
+    plain = load_causal_lm(tiny_model_dir, dropout=False).eval()
+    shipped = tmp_path / "shipped"
+    shutil.copytree(tiny_model_dir, shipped)
+    first = plain(**tok(["the cat"], return_tensors="pt")).logits[0, -1].topk(3).indices.tolist()
+    GenerationConfig(
+        do_sample=True,
+        temperature=0.3,
+        top_k=2,
+        top_p=0.5,
+        repetition_penalty=3.0,
+        no_repeat_ngram_size=1,
+        bad_words_ids=[[t] for t in first],
+    ).save_pretrained(shipped)
+    opinionated = load_causal_lm(shipped, dropout=False).eval()
+    assert opinionated.generation_config.repetition_penalty == 3.0  # the file is read
+
+    ids, mask = left_pad(encode_prompts(tok, ["the cat", "a dog sat", "one"] * 4), tok.pad_token_id)
+    seeds, T = torch.arange(len(ids)), 0.7
+    kw = dict(max_new_tokens=8, eos_token_id=-1, pad_token_id=tok.pad_token_id, temperature=T)
+    seen: list[torch.Tensor] = []  # the scores the sampler receives at each step (B, V)
+    filter_logits = generation.filter_logits
+    monkeypatch.setattr(generation, "filter_logits", lambda s, *a: seen.append(s) or filter_logits(s, *a))
+    want = generate(plain, ids, mask, seeds=seeds, **kw)
+    seen.clear()
+    got = generate(opinionated, ids, mask, seeds=seeds, **kw)
+    assert torch.equal(got, want)
+
+    # what the sampler drew from is what PPO's log-probs describe
+    R = got.shape[1]
+    full, full_mask = torch.cat([ids, got], 1), torch.cat([mask, torch.ones_like(got)], 1)
+    with torch.no_grad():
+        logged = torch.log_softmax(response_logits(opinionated, full, full_mask, R) / T, -1)  # (B, R, V)
+    sampler = torch.log_softmax(torch.stack(seen, 1).float() / T, -1)  # (B, R, V)
+    assert torch.allclose(sampler, logged, atol=1e-4)

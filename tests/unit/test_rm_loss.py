@@ -28,6 +28,25 @@ def test_loss_weights_each_prompt_by_one_over_c_k_2():
     assert got == pytest.approx(0.1505 + 0.7981, abs=1e-4)
 
 
+def test_a_later_rounds_weight_multiplies_its_prompts_loss():
+    from instructrl.datasets.records import Comparison
+    from instructrl.reward.train import round_weights
+
+    r = torch.tensor([0.5, -1.0, 2.0, 0.3, 0.1])
+    w, l_, g = ranking_pairs([[(2, 0), (2, 1), (0, 1)], [(1, 0)]], [3, 2])
+    loss_a = -(logsig(2.0 - 0.5) + logsig(2.0 + 1.0) + logsig(0.5 + 1.0)) / 3
+    loss_b = -logsig(0.1 - 0.3)
+    got = ranking_loss_sum(r, w, l_, g, torch.tensor([1.0, 3.0])).item()
+    assert got == pytest.approx(loss_a + 3 * loss_b, rel=1e-6)
+
+    def cmp(round_):
+        return Comparison(prompt="p", responses=["a", "b", "c", "d"], ranking=[0, 1, 2, 3], round=round_)
+
+    # no round is round 1; the newest round present gets the weight
+    assert round_weights([cmp(None), cmp(2), cmp(1), cmp(2)], 3.0) == ([1.0, 3.0, 1.0, 3.0], 2)
+    assert round_weights([cmp(None), cmp(None)], 3.0) == ([3.0, 3.0], 1)
+
+
 def test_comparison_pairs_come_from_the_ranking():
     from instructrl.datasets.records import Comparison
 

@@ -73,3 +73,21 @@ def test_scalar_head_is_fp32_under_bf16_autocast(tiny_model_dir):
     assert bf16_head == torch.bfloat16  # what autocast would do to the head on its own
     assert mixed.dtype == torch.float32 and torch.allclose(mixed, exact, atol=0.05)
     assert len(set(mixed.tolist())) == len(ROWS)  # no ties from rounding
+
+
+def test_a_bias_that_would_not_shift_exactly_goes_to_the_config_instead(tiny_model_dir, monkeypatch):
+    """If the module found to feed the head is read by more than the head, folding the bias into it would
+    move the scores by something else: the probe sees it, the module is restored and the config keeps it."""
+    from instructrl.models import scoring
+
+    rm = load_reward_model(tiny_model_dir).eval()
+    first_norm = rm.transformer.h[0].ln_1  # its output feeds the rest of the network, not just the head
+    monkeypatch.setattr(scoring, "_output_module", lambda model: first_norm)
+    kept = first_norm.bias.detach().clone()
+    ids, mask = pad_right(ROWS, rm.config.pad_token_id)
+    with torch.no_grad():
+        before = score(rm, ids, mask)
+        where = add_reward_bias(rm, 1.25)
+        after = score(rm, ids, mask)
+    assert where == "config.reward_bias" and torch.equal(first_norm.bias, kept)
+    assert torch.allclose(after, before + 1.25, atol=1e-5)

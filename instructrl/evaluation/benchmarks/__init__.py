@@ -1,0 +1,4 @@
+"""The paper's automatic evaluations on public benchmarks (InstructGPT §4.2, Appendix D): toxicity on
+RealToxicityPrompts (`toxicity.py`), bias on CrowS-Pairs and Winogender (`bias.py`), TruthfulQA
+(`truthfulqa.py`) and the alignment tax on NLP tasks (`tax.py`). Each writes `results.json` in one layout
+(`_results.py`); `common.py` holds the log-likelihoods and greedy answers they share."""

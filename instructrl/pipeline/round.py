@@ -1,0 +1,246 @@
+"""One round of the loop ChatGPT ran on InstructGPT's method: rankings of the current policy's answers ->
+the reward model retrained on every round's rankings -> PPO continued, with its KL still measured to SFT.
+
+A round lives in one directory:
+
+    OUT/data/comparisons.jsonl   every round's comparisons so far, each tagged with its round
+    OUT/rm/                      the reward model (round 1: from SFT; later: continued from the last RM)
+    OUT/ppo/                     the policy (round 1: from SFT; later: continued from the last policy)
+    OUT/eval/answers.jsonl       A/B pairs of the new policy against SFT on held-out prompts (optional)
+    OUT/round.json               what the round read and made (`RoundRecord`), read by the next round
+
+Who ranks is not this module's business: a team exports rankings from the labeling app
+(`instructrl label export`), the demo passes its simulated labelers' rankings. The steps are resumable:
+a finished step (its summary.json written) is not run again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from instructrl.datasets.io import atomic_write_text, read_comparisons, write_jsonl
+from instructrl.errors import UserError
+from instructrl.pipeline.config import RoundConfig
+
+
+class RoundRecord(BaseModel):
+    """OUT/round.json: the contract between one round and the next."""
+
+    round: int
+    sft: str
+    """The SFT model: the first reward model's start and every round's KL reference."""
+    reward_model: str
+    policy: str
+    comparisons: str
+    """Every round's training comparisons up to this one (JSONL, each with its round)."""
+    previous: str | None = None
+    """The previous round's directory (None in round 1)."""
+    rm_accuracy_before: float | None = None
+    """The previous round's RM on this round's validation rankings (the policy it is about to train)."""
+    rm_accuracy_after: float | None = None
+    """This round's RM on the same rankings."""
+    ppo: dict[str, Any] = {}
+    """PPO's held-out reward and KL to SFT: initial (the previous policy) and final (the kept policy)."""
+    answers: str | None = None
+
+
+def read_round(path: str | Path) -> RoundRecord:
+    file = Path(path) / "round.json"
+    if not file.is_file():
+        raise UserError(
+            f"{path}: not a round directory (no round.json); pass what `instructrl round --out` wrote"
+        )
+    return RoundRecord.model_validate_json(file.read_text(encoding="utf-8"))
+
+
+def write_round(path: str | Path, record: RoundRecord) -> None:
+    atomic_write_text(Path(path) / "round.json", record.model_dump_json(indent=2))
+
+
+def accumulate_comparisons(out: Path, round_: int, new: Any, earlier: str | None) -> Path:
+    """Every round's comparisons in one file: the earlier rounds' as they were, the new ones tagged with this
+    round (a ranking without a round is this round's: the app's exports of older versions carry none)."""
+    rows = read_comparisons(earlier) if earlier is not None else []
+    fresh = [
+        c if c.round is not None else c.model_copy(update={"round": round_}) for c in read_comparisons(new)
+    ]
+    later = [c for c in fresh if c.round is not None and c.round > round_]
+    if later:
+        raise UserError(
+            f"{later[0].where('a comparison')}: is from round {later[0].round}, after this round ({round_}); "
+            f"export the rounds up to {round_} (`instructrl label export --round N`)"
+        )
+    file = out / "data" / "comparisons.jsonl"
+    write_jsonl(file, [*rows, *fresh])
+    return file
+
+
+def retrain_reward_model(
+    *,
+    out: Path,
+    round_: int,
+    sft: str | Path,
+    comparisons: Path,
+    config: RoundConfig,
+    previous_rm: str | Path | None = None,
+    val_data: Any = None,
+    norm_data: Any = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Step 1 of a round: the reward model, from SFT in round 1, continued from `previous_rm` later; with
+    `val_data` (this round's held-out rankings) the RM's accuracy there before and after."""
+    from instructrl.evaluation.models import rm_accuracy
+    from instructrl.reward.train import run_rm
+
+    run = out / "rm"
+    if (run / "summary.json").is_file():  # done earlier
+        summary = json.loads((run / "summary.json").read_text())
+    else:
+        summary = run_rm(
+            model_dir=None if previous_rm else sft,
+            init_dir=previous_rm,
+            data=comparisons,
+            val_data=val_data,
+            norm_data=norm_data,
+            out=run,
+            config=config.rm.model_copy(),
+            resume=resume and (run / "config.yaml").exists(),
+            changed_keys=config.changed.get("rm", set()),
+        )
+    if val_data is not None:
+        summary["accuracy_on_round_after"] = summary["val_accuracy"]
+        if previous_rm is not None:
+            summary["accuracy_on_round_before"] = rm_accuracy(previous_rm, read_comparisons(val_data))
+    return summary
+
+
+def continue_policy(
+    *,
+    out: Path,
+    sft: str | Path,
+    reward_model: str | Path,
+    prompts: Any,
+    config: RoundConfig,
+    previous_policy: str | Path | None = None,
+    val_prompts: Any = None,
+    pretrain_data: Any = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Step 2 of a round: PPO from SFT in round 1, continued from `previous_policy` later; the KL is always
+    measured to SFT, so it adds up over the rounds."""
+    from instructrl.ppo.train import run_ppo
+
+    run = out / "ppo"
+    if (run / "summary.json").is_file():
+        return json.loads((run / "summary.json").read_text())
+    return run_ppo(
+        policy_dir=previous_policy or sft,
+        reference_dir=sft,
+        reward_dir=reward_model,
+        prompts=prompts,
+        val_prompts=val_prompts,
+        pretrain_data=pretrain_data,
+        out=run,
+        config=config.ppo.model_copy(),
+        resume=resume and (run / "config.yaml").exists(),
+        changed_keys=config.changed.get("ppo", set()),
+    )
+
+
+def write_ab_answers(out: Path, sft: str | Path, policy: str | Path, prompts: list[str], seed: int) -> Path:
+    """Step 3: the new policy's and SFT's answers to held-out prompts as A/B pairs for the labeling app."""
+    from instructrl.evaluation.models import generate_answers
+
+    new, base = (generate_answers(d, prompts, seed=seed) for d in (policy, sft))
+    file = out / "eval" / "answers.jsonl"
+    write_jsonl(
+        file,
+        [
+            {"prompt": p, "model_a": "policy", "response_a": a, "model_b": "sft", "response_b": b}
+            for p, a, b in zip(prompts, new, base, strict=True)
+        ],
+    )
+    return file
+
+
+def run_round(
+    *,
+    out: str | Path,
+    data: Any,
+    prompts: Any,
+    config: RoundConfig,
+    sft: str | Path | None = None,
+    previous: str | Path | None = None,
+    val_data: Any = None,
+    val_prompts: Any = None,
+    norm_data: Any = None,
+    pretrain_data: Any = None,
+    eval_prompts: list[str] | None = None,
+    resume: bool = False,
+) -> RoundRecord:
+    """One round: round 1 from the SFT model (`sft`), round N + 1 from round N's directory (`previous`).
+    `data`: this round's new comparisons (earlier rounds' come from `previous`)."""
+    out = Path(out)
+    if (sft is None) == (previous is None):
+        raise UserError(
+            "give the SFT model for round 1 (--sft SFT_DIR) or the previous round (--previous DIR)"
+        )
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise UserError(f"{out}: already holds a round; pass --resume to continue it, or choose a new --out")
+    last = read_round(previous) if previous is not None else None
+    round_ = last.round + 1 if last else 1
+    sft = last.sft if last else str(sft)
+    comparisons = accumulate_comparisons(out, round_, data, last.comparisons if last else None)
+
+    rm = retrain_reward_model(
+        out=out,
+        round_=round_,
+        sft=sft,
+        comparisons=comparisons,
+        config=config,
+        previous_rm=last.reward_model if last else None,
+        val_data=val_data,
+        norm_data=norm_data,
+        resume=resume,
+    )
+    ppo = continue_policy(
+        out=out,
+        sft=sft,
+        reward_model=out / "rm" / "final",
+        prompts=prompts,
+        config=config,
+        previous_policy=last.policy if last else None,
+        val_prompts=val_prompts,
+        pretrain_data=pretrain_data,
+        resume=resume,
+    )
+    answers = None
+    if config.answers and eval_prompts:
+        answers = str(write_ab_answers(out, sft, out / "ppo" / "final", eval_prompts[: config.answers], 0))
+    record = RoundRecord(
+        round=round_,
+        sft=str(sft),
+        reward_model=str(out / "rm" / "final"),
+        policy=str(out / "ppo" / "final"),
+        comparisons=str(comparisons),
+        previous=str(previous) if previous is not None else None,
+        rm_accuracy_before=rm.get("accuracy_on_round_before"),
+        rm_accuracy_after=rm.get("accuracy_on_round_after"),
+        ppo={
+            k: ppo.get(k)
+            for k in (
+                "initial_score_mean",
+                "final_score_mean",
+                "initial_kl_mean",
+                "final_kl_mean",
+                "kept_iteration",
+            )
+        },
+        answers=answers,
+    )
+    write_round(out, record)
+    return record
