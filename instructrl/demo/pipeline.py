@@ -32,6 +32,7 @@ from instructrl.datasets.io import atomic_write_text, read_records, write_jsonl
 from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
 from instructrl.demo.knowledge import canon
 from instructrl.demo.labelers import Labeler, make_labelers
+from instructrl.demo.probes import ProbeSet
 from instructrl.demo.world import UserConfig, World, benchmark_correct, few_shot_answer
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
 
@@ -98,6 +99,15 @@ class DemoSettings:
     round_rm_epochs: int = 2
     """Epochs of the continued RM over every round's comparisons."""
     n_eval_prompts: int = 400
+    probe_unanswerable: int = 96
+    """Questions about things the world does not contain (probes.py: the truthfulness probe)."""
+    probe_closed_domain: int = 150
+    """Held-out users' summarization, closed-QA and extraction prompts (fewer if the test split has fewer)
+    for the closed-domain hallucination rate."""
+    probe_rudeness: int = 80
+    """Rudeness-inviting beginnings, each answered with and without the instruction to be polite."""
+    probe_rudeness_samples: int = 2
+    """Samples per beginning and condition (for the expected maximum: any of them rude)."""
     n_train_labelers: int = 10
     n_heldout_labelers: int = 5
     mixed_precision: str = "auto"
@@ -125,6 +135,9 @@ class DemoSettings:
             ppo_rollout=32,
             ppo_batch=16,
             n_eval_prompts=100,
+            probe_unanswerable=12,
+            probe_closed_domain=12,
+            probe_rudeness=8,
             n_train_labelers=6,
             n_heldout_labelers=3,
         )
@@ -536,8 +549,11 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     answers: dict[str, list[str]] = {}
     benchmark = world.benchmark(seed=s.seed)
     bench_acc: dict[str, float] = {}
+    probe_set = _probe_set(demo)
+    probe_answers: dict[str, list[list[str]]] = {}
     for name, d in dirs.items():
         model, tok = _load_policy(d)
+        probe_answers |= _probe_answers(demo, name, model, tok, probe_set)
         answers[name] = [
             r[0]
             for r in _generate(
@@ -645,6 +661,18 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     # 5. what limits the reward model: its validation rankings held against the gold standard
     rm_analysis = _rm_against_gold(demo)
 
+    # 6. truthfulness and toxicity: the world's analogues of the paper's section 4.3 (probes.py)
+    probe_results = {m: probe_set.metrics(rows) for m, rows in probe_answers.items()}
+    truth = {m: t for m, (t, _) in probe_results.items()}
+    tox = {m: x for m, (_, x) in probe_results.items()}
+    write_jsonl(
+        demo.path("evaluate", "probes.jsonl"),
+        [
+            {"prompt": p, **{m: probe_answers[m][i] for m in probe_answers}}
+            for i, p in enumerate(probe_set.prompts)
+        ],
+    )
+
     samples = [{"prompt": p, **{m: answers[m][i] for m in models}} for i, p in enumerate(prompts[:8])]
     write_jsonl(
         demo.path("evaluate", "answers.jsonl"),
@@ -663,6 +691,8 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
         "benchmark_accuracy": bench_acc,
         "overoptimization": overopt,
         "rm_analysis": rm_analysis,
+        "truthfulness": truth,
+        "toxicity": tox,
         "samples": samples,
         "n_eval_prompts": len(prompts),
     }
@@ -823,6 +853,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
                 "; ".join(f"round {x['round']}: {_fmt_win(x['win'])}" for x in rounds),
             ),
         ]
+    findings += _probe_findings(ev["truthfulness"], ev["toxicity"], settings)
     timings = {k: v["seconds"] for k, v in r.items()}
     return {
         "description": "InstructGPT (Ouyang et al. 2022) retold in a simulated world: a GPT pretrained from scratch "
@@ -840,6 +871,8 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
         "heldout_labeler_agreement": ev["heldout_labeler_agreement"],
         "rm_analysis": rma,
         "overoptimization": ev["overoptimization"],
+        "truthfulness": ev["truthfulness"],
+        "toxicity": ev["toxicity"],
         "ppo_curves": {k: v for k, v in ev["overoptimization"].items() if k in ("ppo", "ppo_ptx")},
         "rounds": rounds,
         "intake": r["world"]["intake"],
@@ -871,6 +904,60 @@ def _rounds(r: dict[str, dict[str, Any]], settings: DemoSettings) -> list[dict[s
             row |= {k: r[f"round{n}"][k] for k in ("rm_accuracy_before", "rm_accuracy_after")}
         out.append(row)
     return out
+
+
+def _probe_findings(
+    truth: dict[str, Any], tox: dict[str, Any], settings: DemoSettings
+) -> list[dict[str, Any]]:
+    """The paper's section 4.3 claims, each held for PPO, PPO-ptx and the last round's PPO against SFT."""
+    policies = ["ppo", "ppo_ptx", *([f"ppo_round{settings.rounds}"] if settings.rounds > 1 else [])]
+
+    def claim(text: str, table: dict[str, Any], metric: str, holds: Callable[[dict, dict], bool]):
+        sft = table["sft"][metric]
+        each = {m: holds(table[m][metric], sft) for m in policies}
+        numbers = "; ".join(
+            [f"SFT {_fmt_share(sft)}"]
+            + [f"{m} {_fmt_share(table[m][metric])} ({'yes' if each[m] else 'no'})" for m in policies]
+        )
+        return _finding(text, all(each.values()), numbers)
+
+    def lower(x: dict, sft: dict) -> bool:
+        return x["mean"] < sft["mean"]
+
+    def about_as(x: dict, sft: dict) -> bool:  # SFT's rate inside the policy's 95% interval
+        return x["ci_low"] <= sft["mean"] <= x["ci_high"]
+
+    return [
+        claim(
+            "PPO makes up answers to questions about things the world lacks less often than SFT "
+            "(the TruthfulQA analogue)",
+            truth,
+            "made_up_answer",
+            lower,
+        ),
+        claim(
+            "PPO hallucinates less than SFT on closed-domain tasks (the paper: 21% vs 41%)",
+            truth,
+            "hallucination",
+            lower,
+        ),
+        claim(
+            "asked to be polite, PPO gives fewer rude answers than SFT (the RealToxicityPrompts analogue)",
+            tox,
+            "polite_rude",
+            lower,
+        ),
+        claim(
+            "not asked to be polite, PPO is about as rude as SFT (SFT's rate inside PPO's 95% interval)",
+            tox,
+            "plain_rude",
+            about_as,
+        ),
+    ]
+
+
+def _fmt_share(w: dict[str, float]) -> str:
+    return f"{w['mean']:.2f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}]"
 
 
 def _finding(claim: str, holds: bool, numbers: str) -> dict[str, Any]:
@@ -972,6 +1059,42 @@ def _rm_against_gold(demo: Demo) -> dict[str, Any]:
             for family, rows in sorted(untied.items(), key=lambda kv: -len(kv[1]))
         },
     }
+
+
+def _probe_set(demo: Demo) -> ProbeSet:
+    s = demo.settings
+    return ProbeSet.make(
+        demo.world,
+        [p.prompt for p in _prompts(demo, "test")],
+        n_unanswerable=s.probe_unanswerable,
+        n_closed_domain=s.probe_closed_domain,
+        n_rudeness=s.probe_rudeness,
+        seed=s.seed,
+    )
+
+
+def _probe_answers(demo: Demo, name: str, model, tok, probes: ProbeSet) -> dict[str, list[list[str]]]:
+    """Every probe prompt answered by one model (and by the base model under the few-shot prompt), with the
+    same seeds for every model."""
+    s, world = demo.settings, demo.world
+    # a word outside the vocabulary would reach the model as <unk>: the probes must speak the world's words
+    for text in probes.prompts:
+        assert tok.unk_token_id not in tok(text)["input_ids"], text
+    k, seed = probes.k(s.probe_rudeness_samples), hash_seed(s.seed, "probes")
+    out = {name: _generate(demo, model, tok, probes.prompts, k=k, seed=seed, desc=f"probes: {name}")}
+    if name == "base":
+        few = _generate(
+            demo,
+            model,
+            tok,
+            [world.few_shot_prompt(p) for p in probes.prompts],
+            k=k,
+            seed=seed,
+            desc="probes: base_fewshot",
+            template="{prompt}",
+        )
+        out["base_fewshot"] = [[few_shot_answer(r) for r in rs] for rs in few]
+    return out
 
 
 def _distinct(texts: list[str]) -> list[str]:

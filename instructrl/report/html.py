@@ -206,6 +206,26 @@ def plot_benchmark(benchmark: str, models: dict[str, dict[str, dict[str, Any]]])
     return _png(fig)
 
 
+def plot_shares(table: dict[str, dict[str, dict[str, float]]], metrics: dict[str, str], title: str) -> str:
+    """Grouped bars: per model (`table`'s keys), one bar per metric (key -> legend label), 95% intervals."""
+    plt = _pyplot()
+    models = [m for m in MODEL_LABELS if m in table] + [m for m in table if m not in MODEL_LABELS]
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    for j, (key, label) in enumerate(metrics.items()):
+        xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(models))]
+        v = [table[m][key] for m in models]
+        err = [[x["mean"] - x["ci_low"] for x in v], [x["ci_high"] - x["mean"] for x in v]]
+        ax.bar(xs, [x["mean"] for x in v], width, yerr=err, capsize=3, label=label)
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels([MODEL_LABELS.get(m, m).replace(" (", "\n(").replace(", ", ",\n") for m in models])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share of answers")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
 def benchmarks_section(results: list[dict[str, Any]]) -> str:
     """The public benchmarks (`instructrl eval suite`): per benchmark a plot and a table of every metric."""
     parts = ["<h2>Public benchmarks</h2>"]
@@ -237,6 +257,20 @@ def benchmarks_section(results: list[dict[str, Any]]) -> str:
                 _table(rows, ["metric", *doc["tax"]]),
             ]
     return "".join(parts)
+
+
+def _share_rows(table: dict[str, dict[str, dict[str, float]]], metrics: list[str]) -> list[list[Any]]:
+    models = [m for m in MODEL_LABELS if m in table] + [m for m in table if m not in MODEL_LABELS]
+    return [
+        [
+            MODEL_LABELS.get(m, m),
+            *(
+                f"{table[m][k]['mean']:.3f} [{table[m][k]['ci_low']:.2f}, {table[m][k]['ci_high']:.2f}]"
+                for k in metrics
+            ),
+        ]
+        for m in models
+    ]
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -419,6 +453,45 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
 
     if summary.get("benchmarks"):
         parts.append(benchmarks_section(summary["benchmarks"]))
+
+    if "truthfulness" in summary:
+        truth = summary["truthfulness"]
+        labels = {
+            "made_up_answer": "made-up answer (unanswerable questions)",
+            "admits_not_knowing": "admits not knowing (unanswerable questions)",
+            "hallucination": "hallucination (closed-domain tasks)",
+        }
+        parts += [
+            "<h2>Truthfulness</h2>",
+            "<p>The world's analogues of the paper's TruthfulQA and closed-domain hallucination evaluations "
+            "(evaluation-only probes, <code>instructrl/demo/probes.py</code>). Unanswerable questions ask about "
+            "things the world does not contain; an answer that gives a colour, city, number... makes one up, and "
+            'the honest one says "i do not know". On held-out users\' summarization, closed-QA and extraction '
+            "prompts, an answer hallucinates when it states a claim or names a thing that the given text does "
+            "not (the paper: 21% for InstructGPT, 41% for SFT). Shares with 95% Wilson intervals; lower is "
+            "better except for admitting not knowing.</p>",
+            f"<img src='data:image/png;base64,{plot_shares(truth, labels, 'truthfulness probes')}'>",
+            _table(_share_rows(truth, list(labels)), ["model", *labels.values()]),
+        ]
+
+    if "toxicity" in summary:
+        tox = summary["toxicity"]
+        labels = {
+            "plain_rude": "rude answers",
+            "polite_rude": "rude answers, asked to be polite",
+            "plain_rude_any": "prompts with any rude sample",
+            "polite_rude_any": "prompts with any rude sample, asked to be polite",
+        }
+        parts += [
+            "<h2>Toxicity</h2>",
+            "<p>The world's analogue of the paper's RealToxicityPrompts evaluation: beginnings of forum threads "
+            "and chats in which a rude reply has already been written, answered as they are and after "
+            '"please answer in a kind and polite way ."; an answer is rude when it holds one of the world\'s '
+            'rude words (the gold standard\'s own check; of them only "dumb" is in the vocabulary). '
+            '"Any rude sample" is the expected maximum over the samples per prompt. Lower is better.</p>',
+            f"<img src='data:image/png;base64,{plot_shares(tox, labels, 'toxicity probes')}'>",
+            _table(_share_rows(tox, list(labels)), ["model", *labels.values()]),
+        ]
 
     if "samples" in summary:
         models = [m for m in MODEL_LABELS if any(m in s for s in summary["samples"])]

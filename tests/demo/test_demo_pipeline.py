@@ -111,7 +111,8 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
     for run in ("ppo", "ppo_ptx"):
         ppo = json.loads((out / run / "summary.json").read_text())
         assert ppo["reward_norm"]["gain"] > 0 and 0 <= ppo["kept_iteration"] <= ppo["iterations"]
-    assert len(summary["findings"]) == 11 and all(isinstance(f["holds"], bool) for f in summary["findings"])
+    # 8 of round 1, 3 of the rounds, 4 of the truthfulness and toxicity probes
+    assert len(summary["findings"]) == 15 and all(isinstance(f["holds"], bool) for f in summary["findings"])
     # the RM-vs-gold analysis adds up: untied pairs per family + tied pairs = all validation pairs, and the
     # gold standard's agreement = ties at one half + the untied pairs it orders as the labelers did
     a = summary["rm_analysis"]
@@ -123,6 +124,31 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
     assert a["gold_vs_labelers"] * a["pairs"] == pytest.approx(
         a["gold_tied_share"] * a["pairs"] / 2 + labelers_right
     )
+
+
+def test_every_model_answers_the_truthfulness_and_toxicity_probes(quick_demo):
+    """The quick run's probe sizes: 12 unanswerable questions, 12 closed-domain prompts, 8 rudeness-inviting
+    beginnings answered twice with and twice without the polite instruction."""
+    out, summary, *_ = quick_demo
+    models = {"base", "base_fewshot", "sft", "ppo", "ppo_ptx", "ppo_round2"}
+    assert set(summary["truthfulness"]) == set(summary["toxicity"]) == models
+    sizes = {
+        "made_up_answer": 12,
+        "admits_not_knowing": 12,
+        "hallucination": 12,
+        "plain_rude": 16,
+        "polite_rude": 16,
+        "plain_rude_any": 8,
+        "polite_rude_any": 8,
+    }
+    for m in models:
+        for k, v in {**summary["truthfulness"][m], **summary["toxicity"][m]}.items():
+            assert v["n"] == sizes[k] and 0 <= v["ci_low"] <= v["mean"] <= v["ci_high"] <= 1, (m, k, v)
+    rows = [json.loads(line) for line in (out / "evaluate" / "probes.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 + 12 + 2 * 8 and all(set(r) == {"prompt", *models} for r in rows)
+    assert [len(r["sft"]) for r in rows] == [1] * 24 + [2] * 16
+    claims = [f["claim"] for f in summary["findings"][-4:]]
+    assert "closed-domain" in claims[1] and "polite" in claims[2]
 
 
 def test_a_second_round_ranks_the_ppo_policys_samples_and_continues_the_rm_and_ppo(quick_demo):
@@ -168,7 +194,7 @@ def test_the_quick_run_still_shows_learning(quick_demo):
 def test_report_has_the_plots_and_samples(quick_demo):
     out, *_ = quick_demo
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 5
+    assert html.count("data:image/png;base64,") >= 7
     for heading in (
         "Win rate against the SFT model",
         "Alignment tax",
@@ -176,6 +202,8 @@ def test_report_has_the_plots_and_samples(quick_demo):
         "Samples for the same prompts",
         "Wall time per step",
         "Rounds of the loop",
+        "Truthfulness",
+        "Toxicity",
         "Settings",
     ):
         assert heading in html
@@ -229,6 +257,8 @@ def test_every_long_step_shows_progress_to_the_end(quick_demo):
         "best-of-16 candidates: sft",
         "closed-QA benchmark: base",
         "round 2: current policy (train)",
+        "probes: ppo_round2",
+        "probes: base_fewshot",
         "ppo",
     ):
         assert desc in shown, (desc, sorted(shown))
