@@ -7,7 +7,7 @@ public alternative forms (pairwise chosen/rejected, Anthropic HH dialogues, Alpa
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -35,6 +35,50 @@ Flag = Literal[
 ]
 
 
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    """One turn of a conversation in the HF/OpenAI chat format: `{"role": ..., "content": ...}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    content: str = Field(min_length=1)
+
+
+def check_conversation(messages: list[Message], last: Role) -> None:
+    """A conversation: an optional system turn first, then user and assistant turns alternating from a user
+    turn, ending with a `last` turn. Raises ValueError naming the bad turn (messages.i.role)."""
+    turns = messages[1:] if messages and messages[0].role == "system" else messages
+    offset = len(messages) - len(turns)
+    if not turns:
+        raise ValueError("field 'messages': needs at least one user turn")
+    for i, m in enumerate(turns):
+        want = "user" if i % 2 == 0 else "assistant"
+        if m.role != want:
+            raise ValueError(
+                f"field 'messages.{i + offset}.role': is '{m.role}', expected '{want}' (a system turn may "
+                f"only come first; then user and assistant turns alternate, starting with the user)"
+            )
+    if turns[-1].role != last:
+        raise ValueError(
+            f"field 'messages.{len(messages) - 1}.role': the last turn is '{turns[-1].role}', expected '{last}'"
+        )
+
+
+def transcript(messages: list[Message]) -> str:
+    """A conversation as plain text, for tokenizers without a chat template, people and logs. A lone user
+    turn is its own content, so `{"messages": [user turn]}` and `{"prompt": ...}` read the same."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return "\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in messages)
+
+
+def as_messages(prompt: str | list[Message]) -> list[Message]:
+    """A plain prompt string is one user turn."""
+    return [Message(role="user", content=prompt)] if isinstance(prompt, str) else prompt
+
+
 class Record(BaseModel):
     # Extra keys (split, labeler ids, timestamps...) are kept, so exports round-trip.
     model_config = ConfigDict(extra="allow")
@@ -45,21 +89,67 @@ class Record(BaseModel):
         return self._source or fallback
 
 
-class PromptRecord(Record):
-    """A prompt written by a user: `{"prompt": str, "user_id": str, ...}`."""
+class Conversational(Record):
+    """A record whose prompt is a plain string or a conversation (`messages`, ending with a user turn).
+
+    Given `messages`, `prompt` is derived from them (their `transcript`), so code that shows or logs
+    prompts keeps working; the tokenizer's chat template, when it has one, renders `messages` instead.
+    """
 
     prompt: str = Field(min_length=1)
+    messages: list[Message] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_from_messages(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("messages") is not None:
+            # `prompt` is derived: the JSONL written by instructrl holds both, and messages win on reading
+            data = {**data, "prompt": "(from messages)"}
+        return data
+
+    @model_validator(mode="after")
+    def _check_messages(self) -> Conversational:
+        if self.messages is not None:
+            check_conversation(self.messages, "user")
+            self.prompt = transcript(self.messages)
+        return self
+
+    @property
+    def conversation(self) -> str | list[Message]:
+        """What the tokenizer formats: the messages, or the plain prompt string."""
+        return self.prompt if self.messages is None else self.messages
+
+
+class PromptRecord(Conversational):
+    """A prompt written by a user: `{"prompt": str, "user_id": str, ...}`, or `{"messages": [...], ...}`
+    with the conversation so far, ending with a user turn."""
+
     user_id: str = Field(min_length=1)
 
 
-class Demonstration(Record):
-    """A labeler-written response: `{"prompt": str, "response": str, "user_id": str?}`."""
+class Demonstration(Conversational):
+    """A labeler-written response: `{"prompt": str, "response": str, "user_id": str?}`, or
+    `{"messages": [..., {"role": "assistant", ...}]}` whose last (assistant) turn is the response."""
 
-    prompt: str = Field(min_length=1)
     response: str = Field(min_length=1)
     user_id: str | None = None
     labeler_id: str | None = None
     """Who wrote it (provenance: held-out labelers' work must never reach training)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _response_from_last_turn(cls, data: Any) -> Any:
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if isinstance(messages, list) and "response" not in data and messages:
+            last = messages[-1].model_dump() if isinstance(messages[-1], Message) else messages[-1]
+            if not (isinstance(last, dict) and last.get("role") == "assistant"):
+                role = last.get("role") if isinstance(last, dict) else last
+                raise ValueError(
+                    f"field 'messages.{len(messages) - 1}.role': the last turn is '{role}'; a demonstration's "
+                    f"last turn is the assistant's response (or give it as 'response')"
+                )
+            data = {**data, "messages": messages[:-1], "response": last.get("content")}
+        return data
 
 
 class ResponseLabel(BaseModel):
@@ -70,13 +160,13 @@ class ResponseLabel(BaseModel):
     flags: list[Flag] = []
 
 
-class Comparison(Record):
-    """K responses to one prompt ranked best to worst: `{"prompt", "responses": [..K], "ranking": [..]}`.
+class Comparison(Conversational):
+    """K responses to one prompt ranked best to worst: `{"prompt", "responses": [..K], "ranking": [..]}`;
+    the prompt may be a conversation ending with a user turn: `{"messages": [...], "responses", "ranking"}`.
 
     `ranking` lists indices into `responses`, best first, and must be a permutation of 0..K-1.
     """
 
-    prompt: str = Field(min_length=1)
     responses: list[str]
     ranking: list[int]
     user_id: str | None = None

@@ -1,5 +1,11 @@
 """Records -> token ids. Prompt and response are tokenized separately and concatenated, so the boundary
-(and so the loss mask) is exact, and the ids match what the policy generates after a prompt in PPO."""
+(and so the loss mask) is exact, and the ids match what the policy generates after a prompt in PPO.
+
+The one place prompts are formatted: with the tokenizer's chat template when it has one (the prompt is the
+conversation rendered with the generation prompt; the response is the assistant's text followed by what the
+template ends an assistant turn with), else with the stage's `prompt_template`. SFT, RM, PPO and evaluation
+all format through `prompt_ids` / `response_ids`, so each scores exactly the text SFT was trained on.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from instructrl.datasets.records import Comparison, Demonstration
+from instructrl.datasets.records import Comparison, Demonstration, Message, as_messages, transcript
 from instructrl.errors import UserError
 
 
@@ -38,12 +44,68 @@ class TokenizeStats:
     notes: list[str] = field(default_factory=list)
 
 
-def prompt_ids(tokenizer, prompt: str, template: str) -> list[int]:
-    return tokenizer(template.format(prompt=prompt)).input_ids
+Prompt = str | Sequence[Message]
+"""A plain prompt string (one user turn) or a conversation ending with a user turn."""
 
 
-def response_ids(tokenizer, response: str) -> list[int]:
-    return tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+def _chat(prompt: Prompt, reply: str | None = None) -> list[dict[str, str]]:
+    turns = [m.model_dump() for m in as_messages(prompt if isinstance(prompt, str) else list(prompt))]
+    return turns if reply is None else [*turns, {"role": "assistant", "content": reply}]
+
+
+def render_prompt(tokenizer, prompt: Prompt, template: str) -> str:
+    """The prompt as text, up to where the assistant's reply begins."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(_chat(prompt), add_generation_prompt=True, tokenize=False)
+    return template.format(prompt=prompt if isinstance(prompt, str) else transcript(list(prompt)))
+
+
+def prompt_ids(tokenizer, prompt: Prompt, template: str) -> list[int]:
+    # a chat template writes its own BOS (HF's apply_chat_template(tokenize=True) adds no special tokens)
+    return tokenizer(
+        render_prompt(tokenizer, prompt, template), add_special_tokens=not tokenizer.chat_template
+    ).input_ids
+
+
+def _reply_text(tokenizer, prompt: Prompt, reply: str) -> str:
+    """What the chat template writes for an assistant turn after the generation prompt: the reply and the
+    turn's end (e.g. "<|im_end|>\n"), found by diffing two renderings rather than hard-coding tokens."""
+    before = render_prompt(tokenizer, prompt, "")
+    full = tokenizer.apply_chat_template(_chat(prompt, reply), tokenize=False)
+    if not full.startswith(before):
+        raise UserError(
+            "the tokenizer's chat template renders a conversation differently once the assistant has "
+            "replied (e.g. it drops reasoning from earlier turns), so a reply's tokens cannot follow the "
+            "prompt's; give the tokenizer a template without that, or remove it to use prompt_template"
+        )
+    return full[len(before) :]
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """Tokens that end a reply: EOS, and with a chat template its end-of-turn token (the first special
+    token the template writes after an assistant's text), where generation must stop too."""
+    stops = [tokenizer.eos_token_id]
+    if tokenizer.chat_template:
+        probe = "ok"
+        text = _reply_text(tokenizer, "hi", probe)
+        suffix = text[text.index(probe) + len(probe) :]
+        special = set(tokenizer.added_tokens_decoder) | set(tokenizer.all_special_ids)
+        ends = [t for t in tokenizer(suffix, add_special_tokens=False).input_ids if t in special]
+        if ends and ends[0] not in stops:
+            stops.append(ends[0])
+    return stops
+
+
+def response_ids(tokenizer, response: str, prompt: Prompt, stops: Sequence[int] | None = None) -> list[int]:
+    """The reply's ids, ending with a stop token so that the model learns to end its turn. With a chat
+    template, what the template writes after the end-of-turn token (Qwen's "\n") is left out: generation
+    stops there, and the reward model must score the ids the policy will produce."""
+    if not tokenizer.chat_template:
+        return tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    stops = stop_ids(tokenizer) if stops is None else stops
+    ids = tokenizer(_reply_text(tokenizer, prompt, response), add_special_tokens=False).input_ids
+    end = next((i for i, t in enumerate(ids) if t in stops), None)
+    return ids + [tokenizer.eos_token_id] if end is None else ids[: end + 1]
 
 
 def _prompt_fits(n_prompt: int, max_length: int, too_long: str, what: str, stats: TokenizeStats) -> bool:
@@ -61,12 +123,12 @@ def _prompt_fits(n_prompt: int, max_length: int, too_long: str, what: str, stats
 def tokenize_demonstrations(
     demos: Sequence[Demonstration], tokenizer, template: str, max_length: int, too_long: str
 ) -> tuple[list[Example], TokenizeStats]:
-    stats, out = TokenizeStats(), []
+    stats, out, stops = TokenizeStats(), [], stop_ids(tokenizer)
     for i, d in enumerate(demos):
-        p = prompt_ids(tokenizer, d.prompt, template)
+        p = prompt_ids(tokenizer, d.conversation, template)
         if not _prompt_fits(len(p), max_length, too_long, d.where(f"demonstration {i + 1}"), stats):
             continue
-        r = response_ids(tokenizer, d.response)
+        r = response_ids(tokenizer, d.response, d.conversation, stops)
         if len(p) + len(r) > max_length:
             stats.truncated += 1
             r = r[: max_length - len(p)]
@@ -106,14 +168,14 @@ def tokenize_comparisons(
     too_long: str,
     weights: Sequence[float] | None = None,
 ) -> tuple[list[RankedExample], TokenizeStats]:
-    stats, out = TokenizeStats(), []
+    stats, out, stops = TokenizeStats(), [], stop_ids(tokenizer)
     for i, c in enumerate(comparisons):
-        p = prompt_ids(tokenizer, c.prompt, template)
+        p = prompt_ids(tokenizer, c.conversation, template)
         if not _prompt_fits(len(p), max_length, too_long, c.where(f"comparison {i + 1}"), stats):
             continue
         seqs = []
         for resp in c.responses:
-            r = response_ids(tokenizer, resp)
+            r = response_ids(tokenizer, resp, c.conversation, stops)
             if len(p) + len(r) > max_length:
                 stats.truncated += 1
                 r = r[: max_length - len(p)]

@@ -128,7 +128,7 @@ def score_responses(
     seqs = []
     for p, rs in zip(prompts, responses, strict=True):
         q = prompt_ids(tok, p, template)
-        seqs += [(q + response_ids(tok, r))[:window] for r in rs]
+        seqs += [(q + response_ids(tok, r, p))[:window] for r in rs]
     flat: list[float] = []
     for s in range(0, len(seqs), batch_size):
         with autocast(mixed_precision):

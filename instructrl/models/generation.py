@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from instructrl.datasets.tokenize import Prompt, prompt_ids, stop_ids
+
 M32 = 0xFFFFFFFF
 M64 = (1 << 64) - 1
 
@@ -86,19 +88,20 @@ def generate(
     *,
     seeds: torch.Tensor,
     max_new_tokens: int,
-    eos_token_id: int,
+    eos_token_id: int | Sequence[int],
     pad_token_id: int,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> torch.Tensor:
     """Sample responses for left-padded prompts (B, P); returns (B, R) ids, R <= max_new_tokens,
-    with `pad_token_id` after each row's EOS."""
+    with `pad_token_id` after each row's EOS. `eos_token_id` may list several stop tokens (EOS and a chat
+    template's end-of-turn: datasets.tokenize.stop_ids)."""
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,
-        eos_token_id=eos_token_id,
+        eos_token_id=eos_token_id if isinstance(eos_token_id, int) else list(eos_token_id),
         pad_token_id=pad_token_id,
         use_cache=True,
     )
@@ -120,8 +123,8 @@ def generate(
     return out[:, input_ids.shape[1] :]  # (B, R)
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], template: str = "{prompt}\n") -> list[list[int]]:
-    return [tokenizer(template.format(prompt=p)).input_ids for p in prompts]
+def encode_prompts(tokenizer, prompts: Sequence[Prompt], template: str = "{prompt}\n") -> list[list[int]]:
+    return [prompt_ids(tokenizer, p, template) for p in prompts]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,18 +138,20 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     return ids, mask
 
 
-def response_mask(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """1 for response tokens up to and including the first EOS, 0 after it. (B, R)"""
-    is_eos = (response_ids == eos_token_id).long()
+def response_mask(response_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    """1 for response tokens up to and including the first EOS (or other stop token), 0 after it. (B, R)"""
+    stops = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    is_eos = torch.isin(response_ids, stops.to(response_ids.device)).long()
     after_eos = (is_eos.cumsum(-1) - is_eos) > 0
     return (~after_eos).long()
 
 
-def decode_responses(tokenizer, response_ids: torch.Tensor) -> list[str]:
-    mask = response_mask(response_ids, tokenizer.eos_token_id)
+def decode_responses(tokenizer, response_ids: torch.Tensor, stops: Sequence[int] | None = None) -> list[str]:
+    stops = [tokenizer.eos_token_id] if stops is None else stops
+    mask = response_mask(response_ids, stops)
     texts = []
     for row, m in zip(response_ids.tolist(), mask.tolist(), strict=True):
-        kept = [t for t, keep in zip(row, m, strict=True) if keep and t != tokenizer.eos_token_id]
+        kept = [t for t, keep in zip(row, m, strict=True) if keep and t not in stops]
         texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
     return texts
 
@@ -154,7 +159,7 @@ def decode_responses(tokenizer, response_ids: torch.Tensor) -> list[str]:
 def sample_responses(
     model: torch.nn.Module,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     *,
     k: int | Sequence[int] = 1,
     max_new_tokens: int = 64,
@@ -172,6 +177,7 @@ def sample_responses(
     model.eval()
     ks = [k] * len(prompts) if isinstance(k, int) else list(k)
     encoded = encode_prompts(tokenizer, prompts, prompt_template)
+    stops = stop_ids(tokenizer)
     jobs = [(i, j) for i in range(len(prompts)) for j in range(ks[i])]
     out: list[list[str]] = [[""] * ks[i] for i in range(len(prompts))]
     for start in range(0, len(jobs), batch_size):
@@ -184,13 +190,13 @@ def sample_responses(
             mask,
             seeds=seeds,
             max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stops,
             pad_token_id=tokenizer.pad_token_id,
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
         )
-        for (i, j), text in zip(batch, decode_responses(tokenizer, resp), strict=True):
+        for (i, j), text in zip(batch, decode_responses(tokenizer, resp, stops), strict=True):
             out[i][j] = text
         if progress is not None:
             progress(min(start + batch_size, len(jobs)), len(jobs))

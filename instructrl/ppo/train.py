@@ -38,7 +38,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from instructrl.datasets.io import read_pretrain, read_prompts
-from instructrl.datasets.tokenize import Example, prompt_ids, split_by_user, tokenize_texts
+from instructrl.datasets.tokenize import Example, prompt_ids, split_by_user, stop_ids, tokenize_texts
 from instructrl.errors import UserError
 from instructrl.models.generation import decode_responses, generate, left_pad, mix_seed, response_mask
 from instructrl.models.loading import (
@@ -142,6 +142,7 @@ class PPOSetup:
     accelerator: Accelerator
     run: RunDir
     tokenizer: Any
+    stops: list[int]  # token ids that end a response: EOS and the chat template's end-of-turn token
     policy: torch.nn.Module  # π_θ, prepared for training (DDP-wrapped with several processes)
     ref_policy: torch.nn.Module  # π_SFT, frozen
     value_model: torch.nn.Module  # V_φ, starts as the reward model; prepared for training
@@ -298,6 +299,7 @@ def setup_ppo(
         accelerator=accelerator,
         run=run,
         tokenizer=tokenizer,
+        stops=stop_ids(tokenizer),
         policy=policy,
         ref_policy=ref_policy,
         value_model=value_model,
@@ -322,7 +324,7 @@ def load_prompt_queries(records, tokenizer, config: PPOConfig, what: str) -> tup
     queries, texts, skipped = [], [], 0
     limit = config.max_length - config.max_new_tokens
     for i, rec in enumerate(records):
-        q = prompt_ids(tokenizer, rec.prompt, config.prompt_template)
+        q = prompt_ids(tokenizer, rec.conversation, config.prompt_template)
         if len(q) > limit:
             if config.too_long == "error":
                 raise UserError(
@@ -414,14 +416,15 @@ def sample_and_score(
             query_mask,
             seeds=torch.tensor(seeds, dtype=torch.long),
             max_new_tokens=c.max_new_tokens,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=s.stops,
             pad_token_id=tok.pad_token_id,
             temperature=c.temperature,
         )  # (B, R)
     clock.mark("generate")
-    mask = response_mask(response, tok.eos_token_id)  # (B, R)
+    mask = response_mask(response, s.stops)  # (B, R)
     response = response.masked_fill(mask == 0, tok.pad_token_id)
-    has_eos = ((response == tok.eos_token_id) & (mask == 1)).any(-1)  # (B,)
+    stops = torch.tensor(s.stops, device=response.device)
+    has_eos = (torch.isin(response, stops) & (mask == 1)).any(-1)  # (B,) ended its turn
     P, R = query.shape[1], response.shape[1]
     ids, attn = torch.cat([query, response], 1), torch.cat([query_mask, mask], 1)  # (B, P + R)
 
@@ -438,7 +441,7 @@ def sample_and_score(
             if s.reward_model is not None:
                 raw.append(score(s.reward_model, ids[b], attn[b]))  # (b,)
     if s.reward_fn is not None:
-        given = s.reward_fn(prompts, decode_responses(tok, response))
+        given = s.reward_fn(prompts, decode_responses(tok, response, s.stops))
         raw = [torch.tensor(given, dtype=torch.float, device=acc.device)]
     raw_scores = torch.cat(raw).float()  # (B,)
     scores = s.reward_norm(raw_scores)  # (B,)
@@ -714,7 +717,7 @@ def evaluate(s: PPOSetup, tag: str) -> dict[str, float]:
             dtype=torch.float64,
             device=totals.device,
         )
-        texts = decode_responses(s.tokenizer, r.response)
+        texts = decode_responses(s.tokenizer, r.response, s.stops)
         samples += [
             {"prompt": s.val.texts[i], "response": t, "score": sc, "kl": k}
             for i, t, sc, k in zip(rows, texts, r.scores.tolist(), kl.tolist(), strict=True)
@@ -906,7 +909,7 @@ def log_rollouts(s: PPOSetup, iteration: int, r: Rollout, prompt_of: list[int]) 
     """Every episode of the iteration: prompt, response, normalised and raw score, KL to the SFT model."""
     if not s.accelerator.is_main_process:
         return
-    texts = decode_responses(s.tokenizer, r.response)
+    texts = decode_responses(s.tokenizer, r.response, s.stops)
     kl = ((r.logprobs - r.ref_logprobs) * r.mask).sum(-1)  # (B,)
     rows = zip(r.episode.tolist(), texts, r.scores.tolist(), r.raw_scores.tolist(), kl.tolist(), strict=True)
     s.run.log_many(

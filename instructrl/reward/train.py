@@ -182,7 +182,8 @@ def run_rm(
         if norm_demos is not None:
             reference = "demonstrations"
             seqs = [
-                prompt_ids(tokenizer, d.prompt, config.prompt_template) + response_ids(tokenizer, d.response)
+                prompt_ids(tokenizer, d.conversation, config.prompt_template)
+                + response_ids(tokenizer, d.response, d.conversation)
                 for d in norm_demos
             ]
         else:
