@@ -89,6 +89,24 @@ def tiny_tokenizer():
     return train_tokenizer(corpus() + [" ".join(WORDS)], vocab_size=200, kind="word")
 
 
+# Phi-3-like: every turn ends with <|end|>, which is not EOS; the generation prompt opens the assistant turn.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(tiny_tokenizer):
+    """The tiny tokenizer with turn tokens and a chat template (tests/unit/test_chat_format.py)."""
+    import copy
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.add_tokens(["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], special_tokens=True)
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A 2-layer, 64-wide GPT-2 with its tokenizer, saved with save_pretrained."""

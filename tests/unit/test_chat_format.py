@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
 from instructrl.datasets.records import Comparison, Demonstration, Message
@@ -17,26 +15,6 @@ from instructrl.datasets.tokenize import (
 )
 
 TEMPLATE = "{prompt}\n"
-# Phi-3-like: every turn ends with <|end|>, which is not EOS; the generation prompt opens the assistant turn.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-TURN_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-
-
-def with_chat_template(tokenizer):
-    tok = copy.deepcopy(tokenizer)
-    tok.add_tokens(TURN_TOKENS, special_tokens=True)
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
-@pytest.fixture(scope="module")
-def chat_tok(tiny_tokenizer):
-    return with_chat_template(tiny_tokenizer)
-
-
 CONVERSATION = [
     Message(role="system", content="be good"),
     Message(role="user", content="write a poem"),
@@ -49,32 +27,38 @@ def ids_of(tok, *words: str) -> list[int]:
     return [tok.convert_tokens_to_ids(w) for w in words]
 
 
-def test_a_templated_prompt_and_reply_are_the_full_rendering_split_at_the_assistants_turn(chat_tok):
-    p = prompt_ids(chat_tok, CONVERSATION, TEMPLATE)
-    r = response_ids(chat_tok, "the dog ran", CONVERSATION)
-    full = chat_tok.apply_chat_template(
+def test_a_templated_prompt_and_reply_are_the_full_rendering_split_at_the_assistants_turn(chat_tokenizer):
+    p = prompt_ids(chat_tokenizer, CONVERSATION, TEMPLATE)
+    r = response_ids(chat_tokenizer, "the dog ran", CONVERSATION)
+    full = chat_tokenizer.apply_chat_template(
         [m.model_dump() for m in CONVERSATION] + [{"role": "assistant", "content": "the dog ran"}],
         tokenize=False,
     )
-    assert p + r == chat_tok(full, add_special_tokens=False).input_ids
-    assert p[-1] == chat_tok.convert_tokens_to_ids("<|assistant|>")
-    assert r == ids_of(chat_tok, "the", "dog", "ran", "<|end|>")
-    assert stop_ids(chat_tok) == [chat_tok.eos_token_id, chat_tok.convert_tokens_to_ids("<|end|>")]
+    assert p + r == chat_tokenizer(full, add_special_tokens=False).input_ids
+    assert p[-1] == chat_tokenizer.convert_tokens_to_ids("<|assistant|>")
+    assert r == ids_of(chat_tokenizer, "the", "dog", "ran", "<|end|>")
+    assert stop_ids(chat_tokenizer) == [
+        chat_tokenizer.eos_token_id,
+        chat_tokenizer.convert_tokens_to_ids("<|end|>"),
+    ]
 
 
-def test_a_plain_prompt_string_is_one_user_turn(chat_tok):
-    assert render_prompt(chat_tok, "write a poem", TEMPLATE) == "<|user|> write a poem <|end|><|assistant|>"
-    assert prompt_ids(chat_tok, "write a poem", TEMPLATE) == prompt_ids(
-        chat_tok, [Message(role="user", content="write a poem")], TEMPLATE
+def test_a_plain_prompt_string_is_one_user_turn(chat_tokenizer):
+    assert (
+        render_prompt(chat_tokenizer, "write a poem", TEMPLATE)
+        == "<|user|> write a poem <|end|><|assistant|>"
+    )
+    assert prompt_ids(chat_tokenizer, "write a poem", TEMPLATE) == prompt_ids(
+        chat_tokenizer, [Message(role="user", content="write a poem")], TEMPLATE
     )
 
 
-def test_the_sft_targets_are_exactly_the_assistant_tokens_and_its_end_of_turn(chat_tok):
+def test_the_sft_targets_are_exactly_the_assistant_tokens_and_its_end_of_turn(chat_tokenizer):
     demo = Demonstration(messages=[*CONVERSATION, Message(role="assistant", content="the dog ran")])
-    [ex], stats = tokenize_demonstrations([demo], chat_tok, TEMPLATE, 64, "error")
-    assert ex.input_ids[ex.n_prompt :] == ids_of(chat_tok, "the", "dog", "ran", "<|end|>")
+    [ex], stats = tokenize_demonstrations([demo], chat_tokenizer, TEMPLATE, 64, "error")
+    assert ex.input_ids[ex.n_prompt :] == ids_of(chat_tokenizer, "the", "dog", "ran", "<|end|>")
     assert ex.input_ids[: ex.n_prompt] == ids_of(
-        chat_tok, "<|system|>", "be", "good", "<|end|>", "<|user|>", "write", "a", "poem", "<|end|>",
+        chat_tokenizer, "<|system|>", "be", "good", "<|end|>", "<|user|>", "write", "a", "poem", "<|end|>",
         "<|assistant|>", "the", "cat", "sat", "<|end|>", "<|user|>", "why", "<|end|>", "<|assistant|>",
     )  # fmt: skip
     assert stats.examples == 1
@@ -94,13 +78,13 @@ def test_a_tokenizer_without_a_template_formats_as_before(tiny_tokenizer):
     assert ex2.input_ids[: ex2.n_prompt] == tiny_tokenizer(transcript + "\n").input_ids
 
 
-def test_the_reward_model_sees_the_sft_prompt_and_reply_ids(chat_tok):
+def test_the_reward_model_sees_the_sft_prompt_and_reply_ids(chat_tokenizer):
     demo = Demonstration(messages=[*CONVERSATION, Message(role="assistant", content="the dog ran")])
     comp = Comparison(messages=CONVERSATION, responses=["the dog ran", "no"], ranking=[1, 0])
-    [sft], _ = tokenize_demonstrations([demo], chat_tok, TEMPLATE, 64, "error")
-    [rm], _ = tokenize_comparisons([comp], chat_tok, TEMPLATE, 64, "error")
+    [sft], _ = tokenize_demonstrations([demo], chat_tokenizer, TEMPLATE, 64, "error")
+    [rm], _ = tokenize_comparisons([comp], chat_tokenizer, TEMPLATE, 64, "error")
     assert rm.sequences[0] == sft.input_ids
-    assert rm.sequences[1] == sft.input_ids[: sft.n_prompt] + ids_of(chat_tok, "no", "<|end|>")
+    assert rm.sequences[1] == sft.input_ids[: sft.n_prompt] + ids_of(chat_tokenizer, "no", "<|end|>")
     assert rm.pairs == [(1, 0)]
 
 
