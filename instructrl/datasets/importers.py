@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from instructrl.datasets.io import (
     alpaca_prompt,
@@ -12,7 +15,7 @@ from instructrl.datasets.io import (
     split_hh_dialogue,
     write_jsonl,
 )
-from instructrl.datasets.records import Comparison, Demonstration
+from instructrl.datasets.records import Comparison, Demonstration, Message, Role
 from instructrl.errors import UserError
 
 
@@ -26,10 +29,43 @@ class ImportReport:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
-def import_hh_rlhf(paths: list[str | Path], out: str | Path, limit: int | None = None) -> ImportReport:
-    """HH-RLHF `{"chosen", "rejected"}` dialogues -> comparisons.jsonl (prompt = dialogue up to the last
-    Assistant turn, K = 2, chosen ranked first). Pairs whose dialogues differ before that turn, or whose two
-    responses are identical, are skipped and counted."""
+HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+HH_ROLES: dict[str, Role] = {"Human": "user", "Assistant": "assistant"}
+
+
+def hh_messages(dialogue: str) -> list[Message]:
+    """An HH-RLHF dialogue ("\n\nHuman: ...\n\nAssistant: ...") as chat turns; ValueError when it does not
+    start with a turn marker or a turn is empty."""
+    parts = HH_TURN.split(dialogue)  # ['', 'Human', text, 'Assistant', text, ...]
+    if parts[0].strip():
+        raise ValueError("text before the first Human/Assistant turn")
+    return [
+        Message(role=HH_ROLES[who], content=text.strip())
+        for who, text in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+
+
+def hh_conversation_pair(chosen: str, rejected: str) -> Comparison:
+    """A chosen/rejected pair -> a comparison of two replies to one conversation (the turns before the last
+    assistant turn). ValueError when the dialogues differ before it or are not alternating turns."""
+    c, r = hh_messages(chosen), hh_messages(rejected)
+    if not c or not r or c[-1].role != "assistant" or r[-1].role != "assistant":
+        raise ValueError("no final Assistant turn")
+    if c[:-1] != r[:-1]:
+        raise ValueError("chosen and rejected do not share the dialogue before the last Assistant turn")
+    pair = {"messages": c[:-1], "responses": [c[-1].content, r[-1].content], "ranking": [0, 1]}
+    return Comparison.model_validate(pair)  # its prompt is derived from the messages
+
+
+def import_hh_rlhf(
+    paths: list[str | Path], out: str | Path, limit: int | None = None, records_format: str = "text"
+) -> ImportReport:
+    """HH-RLHF `{"chosen", "rejected"}` dialogues -> comparisons.jsonl (K = 2, chosen ranked first). The
+    prompt is the dialogue up to the last Assistant turn, as text ("text"), or as chat turns ("messages":
+    Human -> user, Assistant -> assistant). Pairs whose dialogues differ before that turn, that do not
+    alternate turns (messages), or whose two responses are identical, are skipped and counted."""
+    if records_format not in ("text", "messages"):
+        raise UserError(f"--format {records_format}: expected 'text' or 'messages'")
     report, records = ImportReport(), list[Comparison]()
     for path in expand_paths(paths):
         for lineno, obj in iter_json_lines(path):
@@ -41,6 +77,20 @@ def import_hh_rlhf(paths: list[str | Path], out: str | Path, limit: int | None =
                 raise UserError(
                     f"{path}:{lineno}: field 'chosen'/'rejected': expected two strings (HH-RLHF format)"
                 )
+            if records_format == "messages":
+                try:
+                    pair = hh_conversation_pair(chosen, rejected)
+                except ValidationError:
+                    report.skip("empty or not alternating Human/Assistant turns")
+                    continue
+                except ValueError:
+                    report.skip("dialogues differ before the last Assistant turn")
+                    continue
+                if pair.responses[0] == pair.responses[1]:
+                    report.skip("identical responses")
+                    continue
+                records.append(pair)
+                continue
             try:
                 prompt, c, r = split_hh_dialogue(chosen, rejected)
             except ValueError:

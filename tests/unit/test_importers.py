@@ -43,3 +43,41 @@ def test_alpaca_json_array(tmp_path):
     report = import_alpaca([src], tmp_path / "d.jsonl")
     demos = read_demonstrations(tmp_path / "d.jsonl")
     assert report.written == 2 and demos[0].prompt == "Add\n\n2 and 3" and demos[1].prompt == "Say hi"
+
+
+def test_hh_rlhf_dialogues_become_conversations_with_two_replies(tmp_path, capsys):
+    import pytest
+
+    from instructrl.cli import main
+    from instructrl.datasets.records import Message
+
+    src, out = FIXTURES / "hh-rlhf-helpful-base-test-sample.jsonl", tmp_path / "c.jsonl"
+    with pytest.raises(SystemExit) as done:
+        main(["import", "hh-rlhf", str(src), "--out", str(out), "--format", "messages"])
+    assert done.value.code == 0
+    assert json.loads(capsys.readouterr().out)["written"] == 24
+    comps = read_comparisons(out)
+    second = json.loads(src.read_text().splitlines()[1])
+    c = comps[1]
+    assert c.messages == [
+        Message(role="user", content="How can I find out what types of butterflies are in my area?"),
+        Message(role="assistant", content="Which location are you in?"),
+        Message(role="user", content="I am in Oregon."),
+        Message(
+            role="assistant",
+            content="There are about 175 species of butterflies in Oregon, of which 100 are long-distance "
+            "migrants from southern California.  Also, some of the common butterflies in Oregon",
+        ),
+        Message(role="user", content="Great. What are some common species then?"),
+    ]
+    assert c.responses == [
+        second["chosen"].rsplit("\n\nAssistant: ", 1)[1],
+        second["rejected"].rsplit("\n\nAssistant: ", 1)[1],
+    ]
+    assert c.responses[1].startswith("Are you interested in just the common butterflies?")
+    assert c.ranking == [0, 1]
+    assert all(x.messages is not None and x.messages[-1].role == "user" for x in comps)
+    # Alpaca demonstrations are single turns: --format messages is refused with exit code 2
+    with pytest.raises(SystemExit) as refused:
+        main(["import", "alpaca", str(src), "--out", str(out), "--format", "messages"])
+    assert refused.value.code == 2
