@@ -53,17 +53,19 @@ def _chat(prompt: Prompt, reply: str | None = None) -> list[dict[str, str]]:
     return turns if reply is None else [*turns, {"role": "assistant", "content": reply}]
 
 
-def render_prompt(tokenizer, prompt: Prompt, template: str) -> str:
-    """The prompt as text, up to where the assistant's reply begins."""
-    if tokenizer.chat_template:
+def render_prompt(tokenizer, prompt: Prompt, template: str, chat: bool = True) -> str:
+    """The prompt as text, up to where the assistant's reply begins. `chat=False` ignores the chat template
+    (raw-text benchmarks, whose prompts are text to continue, not a user's turn)."""
+    if chat and tokenizer.chat_template:
         return tokenizer.apply_chat_template(_chat(prompt), add_generation_prompt=True, tokenize=False)
     return template.format(prompt=prompt if isinstance(prompt, str) else transcript(list(prompt)))
 
 
-def prompt_ids(tokenizer, prompt: Prompt, template: str) -> list[int]:
+def prompt_ids(tokenizer, prompt: Prompt, template: str, chat: bool = True) -> list[int]:
     # a chat template writes its own BOS (HF's apply_chat_template(tokenize=True) adds no special tokens)
+    templated = chat and bool(tokenizer.chat_template)
     return tokenizer(
-        render_prompt(tokenizer, prompt, template), add_special_tokens=not tokenizer.chat_template
+        render_prompt(tokenizer, prompt, template, chat), add_special_tokens=not templated
     ).input_ids
 
 

@@ -195,7 +195,9 @@ def run_answers(args) -> int:
         resolve_model(args.reward, "reward model")
     for path in models.values():
         resolve_model(path)
-    prompts = [r.prompt for r in read_prompts(args.prompts)]
+    records = read_prompts(args.prompts)
+    prompts = [r.conversation for r in records]  # what the models read: a conversation or a plain prompt
+    texts = [r.prompt for r in records]
     answers, scores = {}, {}
     for name, path in models.items():
         with _progress(len(prompts) * args.best_of, f"answers: {name}") as bar:
@@ -213,7 +215,7 @@ def run_answers(args) -> int:
         rows = [
             {"prompt": p, "model": name, "response": answers[name][i]}
             for name in models
-            for i, p in enumerate(prompts)
+            for i, p in enumerate(texts)
         ]
     else:
         rows = [
@@ -226,7 +228,7 @@ def run_answers(args) -> int:
             }
             for name in models
             if name != args.baseline
-            for i, p in enumerate(prompts)
+            for i, p in enumerate(texts)
         ]
     n = write_jsonl(args.out, rows)
     report: dict = {"written": n, "out": args.out}

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from instructrl.datasets.records import Comparison
-from instructrl.datasets.tokenize import pack_texts, tokenize_comparisons
+from instructrl.datasets.tokenize import Prompt, pack_texts, tokenize_comparisons
 from instructrl.models.generation import sample_responses
 from instructrl.models.loading import (
     context_window,
@@ -30,7 +30,7 @@ def autocast(mixed_precision: str):
 
 def generate_answers(
     model_dir: str | Path,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     *,
     seed: int = 0,
     max_new_tokens: int = 64,
@@ -40,8 +40,9 @@ def generate_answers(
     mixed_precision: str = "no",
     progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """One sampled response per prompt, with the model's own prompt template (`prefix` goes before the
-    template, e.g. a few-shot prompt). Sample i uses seed (seed, i) whatever the batching."""
+    """One sampled response per prompt, with the model's own chat template or prompt template (`prefix` goes
+    before the prompt template, e.g. a few-shot prompt; a chat template has no place for it and ignores it).
+    Sample i uses seed (seed, i) whatever the batching."""
     out = generate_answers_k(
         model_dir,
         prompts,
@@ -59,7 +60,7 @@ def generate_answers(
 
 def generate_answers_k(
     model_dir: str | Path,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     k: int,
     *,
     seed: int = 0,
@@ -111,7 +112,7 @@ def lm_loss(
 @torch.no_grad()
 def score_responses(
     reward_dir: str | Path,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     responses: Sequence[Sequence[str]],
     batch_size: int = 64,
     mixed_precision: str = "no",
@@ -152,7 +153,7 @@ def rm_scores(
 def best_of_n(
     model_dir: str | Path,
     reward_dir: str | Path,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     n: int,
     *,
     seed: int = 0,

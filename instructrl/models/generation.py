@@ -123,8 +123,10 @@ def generate(
     return out[:, input_ids.shape[1] :]  # (B, R)
 
 
-def encode_prompts(tokenizer, prompts: Sequence[Prompt], template: str = "{prompt}\n") -> list[list[int]]:
-    return [prompt_ids(tokenizer, p, template) for p in prompts]
+def encode_prompts(
+    tokenizer, prompts: Sequence[Prompt], template: str = "{prompt}\n", chat: bool = True
+) -> list[list[int]]:
+    return [prompt_ids(tokenizer, p, template, chat) for p in prompts]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,14 +171,16 @@ def sample_responses(
     top_p: float = 1.0,
     batch_size: int = 64,
     prompt_template: str = "{prompt}\n",
+    chat: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[list[str]]:
     """K sampled responses for each prompt (a list of K strings per prompt; `k` may differ per prompt), in
     batches. Sample j of prompt i uses seed mix_seed(seed, i, j), whatever the batching. top_k=1 is greedy.
+    Prompts go through the tokenizer's chat template when it has one, unless `chat=False`.
     """
     model.eval()
     ks = [k] * len(prompts) if isinstance(k, int) else list(k)
-    encoded = encode_prompts(tokenizer, prompts, prompt_template)
+    encoded = encode_prompts(tokenizer, prompts, prompt_template, chat)
     stops = stop_ids(tokenizer)
     jobs = [(i, j) for i in range(len(prompts)) for j in range(ks[i])]
     out: list[list[str]] = [[""] * ks[i] for i in range(len(prompts))]

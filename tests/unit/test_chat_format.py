@@ -148,3 +148,11 @@ def test_bad_conversations_name_file_line_and_turn(tmp_path, kind, row, message)
                                            "ranking": [0, 1]}, {"user_id": "u"} | row)  # fmt: skip
     with pytest.raises(UserError, match=rf"x.jsonl:2: {message}"):
         read_records(f, kind)
+
+
+def test_raw_text_benchmarks_can_bypass_the_chat_template(chat_tokenizer, tiny_tokenizer):
+    raw = prompt_ids(chat_tokenizer, "the cat sat", "{prompt}", chat=False)
+    assert raw == tiny_tokenizer("the cat sat").input_ids
+    assert prompt_ids(chat_tokenizer, "the cat sat", "{prompt}") == ids_of(
+        chat_tokenizer, "<|user|>", "the", "cat", "sat", "<|end|>", "<|assistant|>"
+    )

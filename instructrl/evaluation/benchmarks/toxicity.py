@@ -260,6 +260,7 @@ def evaluate_model(
             top_p=config.top_p,
             batch_size=config.batch_size,
             prompt_template=template,
+            chat=config.prompt_format == "model",  # raw: text to continue, never a user's turn
             progress=tick,
         )
         done += len(prompts) * config.samples
