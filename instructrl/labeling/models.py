@@ -126,6 +126,9 @@ class Prompt(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     text: Mapped[str] = mapped_column(Text)
+    messages: Mapped[list[Any] | None]
+    """A conversation's turns (`{"role", "content"}`, ending with a user turn) when the prompt is one; `text`
+    is then its transcript (records.transcript)."""
     user_id: Mapped[str] = mapped_column(String(255), index=True)
     """Who wrote the prompt (a customer / API user id, not a labeler): the unit of the split and the cap."""
     split: Mapped[str] = mapped_column(String(16), index=True)

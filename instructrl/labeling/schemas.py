@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from instructrl.datasets.records import PromptRecord, ResponseLabel
+from instructrl.datasets.records import Message, PromptRecord, ResponseLabel
 from instructrl.prompts.intake import DroppedPrompt, IntakeReport
 
 Role = Literal["admin", "labeler"]
@@ -92,6 +92,13 @@ class PromptUpload(PromptRecord):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
     user_id: str = Field(min_length=1, max_length=MAX_NAME)
 
+    @model_validator(mode="after")
+    def _conversation_fits(self) -> PromptUpload:
+        # a conversation's `prompt` is derived after the field's own bound was checked
+        if len(self.prompt) > MAX_PROMPT:
+            raise ValueError(f"field 'messages': the conversation is longer than {MAX_PROMPT} characters")
+        return self
+
 
 class PromptPublic(ORMModel):
     id: int
@@ -149,6 +156,8 @@ class TaskView(BaseModel):
 
     kind: TaskKind
     prompt: str
+    messages: list[Message] | None = None
+    """The prompt's turns when it is a conversation (shown turn by turn; `prompt` is its transcript)."""
     responses: list[str] | None = None
     """Ranking: the K responses; a ranking lists indices into this list."""
     response_left: str | None = None

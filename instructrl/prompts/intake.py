@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from instructrl.datasets.records import PromptRecord
+from instructrl.datasets.records import Message, PromptRecord
 from instructrl.prompts.pii import pii_kinds
 
 SPLITS = ("train", "validation", "test")
@@ -73,6 +73,8 @@ class KeptPrompt(BaseModel):
     user_id: str
     split: Split
     pii: list[str] = []
+    messages: list[Message] | None = None
+    """The conversation, when the prompt is one (`prompt` is then its transcript)."""
     """Kinds of personal information found (only with pii='flag'; empty when none)."""
 
 
@@ -182,7 +184,7 @@ def run_intake(
     new_users = [user for _, user, _ in survivors if user not in prior_split]
     split_of: dict[str, Split] = {**assign_splits(new_users, settings), **prior_split}
     kept = [
-        KeptPrompt(prompt=r.prompt, user_id=r.user_id, split=split_of[user], pii=kinds)
+        KeptPrompt(prompt=r.prompt, user_id=r.user_id, split=split_of[user], pii=kinds, messages=r.messages)
         for r, user, kinds in survivors
     ]
 

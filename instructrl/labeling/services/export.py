@@ -66,6 +66,7 @@ def export(*, session: Session, out_dir: Path, round: int | None = None) -> Expo
         task = sub.assignment.task
         prompt = task.prompt
         extra: dict[str, object] = {
+            **({"messages": prompt.messages} if prompt.messages is not None else {}),
             "labeler_id": labeler.name,
             "labeler_group": labeler.group,
             "split": prompt.split,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from instructrl.datasets.records import Message
 from instructrl.errors import UserError
 from instructrl.labeling.core.config import Settings
 from instructrl.labeling.core.db import Database, write_transaction, writes
@@ -122,13 +123,16 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
         job.status = "running"
         session.commit()
         prompt_rows = session.scalars(select(Prompt).where(Prompt.id.in_(job.prompt_ids)).order_by(Prompt.id))
-        prompts = [(p.id, p.text) for p in prompt_rows]
+        # a conversation is sampled through the checkpoint's chat template turn by turn, as PPO samples it
+        prompts = [
+            (p.id, p.text if p.messages is None else [Message(**m) for m in p.messages]) for p in prompt_rows
+        ]
 
     try:
         # per prompt: (response, model name) from every checkpoint in turn
         candidates: list[list[tuple[str, str]]] = [[] for _ in prompts]
         for i, source in enumerate(job.checkpoints):
-            responses = _sample(db=db, job=job, index=i, prompts=[text for _, text in prompts])
+            responses = _sample(db=db, job=job, index=i, prompts=[prompt for _, prompt in prompts])
             for per_prompt, resp in zip(candidates, responses, strict=True):
                 per_prompt.extend((text, source["model_name"]) for text in resp)
         replicas = choose_replicas(
@@ -184,7 +188,9 @@ def run_generation_job(*, db: Database, job_id: int, settings: Settings) -> None
             session.commit()
 
 
-def _sample(*, db: Database, job: GenerationJob, index: int, prompts: list[str]) -> list[list[str]]:
+def _sample(
+    *, db: Database, job: GenerationJob, index: int, prompts: list[str | list[Message]]
+) -> list[list[str]]:
     """The job's `index`-th checkpoint's candidates for each prompt; progress counts the samples of the
     checkpoints before it."""
     from instructrl.models.generation import sample_responses

@@ -123,7 +123,16 @@ def _check(records: list[PromptRecord], settings: IntakeSettings, prior: PriorRo
     return _Checked(
         report=result.report.model_dump(mode="json"),
         dropped={k: [d.model_dump(mode="json") for d in v] for k, v in result.dropped.items()},
-        kept=[{"text": k.prompt, "user_id": k.user_id, "split": k.split, "pii": k.pii} for k in result.kept],
+        kept=[
+            {
+                "text": k.prompt,
+                "messages": None if k.messages is None else [m.model_dump() for m in k.messages],
+                "user_id": k.user_id,
+                "split": k.split,
+                "pii": k.pii,
+            }
+            for k in result.kept
+        ],
     )
 
 

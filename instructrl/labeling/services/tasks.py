@@ -425,10 +425,21 @@ def task_view(assignment: Assignment) -> TaskView:
         left, right = (
             (task.response_b, task.response_a) if assignment.swap else (task.response_a, task.response_b)
         )
-        return TaskView(kind="ab", prompt=task.prompt.text, response_left=left, response_right=right)
+        return TaskView(
+            kind="ab",
+            prompt=task.prompt.text,
+            messages=task.prompt.messages,
+            response_left=left,
+            response_right=right,
+        )
     if task.kind == "ranking":
-        return TaskView(kind="ranking", prompt=task.prompt.text, responses=list(task.responses or []))
-    return TaskView(kind="demonstration", prompt=task.prompt.text)
+        return TaskView(
+            kind="ranking",
+            prompt=task.prompt.text,
+            messages=task.prompt.messages,
+            responses=list(task.responses or []),
+        )
+    return TaskView(kind="demonstration", prompt=task.prompt.text, messages=task.prompt.messages)
 
 
 def assignment_public(assignment: Assignment, limits: AssignmentLimits) -> AssignmentPublic:
