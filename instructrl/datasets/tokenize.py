@@ -53,11 +53,25 @@ def _chat(prompt: Prompt, reply: str | None = None) -> list[dict[str, str]]:
     return turns if reply is None else [*turns, {"role": "assistant", "content": reply}]
 
 
+def _apply_template(tokenizer, turns: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(
+            turns, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+    except TemplateError as e:  # e.g. Gemma's "System role not supported"
+        raise UserError(
+            f"the tokenizer's chat template refused a conversation ({e}); change the conversation (roles: "
+            f"{', '.join(t['role'] for t in turns)}) or the template"
+        ) from None
+
+
 def render_prompt(tokenizer, prompt: Prompt, template: str, chat: bool = True) -> str:
     """The prompt as text, up to where the assistant's reply begins. `chat=False` ignores the chat template
     (raw-text benchmarks, whose prompts are text to continue, not a user's turn)."""
     if chat and tokenizer.chat_template:
-        return tokenizer.apply_chat_template(_chat(prompt), add_generation_prompt=True, tokenize=False)
+        return _apply_template(tokenizer, _chat(prompt), add_generation_prompt=True)
     return template.format(prompt=prompt if isinstance(prompt, str) else transcript(list(prompt)))
 
 
@@ -73,7 +87,7 @@ def _reply_text(tokenizer, prompt: Prompt, reply: str) -> str:
     """What the chat template writes for an assistant turn after the generation prompt: the reply and the
     turn's end (e.g. "<|im_end|>\n"), found by diffing two renderings rather than hard-coding tokens."""
     before = render_prompt(tokenizer, prompt, "")
-    full = tokenizer.apply_chat_template(_chat(prompt, reply), tokenize=False)
+    full = _apply_template(tokenizer, _chat(prompt, reply), add_generation_prompt=False)
     if not full.startswith(before):
         raise UserError(
             "the tokenizer's chat template renders a conversation differently once the assistant has "

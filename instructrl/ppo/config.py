@@ -50,7 +50,8 @@ class PPOConfig(StageConfig):
     kl_horizon: int = 10000
     """Episodes over which the adaptive controller moves β by its full proportional error."""
     missing_eos_penalty: float | None = None
-    """Added to the (normalised) score of a response that hits max_new_tokens without EOS (e.g. -1.0, as
+    """Added to the (normalised) score of a response that hits max_new_tokens without EOS or the chat
+    template's end-of-turn token (e.g. -1.0, as
     TRL's TL;DR recipe; empty: none). Off by default: the reward model scores the last token of a cut-off
     response as it would an ended one, so set it when responses run long (`response/eos_fraction` < 1)."""
     gamma: float = 1.0

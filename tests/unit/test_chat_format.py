@@ -156,3 +156,19 @@ def test_raw_text_benchmarks_can_bypass_the_chat_template(chat_tokenizer, tiny_t
     assert prompt_ids(chat_tokenizer, "the cat sat", "{prompt}") == ids_of(
         chat_tokenizer, "<|user|>", "the", "cat", "sat", "<|end|>", "<|assistant|>"
     )
+
+
+def test_a_template_that_refuses_a_role_is_a_clear_error(chat_tokenizer):
+    import copy
+
+    from instructrl.errors import UserError
+
+    tok = copy.deepcopy(chat_tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|>{% endfor %}<|assistant|>"
+    )
+    with pytest.raises(
+        UserError, match=r"refused a conversation \(System role not supported\).*roles: system, user"
+    ):
+        prompt_ids(tok, CONVERSATION, TEMPLATE)
