@@ -74,6 +74,11 @@ def transcript(messages: list[Message]) -> str:
     return "\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in messages)
 
 
+def prompt_text(prompt: str | list[Message]) -> str:
+    """A plain prompt, or a conversation's transcript."""
+    return prompt if isinstance(prompt, str) else transcript(prompt)
+
+
 def as_messages(prompt: str | list[Message]) -> list[Message]:
     """A plain prompt string is one user turn."""
     return [Message(role="user", content=prompt)] if isinstance(prompt, str) else prompt

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from instructrl.training.cli import stopped_exit
 
     config = load_round_config(args.config, args.overrides)
-    eval_prompts = [r.prompt for r in read_prompts(args.eval_prompts)] if args.eval_prompts else None
+    eval_prompts = [r.conversation for r in read_prompts(args.eval_prompts)] if args.eval_prompts else None
     with stopped_exit():
         record = run_round(
             out=args.out,

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from instructrl.datasets.io import atomic_write_text, read_comparisons, write_jsonl
+from instructrl.datasets.records import Message, prompt_text
 from instructrl.errors import UserError
 from instructrl.pipeline.config import RoundConfig
 
@@ -151,8 +152,11 @@ def continue_policy(
     )
 
 
-def write_ab_answers(out: Path, sft: str | Path, policy: str | Path, prompts: list[str], seed: int) -> Path:
-    """Step 3: the new policy's and SFT's answers to held-out prompts as A/B pairs for the labeling app."""
+def write_ab_answers(
+    out: Path, sft: str | Path, policy: str | Path, prompts: list[str | list[Message]], seed: int
+) -> Path:
+    """Step 3: the new policy's and SFT's answers to held-out prompts (plain or conversations) as A/B pairs
+    for the labeling app, which knows a prompt by its text."""
     from instructrl.evaluation.models import generate_answers
 
     new, base = (generate_answers(d, prompts, seed=seed) for d in (policy, sft))
@@ -161,7 +165,7 @@ def write_ab_answers(out: Path, sft: str | Path, policy: str | Path, prompts: li
         file,
         [
             {"prompt": p, "model_a": "policy", "response_a": a, "model_b": "sft", "response_b": b}
-            for p, a, b in zip(prompts, new, base, strict=True)
+            for p, a, b in zip(map(prompt_text, prompts), new, base, strict=True)
         ],
     )
     return file
@@ -179,7 +183,7 @@ def run_round(
     val_prompts: Any = None,
     norm_data: Any = None,
     pretrain_data: Any = None,
-    eval_prompts: list[str] | None = None,
+    eval_prompts: list[str | list[Message]] | None = None,
     resume: bool = False,
 ) -> RoundRecord:
     """One round: round 1 from the SFT model (`sft`), round N + 1 from round N's directory (`previous`).

@@ -172,3 +172,18 @@ def test_a_template_that_refuses_a_role_is_a_clear_error(chat_tokenizer):
         UserError, match=r"refused a conversation \(System role not supported\).*roles: system, user"
     ):
         prompt_ids(tok, CONVERSATION, TEMPLATE)
+
+
+def test_a_rounds_ab_answers_name_a_conversation_by_its_transcript(tiny_model_dir, tmp_path):
+    import json
+
+    from instructrl.pipeline.round import write_ab_answers
+
+    prompts: list = ["write a poem", CONVERSATION]
+    file = write_ab_answers(tmp_path, tiny_model_dir, tiny_model_dir, prompts, seed=0)
+    rows = [json.loads(line) for line in file.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [
+        "write a poem",
+        "System: be good\n\nUser: write a poem\n\nAssistant: the cat sat\n\nUser: why",
+    ]
+    assert [r["response_a"] for r in rows] == [r["response_b"] for r in rows]  # same model, same seeds
