@@ -81,3 +81,22 @@ def test_hh_rlhf_dialogues_become_conversations_with_two_replies(tmp_path, capsy
     with pytest.raises(SystemExit) as refused:
         main(["import", "alpaca", str(src), "--out", str(out), "--format", "messages"])
     assert refused.value.code == 2
+
+
+def test_hh_rlhf_dialogues_that_do_not_alternate_turns_are_skipped_and_counted(tmp_path):
+    src, out = tmp_path / "hh.jsonl", tmp_path / "c.jsonl"
+    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    twice = {
+        "chosen": "\n\nHuman: hi\n\nHuman: hi?\n\nAssistant: yes",
+        "rejected": "\n\nHuman: hi\n\nHuman: hi?\n\nAssistant: no",
+    }
+    differ = {"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: ho\n\nAssistant: b"}
+    src.write_text("".join(json.dumps(r) + "\n" for r in (good, twice, differ)), encoding="utf-8")
+    report = import_hh_rlhf([src], out, records_format="messages")
+    assert (report.read, report.written) == (3, 1)
+    assert report.skipped == {
+        "empty or not alternating Human/Assistant turns": 1,
+        "dialogues differ before the last Assistant turn": 1,
+    }
+    [c] = read_comparisons(out)
+    assert (c.prompt, c.responses) == ("hi", ["hello", "go away"])
