@@ -45,7 +45,7 @@ def _read_zip(data: bytes) -> dict[str, str]:
 
 
 def test_a_second_round_ranks_ranked_prompts_again_and_exports_per_round_and_for_all_rounds(
-    sqlite_url, tmp_path, tiny_model_dir, capsys, monkeypatch
+    sqlite_url, tmp_path, tiny_model_dir, rm_dir, capsys, monkeypatch
 ):
     app = ranking_app(sqlite_url, overlap_fraction=1.0, overlap_labelers=2)  # round 1: 6 uploaded tasks
     db, settings = app.state.db, app.state.settings
@@ -138,6 +138,20 @@ def test_a_second_round_ranks_ranked_prompts_again_and_exports_per_round_and_for
     records = read_comparisons(sorted((tmp_path / "all").rglob("comparisons.jsonl")))
     assert sorted(r.round for r in records) == [1] * 6 + [2] * 4
     assert all(r.models == ["m"] * 4 and r.model == "m" for r in records if r.round == 1)
+
+    # the export of both rounds trains a reward model continued from round 1's (`instructrl rm --init`)
+    from instructrl.config import load_config
+    from instructrl.reward.config import RMConfig
+    from instructrl.reward.train import run_rm
+
+    files = sorted((tmp_path / "all").rglob("comparisons.jsonl"))
+    rm = run_rm(
+        init_dir=rm_dir, data=files, val_data=files, out=tmp_path / "rm2",
+        config=load_config(RMConfig, None, ["epochs=1", "batch_size=4", "mixed_precision=no"]),
+    )  # fmt: skip
+    meta = json.loads((tmp_path / "rm2" / "final" / "instructrl.json").read_text())
+    assert rm["train_prompts"] == 10 and rm["round"] == 2 and meta["round"] == 2
+    assert meta["lineage"][-1] == {"stage": "rm", "round": 2, "init": str(rm_dir), "comparisons": 10}
     with app.state.db.session() as s:
         models_by_task = {t.id: t.response_models for t in s.scalars(sa.select(Task).where(Task.round == 2))}
     assert all(r.models == models_by_task[r.task_id] for r in records if r.round == 2)  # type: ignore[attr-defined]
