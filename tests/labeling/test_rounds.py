@@ -309,3 +309,25 @@ def test_the_rounds_migration_makes_existing_tasks_round_1_with_the_jobs_model(d
         assert job.round == 1
         assert job.checkpoints == [{"checkpoint": "/runs/sft/final", "model_name": "sft-v1", "k": 2}]
     db.dispose()
+
+
+def test_a_generation_job_takes_a_hub_id_from_the_cache_and_names_a_missing_one(sqlite_url, hub_cache):
+    app = ranking_app(sqlite_url)
+    db, settings = app.state.db, app.state.settings
+    with db.session() as s:
+        job = create_generation_job(
+            session=s,
+            job_in=GenerationJobCreate(checkpoint="org/tiny-gpt2@v1", k=4, limit=1, max_new_tokens=3),
+            settings=settings,
+        )
+        with pytest.raises(UserError, match="org/missing: no such checkpoint directory"):
+            create_generation_job(
+                session=s, job_in=GenerationJobCreate(checkpoint="org/missing", limit=1), settings=settings
+            )
+    assert job.checkpoints == [{"checkpoint": "org/tiny-gpt2@v1", "model_name": "tiny-gpt2", "k": 4}]
+    run_generation_job(db=db, job_id=job.id, settings=settings)
+    with db.session() as s:
+        done = s.get(GenerationJob, job.id)
+        assert done is not None and done.status == "done", done.error if done else None
+        task = s.scalars(sa.select(Task).where(Task.round == 2)).one()
+        assert task.response_models == ["tiny-gpt2"] * 4
