@@ -331,3 +331,36 @@ def test_a_generation_job_takes_a_hub_id_from_the_cache_and_names_a_missing_one(
         assert done is not None and done.status == "done", done.error if done else None
         task = s.scalars(sa.select(Task).where(Task.round == 2)).one()
         assert task.response_models == ["tiny-gpt2"] * 4
+
+
+def test_a_round_ends_by_starting_the_next_rounds_generation_job(sqlite_url, sft_dir, data_dir, tmp_path):
+    """`instructrl round --db URL`: label in the app -> one command -> label again."""
+    from conftest import make_comparisons, write_jsonl
+
+    from instructrl.config import load_config
+    from instructrl.pipeline.config import RoundConfig
+    from instructrl.pipeline.round import run_round
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.reward.config import RMConfig
+
+    app = ranking_app(sqlite_url)  # round 1: the uploaded ranking tasks
+    quick = ["mixed_precision=no", "batch_size=8"]
+    config = RoundConfig(
+        rm=load_config(RMConfig, None, [*quick, "epochs=1"]),
+        ppo=load_config(PPOConfig, None, [*quick, "iterations=1", "rollout_batch_size=8", "max_new_tokens=4", "eval_prompts=8"]),
+    )  # fmt: skip
+    record = run_round(
+        out=tmp_path / "r1", sft=sft_dir, data=write_jsonl(tmp_path / "c.jsonl", make_comparisons(40)),
+        prompts=data_dir / "prompts.jsonl", config=config,
+        next_job={"database_url": sqlite_url, "k": 4, "limit": 3, "split": "all"},
+    )  # fmt: skip
+    assert record.next_job is not None
+    assert (record.next_job["round"], record.next_job["ranking_tasks"]) == (2, 3)
+    assert [(c["checkpoint"], c["model_name"]) for c in record.next_job["checkpoints"]] == [
+        (str((tmp_path / "r1" / "ppo" / "final").resolve()), "round1"),
+        (str(sft_dir.resolve()), "sft"),
+    ]
+    with app.state.db.session() as s:
+        tasks = list(s.scalars(sa.select(Task).where(Task.round == 2)))
+    assert len(tasks) == 3 and all(sorted(t.response_models) == ["round1"] * 2 + ["sft"] * 2 for t in tasks)
+    assert json.loads((tmp_path / "r1" / "round.json").read_text())["next_job"] == record.next_job
