@@ -20,11 +20,12 @@ from instructrl.config import StageConfig, dump_config
 from instructrl.datasets.io import atomic_write_text
 from instructrl.errors import UserError
 from instructrl.models.loading import META_FILE
+from instructrl.models.lora import is_peft, save_merged
 
 C = TypeVar("C", bound=StageConfig)
 
-# Keys a resumed run may change: they change how often a run saves and logs, not what it computes.
-RESUMABLE_CHANGES = {"checkpoint_every", "log_every"}
+# Keys a resumed run may change: they change how often and where a run saves and logs, not what it computes.
+RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "report_to"}
 
 
 def resolve_config(out: str | Path, config: C, resume: bool, changed_keys: set[str]) -> C:
@@ -151,7 +152,10 @@ class RunDir:
             hf_model = (
                 getattr(hf_model, "model", hf_model) if not hasattr(hf_model, "save_pretrained") else hf_model
             )
-            hf_model.save_pretrained(tmp, safe_serialization=True)
+            if is_peft(hf_model):
+                save_merged(hf_model, tmp)  # LoRA: merged weights, and the adapter in adapter/
+            else:
+                hf_model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
             if target.exists():
