@@ -3,6 +3,7 @@ off, and every stage's final/ is a plain merged checkpoint plus the adapter in f
 
 import json
 
+import pytest
 import torch
 from conftest import RM_SET, SFT_SET, run_stage
 
@@ -126,3 +127,52 @@ def test_lora_sft_and_rm_train_only_adapters_and_save_merged_checkpoints(
     assert AutoModelForSequenceClassification.from_pretrained(final).config.num_labels == 1
     adapter = json.loads((final / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 8 and "score" in adapter["modules_to_save"]
+
+
+def test_lora_ppo_stopped_and_resumed_equals_a_run_never_stopped(
+    sft_dir, rm_dir, data_dir, tmp_path, monkeypatch
+):
+    """accelerate's checkpoint holds the peft models whole (frozen weights, adapters, the value head), so
+    --resume works with LoRA as without."""
+    from instructrl.config import load_config
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.ppo.train import setup_ppo, train_ppo
+    from instructrl.training.runtime import Stopped, StopSignal
+
+    sets = [
+        *LORA_PPO_SET,
+        "iterations=2",
+        "rollout_batch_size=16",
+        "eval_prompts=8",
+        "reward_norm_samples=16",
+    ]
+
+    def run(out, resume=False):
+        config = load_config(PPOConfig, None, sets)
+        s = setup_ppo(
+            policy_dir=sft_dir,
+            reward_dir=rm_dir,
+            prompts=data_dir / "prompts.jsonl",
+            out=out,
+            config=config,
+            resume=resume,
+            changed_keys=set(config.model_fields_set),
+        )
+        return train_ppo(s)
+
+    full = run(tmp_path / "full")
+    with monkeypatch.context() as m:
+        m.setattr(StopSignal, "should_stop", lambda self, accelerator: True)  # as a Ctrl-C after iteration 1
+        with pytest.raises(Stopped, match="after iteration 1/2"):
+            run(tmp_path / "run")
+    resumed = run(tmp_path / "run", resume=True)
+
+    def curve(run_dir):
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+    assert len(curve(tmp_path / "run")) == len(curve(tmp_path / "full")) == 3
+    for a, b in zip(curve(tmp_path / "run"), curve(tmp_path / "full"), strict=True):
+        assert a == pytest.approx(b, rel=1e-6)
+    assert resumed["final_score_mean"] == pytest.approx(full["final_score_mean"], rel=1e-6)
+    assert resumed["final_score_mean"] != resumed["initial_score_mean"]  # the adapters did move
