@@ -218,7 +218,7 @@ def setup_ppo(
     if config.ptx_coef > 0 and pretrain_data is None:
         raise UserError("ptx_coef > 0 (PPO-ptx) needs --pretrain-data text.jsonl")
     config = resolve_config(out, config, resume, changed_keys)
-    accelerator = accelerator or make_accelerator(config)
+    accelerator = accelerator or make_accelerator(config, out)
     world = accelerator.num_processes
 
     # --- data: prompts, held-out prompts, pretraining text --------------------------------------------------

@@ -123,7 +123,7 @@ def run_rm(
     if "prompt_template" not in changed_keys and "prompt_template" in start_meta:
         config.prompt_template = start_meta["prompt_template"]  # the SFT model's own format
     config = resolve_config(out, config, resume, changed_keys)
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator(config, out)
 
     # 1. data
     tokenizer = load_tokenizer(start)

@@ -70,7 +70,7 @@ def run_sft(
     """Fine-tune `model_dir` on demonstrations; writes OUT/final (the best epoch) and OUT/summary.json."""
     t_start = time.perf_counter()
     config = resolve_config(out, config, resume, changed_keys or set())
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator(config, out)
 
     # 1. data: validated and tokenized before anything is written
     tokenizer = load_tokenizer(model_dir)
@@ -122,7 +122,7 @@ def run_pretrain(
     """
     t_start = time.perf_counter()
     config = resolve_config(out, config, resume, set())
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator(config, out)
     tokenizer = load_tokenizer(model_dir)
     train, val = pack_texts(texts, tokenizer, block_size), pack_texts(val_texts, tokenizer, block_size)
     summary = train_lm(

@@ -79,12 +79,22 @@ class RunDir:
             atomic_write_text(self.path / "config.yaml", dump_config(config))
             self._recover_checkpoint_swap()
         self.accelerator.wait_for_everyone()
+        if self.accelerator.log_with:  # report_to: TensorBoard and/or W&B, with the config as hyperparameters
+            hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config}
+            wandb = {"dir": str(self.path), "name": self.path.name}  # W&B's files in OUT/wandb/, not the cwd
+            self.accelerator.init_trackers("instructrl", hparams, init_kwargs={"wandb": wandb})
 
     def has_checkpoint(self) -> bool:
         return (self.checkpoint / "trainer_state.json").is_file()
 
     def log(self, record: dict[str, Any], name: str = "metrics.jsonl") -> None:
         self.log_many([record], name)
+        if name == "metrics.jsonl" and self.accelerator.trackers:  # the same numbers to report_to's trackers
+            step = record.get("step", record.get("iteration"))
+            scalars = {
+                k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            self.accelerator.log(scalars, step=step)
 
     def log_many(self, records: list[dict[str, Any]], name: str) -> None:
         """Append lines to an append-only JSONL log of the run (metrics.jsonl, rollouts.jsonl, ...)."""
