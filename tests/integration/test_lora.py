@@ -81,6 +81,14 @@ def test_lora_ppo_raises_the_reward_against_the_sft_model_held_in_the_same_weigh
     assert json.loads((final / "instructrl.json").read_text())["lora_r"] == 8
     assert (tmp_path / "ppo" / "value" / "adapter" / "adapter_config.json").is_file()
 
+    # a later round continues from final/ with new adapters: its base is no longer SFT, so the SFT reference
+    # is loaded, and the KL is still to it (the first evaluation is the previous run's last)
+    again = [*LORA_PPO_SET, "iterations=1"]
+    paths = dict(reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl")
+    cont = run_stage("ppo", tmp_path / "r2", again, policy_dir=final, reference_dir=sft_dir, **paths)
+    assert cont["initial_kl_mean"] == pytest.approx(summary["final_kl_mean"], rel=1e-4)
+    assert cont["initial_raw_score_mean"] == pytest.approx(summary["final_raw_score_mean"], rel=1e-4)
+
 
 def test_lora_sft_and_rm_train_only_adapters_and_save_merged_checkpoints(
     tiny_model_dir, sft_dir, data_dir, tmp_path
