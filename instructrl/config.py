@@ -66,8 +66,8 @@ class StageConfig(BaseModel):
     lora_alpha: int = Field(default=16, gt=0)
     """LoRA scaling: the adapter's update is multiplied by lora_alpha / lora_r."""
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
-    """Dropout on the adapters' input. Keep 0 for RM and PPO: their log-probs and values must be the same
-    function of the weights in rollout and in training."""
+    """Dropout on the adapters' input (SFT). PPO refuses it: its log-probs and values must be the same function
+    of the weights in rollout and in training."""
     lora_target_modules: list[str] | Literal["all-linear"] | None = None
     """Modules that get adapters: a list of module names (e.g. [q_proj, v_proj]), 'all-linear', or empty:
     peft's default for the architecture (GPT-2: c_attn; Llama: q_proj, v_proj), 'all-linear' where peft has none."""

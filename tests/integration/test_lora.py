@@ -22,6 +22,23 @@ LORA_PPO_SET = [
 ]
 
 
+def test_lora_and_report_to_keys_parse_from_set_and_ppo_refuses_lora_dropout():
+    from instructrl.config import load_config
+    from instructrl.errors import UserError
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.sft.config import SFTConfig
+
+    c = load_config(PPOConfig, None, ["lora_r=8", "lora_target_modules=[q_proj, v_proj]", "report_to="])
+    assert (c.lora_r, c.lora_alpha, c.lora_dropout, c.report_to) == (8, 16, 0.0, "none")
+    assert c.lora_target_modules == ["q_proj", "v_proj"]
+    sft = load_config(SFTConfig, None, ["lora_target_modules=all-linear"])
+    assert (sft.lora_r, sft.lora_target_modules) == (0, "all-linear")  # LoRA off unless lora_r > 0
+    with pytest.raises(UserError, match="lora_dropout > 0 is refused for PPO"):
+        load_config(PPOConfig, None, ["lora_r=8", "lora_dropout=0.1"])
+    with pytest.raises(UserError, match="report_to"):
+        load_config(SFTConfig, None, ["report_to=mlflow"])
+
+
 def probe_ids() -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.arange(3, 23).reshape(2, 10)  # (2, 10) any in-vocabulary tokens
     return ids, torch.ones_like(ids)
