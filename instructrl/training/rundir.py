@@ -81,8 +81,15 @@ class RunDir:
         self.accelerator.wait_for_everyone()
         if self.accelerator.log_with:  # report_to: TensorBoard and/or W&B, with the config as hyperparameters
             hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config}
-            wandb = {"dir": str(self.path), "name": self.path.name}  # W&B's files in OUT/wandb/, not the cwd
-            self.accelerator.init_trackers("instructrl", hparams, init_kwargs={"wandb": wandb})
+            init: dict[str, Any] = {
+                "wandb": {"dir": str(self.path), "name": self.path.name}
+            }  # not in the cwd
+            if self.has_checkpoint():
+                # --resume: TensorBoard drops what was logged after the checkpoint, as metrics.jsonl is cut
+                # back (the log's step is PPO's iteration, SFT's and the RM's optimizer step)
+                state = self.checkpoint_state()
+                init["tensorboard"] = {"purge_step": state.get("iteration", state.get("step", 0)) + 1}
+            self.accelerator.init_trackers("instructrl", hparams, init_kwargs=init)
 
     def has_checkpoint(self) -> bool:
         return (self.checkpoint / "trainer_state.json").is_file()

@@ -158,18 +158,23 @@ def test_lora_ppo_stopped_and_resumed_equals_a_run_never_stopped(
     sft_dir, rm_dir, data_dir, tmp_path, monkeypatch
 ):
     """accelerate's checkpoint holds the peft models whole (frozen weights, adapters, the value head), so
-    --resume works with LoRA as without."""
+    --resume works with LoRA as without; with report_to=tensorboard the resumed event file agrees too."""
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
     from instructrl.ppo.train import setup_ppo, train_ppo
-    from instructrl.training.runtime import Stopped, StopSignal
+    from instructrl.training.runtime import StopSignal
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     sets = [
         *LORA_PPO_SET,
-        "iterations=2",
+        "iterations=3",
+        "checkpoint_every=1",
         "rollout_batch_size=16",
         "eval_prompts=8",
         "reward_norm_samples=16",
+        "report_to=tensorboard",
     ]
 
     def run(out, resume=False):
@@ -186,18 +191,34 @@ def test_lora_ppo_stopped_and_resumed_equals_a_run_never_stopped(
         return train_ppo(s)
 
     full = run(tmp_path / "full")
+    calls = []
+
+    def crash_in_iteration_2(self, accelerator):  # after iteration 2 was logged, before its checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return False
+
     with monkeypatch.context() as m:
-        m.setattr(StopSignal, "should_stop", lambda self, accelerator: True)  # as a Ctrl-C after iteration 1
-        with pytest.raises(Stopped, match="after iteration 1/2"):
+        m.setattr(StopSignal, "should_stop", crash_in_iteration_2)
+        with pytest.raises(RuntimeError, match="killed"):
             run(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())["iteration"] == 1
     resumed = run(tmp_path / "run", resume=True)
 
     def curve(run_dir):
         rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
-    assert len(curve(tmp_path / "run")) == len(curve(tmp_path / "full")) == 3
+    assert len(curve(tmp_path / "run")) == len(curve(tmp_path / "full")) == 4
     for a, b in zip(curve(tmp_path / "run"), curve(tmp_path / "full"), strict=True):
         assert a == pytest.approx(b, rel=1e-6)
     assert resumed["final_score_mean"] == pytest.approx(full["final_score_mean"], rel=1e-6)
+    # TensorBoard holds the same curve, each iteration once: the crashed run's iteration 2 was dropped
+    for run_dir in (tmp_path / "run", tmp_path / "full"):
+        events = EventAccumulator(str(run_dir / "tensorboard" / "instructrl"))
+        events.Reload()
+        logged = [r["objective/kl"] for r in curve(run_dir) if "objective/kl" in r]
+        assert [e.step for e in events.Scalars("objective/kl")] == [1, 2, 3]
+        assert [e.value for e in events.Scalars("objective/kl")] == pytest.approx(logged, rel=1e-6)
     assert resumed["final_score_mean"] != resumed["initial_score_mean"]  # the adapters did move
