@@ -144,9 +144,8 @@ class PPOSetup:
     run: RunDir
     tokenizer: Any
     policy: torch.nn.Module  # π_θ, prepared for training (DDP-wrapped with several processes)
-    ref_policy: (
-        torch.nn.Module | None
-    )  # π_SFT, frozen; None with LoRA: the policy, adapters off (`reference`)
+    # π_SFT, frozen; None with LoRA, where it is the policy with its adapters off (`reference`)
+    ref_policy: torch.nn.Module | None
     value_model: torch.nn.Module  # V_φ, starts as the reward model; prepared for training
     reward_model: torch.nn.Module | None  # r_ψ, frozen; None when reward_fn scores instead
     reward_fn: RewardFn | None

@@ -136,9 +136,8 @@ def run_rm(
     norm_demos = read_demonstrations(norm_data) if norm_data is not None else None
     attention = attention_implementation(accelerator)
     rm = load_reward_model(start, attn_implementation=attention)
-    model = ScalarHead(
-        add_lora(rm, config, "SEQ_CLS") if config.lora_r else rm
-    )  # LoRA: the head trains whole
+    # with LoRA the backbone gets adapters and the scalar head, new here, trains whole
+    model = ScalarHead(add_lora(rm, config, "SEQ_CLS") if config.lora_r else rm)
     max_length = min(config.max_length, context_window(start) or config.max_length)
     tok = (tokenizer, config.prompt_template, max_length, config.too_long)
     train, train_stats = tokenize_comparisons(train_c, *tok, weights=weights)

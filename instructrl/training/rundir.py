@@ -81,9 +81,8 @@ class RunDir:
         self.accelerator.wait_for_everyone()
         if self.accelerator.log_with:  # report_to: TensorBoard and/or W&B, with the config as hyperparameters
             hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config}
-            init: dict[str, Any] = {
-                "wandb": {"dir": str(self.path), "name": self.path.name}
-            }  # not in the cwd
+            # W&B's files go to OUT/wandb/, not to the working directory; the run is named after OUT
+            init: dict[str, Any] = {"wandb": {"dir": str(self.path), "name": self.path.name}}
             if self.has_checkpoint():
                 # --resume: TensorBoard drops what was logged after the checkpoint, as metrics.jsonl is cut
                 # back (the log's step is PPO's iteration, SFT's and the RM's optimizer step)

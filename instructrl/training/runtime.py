@@ -39,8 +39,7 @@ def make_accelerator(config: StageConfig, out: str | Path | None = None) -> Acce
     if cpu:
         keep_freed_memory()
     trackers = report_trackers(config.report_to)
-    if trackers and out is None:
-        raise UserError(f"report_to={config.report_to} needs the run's output directory (--out)")
+    assert out is not None or not trackers, "report_to needs the run's directory"
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=resolve_mixed_precision(config.mixed_precision, cpu),
