@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from instructrl.models.lora import hf_model
+
 M32 = 0xFFFFFFFF
 M64 = (1 << 64) - 1
 
@@ -106,7 +108,7 @@ def generate(
     # generate() fills every field left None from the checkpoint's generation_config.json (Qwen2.5-Instruct:
     # temperature, top_k, top_p, repetition_penalty), and those processors would run before the sampler,
     # while PPO's log-probs are plain softmax(logits / T). During the call the model has no defaults of its own.
-    lm: Any = model
+    lm: Any = hf_model(model)  # a peft model's generate() would read the inner model's generation_config
     shipped, lm.generation_config = lm.generation_config, GenerationConfig()
     try:
         out = lm.generate(
