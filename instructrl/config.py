@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from instructrl.errors import UserError
 
@@ -58,11 +58,32 @@ class StageConfig(BaseModel):
     """Gradient-norm clipping."""
     prompt_template: str = "{prompt}\n"
     """How a prompt is turned into model input; the response follows it directly. Must contain {prompt}."""
+    lora_r: int = Field(default=0, ge=0)
+    """LoRA rank (Hu et al. 2021, through peft); 0: off, every weight trains. With LoRA the frozen weights get
+    small trainable adapters (and a reward model's scalar head trains fully); final/ is still a plain merged
+    Hugging Face checkpoint, with the adapter alone in final/adapter/. In PPO the reference is the policy with
+    its adapters switched off, so no second copy of the policy is loaded."""
+    lora_alpha: int = Field(default=16, gt=0)
+    """LoRA scaling: the adapter's update is multiplied by lora_alpha / lora_r."""
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Dropout on the adapters' input (SFT). PPO refuses it: its log-probs and values must be the same function
+    of the weights in rollout and in training."""
+    lora_target_modules: list[str] | Literal["all-linear"] | None = None
+    """Modules that get adapters: a list of module names (e.g. [q_proj, v_proj]), 'all-linear', or empty:
+    peft's default for the architecture (GPT-2: c_attn; Llama: q_proj, v_proj), 'all-linear' where peft has none."""
+    report_to: Literal["none", "tensorboard", "wandb", "all"] = "none"
+    """Also send the metrics.jsonl metrics to TensorBoard (into OUT/tensorboard/) or Weights & Biases (into
+    OUT/wandb/; WANDB_MODE=offline works) through accelerate's trackers; 'all': both."""
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, v: Any) -> Any:
         return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _yaml_none(cls, v: Any) -> Any:
+        return "none" if v is None or v is False else v  # `--set report_to=` and YAML's `no`
 
     @field_validator("prompt_template")
     @classmethod

@@ -233,3 +233,24 @@ def rm_dir(tmp_path_factory, sft_dir, data_dir) -> Path:
     summary = run_stage("rm", out, RM_SET, model_dir=sft_dir, data=data_dir / "comparisons.jsonl")
     assert summary["val_accuracy"] >= 0.95, summary
     return out / "final"
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture()
+def hub_cache(tmp_path_factory, tiny_model_dir, monkeypatch) -> Path:
+    """A Hub cache holding `org/tiny-gpt2` at branch main and tag v1, laid out as `huggingface-cli download`
+    leaves it, and made the cache of this process (huggingface_hub reads HF_HUB_CACHE once, at import)."""
+    import shutil
+
+    import huggingface_hub
+
+    cache = tmp_path_factory.mktemp("hub")
+    repo = cache / "models--org--tiny-gpt2"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / HUB_COMMIT)
+    (repo / "refs").mkdir()
+    for ref in ("main", "v1"):
+        (repo / "refs" / ref).write_text(HUB_COMMIT)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache

@@ -16,6 +16,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from instructrl.datasets.tokenize import Prompt, prompt_ids, stop_ids
+from instructrl.models.lora import hf_model
 
 M32 = 0xFFFFFFFF
 M64 = (1 << 64) - 1
@@ -109,7 +110,7 @@ def generate(
     # generate() fills every field left None from the checkpoint's generation_config.json (Qwen2.5-Instruct:
     # temperature, top_k, top_p, repetition_penalty), and those processors would run before the sampler,
     # while PPO's log-probs are plain softmax(logits / T). During the call the model has no defaults of its own.
-    lm: Any = model
+    lm: Any = hf_model(model)  # a peft model's generate() would read the inner model's generation_config
     shipped, lm.generation_config = lm.generation_config, GenerationConfig()
     try:
         out = lm.generate(

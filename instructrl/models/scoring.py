@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from instructrl.models.lora import hf_model
+
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
@@ -55,16 +57,17 @@ class ScalarHead(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False
     ) -> torch.Tensor:
-        hidden = backbone(self.model, input_ids, attention_mask)  # (B, T, H)
+        model = hf_model(self.model)  # with LoRA: the classifier inside the peft model, adapters in place
+        hidden = backbone(model, input_ids, attention_mask)  # (B, T, H)
         if not per_token:
             last = last_token_index(attention_mask)  # (B,)
             hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
         # The scalar head runs in fp32 even under bf16 autocast: in bf16 (8 bits of mantissa) close rewards
         # round to the same value and rankings tie.
-        head = _module(self.model, "score")
+        head = _module(model, "score")
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             r = head(hidden.float()).squeeze(-1)
-        return r + reward_offset(self.model)  # (B,) or (B, T)
+        return r + reward_offset(model)  # (B,) or (B, T)
 
 
 def _as_head(model: nn.Module) -> nn.Module:
@@ -160,8 +163,8 @@ def add_reward_bias(reward_model: nn.Module, bias: float) -> str:
 def scale_reward(reward_model: nn.Module, gain: float, bias: float) -> None:
     """Make the model's score gain · r + bias: the head's weight times gain, the config's offset moved to
     gain · offset + bias (a bias folded into the final norm is scaled with the weight that reads it)."""
-    model = reward_model.model if isinstance(reward_model, ScalarHead) else reward_model
-    weight = _module(model, "score").weight
+    model = hf_model(reward_model.model if isinstance(reward_model, ScalarHead) else reward_model)
+    weight = _module(model, "score").weight  # with LoRA: the head's trained copy (peft's modules_to_save)
     assert isinstance(weight, torch.Tensor)
     with torch.no_grad():
         weight.mul_(gain)

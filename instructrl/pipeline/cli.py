@@ -36,6 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
         help="override one key, e.g. --set rm.lr=3e-6 --set ppo.iterations=50",
     )  # fmt: skip
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="the labeling app's database: start the next round's generation job there when this round is done",
+    )
+    p.add_argument("--next-k", type=int, default=4, help="with --db: candidates per prompt (default 4)")
+    p.add_argument("--next-limit", type=int, default=100, help="with --db: prompts to rank (default 100)")
+    p.add_argument(
+        "--next-split", default="train", choices=["train", "validation", "test", "all"], help="with --db"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted round in --out")
     p.add_argument(
         "--help-config", action=_DescribeRound, nargs=0, help="list every key of the round config, then exit"
@@ -74,6 +84,14 @@ def run(args: argparse.Namespace) -> int:
             norm_data=args.norm_data,
             pretrain_data=args.pretrain_data,
             eval_prompts=eval_prompts,
+            next_job=None
+            if args.db is None
+            else {
+                "database_url": args.db,
+                "k": args.next_k,
+                "limit": args.next_limit,
+                "split": args.next_split,
+            },
             resume=args.resume,
         )
     print(json.dumps(record.model_dump(), indent=2))

@@ -9,6 +9,10 @@ A round lives in one directory:
     OUT/eval/answers.jsonl       A/B pairs of the new policy against SFT on held-out prompts (optional)
     OUT/round.json               what the round read and made (`RoundRecord`), read by the next round
 
+With a labeling database, the round ends by starting the next one: a generation job of round N + 1 in the
+labeling app, its K candidates split between the new policy and the one before it, run in this process so
+that the ranking tasks are waiting when the command returns.
+
 Who ranks is not this module's business: a team exports rankings from the labeling app
 (`instructrl label export`), the demo passes its simulated labelers' rankings. The steps are resumable:
 a finished step (its summary.json written) is not run again.
@@ -47,6 +51,8 @@ class RoundRecord(BaseModel):
     ppo: dict[str, Any] = {}
     """PPO's held-out reward and KL to SFT: initial (the previous policy) and final (the kept policy)."""
     answers: str | None = None
+    next_job: dict[str, Any] | None = None
+    """The labeling app's generation job for the next round: id, round, checkpoints, ranking tasks made."""
 
 
 def read_round(path: str | Path) -> RoundRecord:
@@ -171,6 +177,92 @@ def write_ab_answers(
     return file
 
 
+def check_next_job(*, database_url: str, k: int, limit: int, split: str) -> None:
+    """Before any training: the labeling database answers and holds prompts, and K is one it accepts."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from instructrl.labeling.core.config import Settings
+    from instructrl.labeling.core.db import Database
+    from instructrl.labeling.models import Prompt
+
+    settings = Settings(database_url=database_url)
+    if not settings.min_k <= k <= settings.max_k:
+        raise UserError(f"--next-k {k}: a ranking task needs {settings.min_k} to {settings.max_k} responses")
+    if limit < 1:
+        raise UserError(f"--next-limit {limit}: must be 1 or more")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    file = url.database if url.get_backend_name() == "sqlite" and url.database != ":memory:" else None
+    if file and not Path(file).is_file():  # checked first: opening it would create it
+        raise UserError(f"--db {database_url}: no such labeling database ({url.database} does not exist)")
+    try:
+        db = Database(settings.database_url, run_migrations=False)  # a check writes nothing
+        with db.session() as session:
+            prompts = session.scalar(select(func.count()).select_from(Prompt))
+        db.dispose()
+    except SQLAlchemyError as e:
+        raise UserError(
+            f"--db {database_url}: not a labeling database that answers ({type(e).__name__}: "
+            f"{str(e).splitlines()[0]}); give the URL `instructrl label serve` uses"
+        ) from None
+    if not prompts:
+        raise UserError(
+            f"--db {database_url}: holds no prompts; import them first (`instructrl label import-prompts`)"
+        )
+
+
+def start_next_job(
+    *,
+    database_url: str,
+    round_: int,
+    policy: str | Path,
+    previous_policy: str | Path,
+    k: int,
+    limit: int,
+    split: str,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Step 4: the labeling app's generation job for round `round_ + 1`, its K candidates split between this
+    round's policy and the previous one (the paper's comparisons mixed policies), run here and now."""
+    from sqlalchemy import func, select
+
+    from instructrl.labeling.core.config import Settings
+    from instructrl.labeling.core.db import Database
+    from instructrl.labeling.models import GenerationJob, Task
+    from instructrl.labeling.schemas import GenerationJobCreate
+    from instructrl.labeling.services.generation import create_generation_job, run_generation_job
+
+    settings = Settings(database_url=database_url)
+    db = Database(settings.database_url)
+    names = (f"round{round_}", "sft" if round_ == 1 else f"round{round_ - 1}")
+    try:
+        with db.session() as session:
+            job_in = GenerationJobCreate.model_validate(
+                {
+                    "checkpoints": [
+                        {"checkpoint": str(policy), "model_name": names[0]},
+                        {"checkpoint": str(previous_policy), "model_name": names[1]},
+                    ],
+                    "round": round_ + 1, "k": k, "limit": limit, "split": split, "seed": seed,
+                }
+            )  # fmt: skip
+            job_id = create_generation_job(session=session, job_in=job_in, settings=settings).id
+        run_generation_job(db=db, job_id=job_id, settings=settings)
+        with db.session() as session:
+            job = session.get(GenerationJob, job_id)
+            assert job is not None
+            if job.status != "done":
+                raise UserError(f"the next round's generation job {job_id} failed: {job.error}")
+            tasks = session.scalar(
+                select(func.count()).select_from(Task).where(Task.round == round_ + 1, Task.kind == "ranking")
+            )
+            return {"id": job_id, "round": round_ + 1, "checkpoints": job.checkpoints, "ranking_tasks": tasks}
+    finally:
+        db.dispose()
+
+
 def run_round(
     *,
     out: str | Path,
@@ -184,10 +276,12 @@ def run_round(
     norm_data: Any = None,
     pretrain_data: Any = None,
     eval_prompts: list[str | list[Message]] | None = None,
+    next_job: dict[str, Any] | None = None,
     resume: bool = False,
 ) -> RoundRecord:
     """One round: round 1 from the SFT model (`sft`), round N + 1 from round N's directory (`previous`).
-    `data`: this round's new comparisons (earlier rounds' come from `previous`)."""
+    `data`: this round's new comparisons (earlier rounds' come from `previous`). `next_job`: the keyword
+    arguments of `start_next_job` but the policies (database_url, k, limit, split), to start the next round."""
     out = Path(out)
     if (sft is None) == (previous is None):
         raise UserError(
@@ -195,6 +289,8 @@ def run_round(
         )
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out}: already holds a round; pass --resume to continue it, or choose a new --out")
+    if next_job is not None:
+        check_next_job(**{k: next_job[k] for k in ("database_url", "k", "limit", "split")})
     last = read_round(previous) if previous is not None else None
     round_ = last.round + 1 if last else 1
     sft = last.sft if last else str(sft)
@@ -225,6 +321,14 @@ def run_round(
     answers = None
     if config.answers and eval_prompts:
         answers = str(write_ab_answers(out, sft, out / "ppo" / "final", eval_prompts[: config.answers], 0))
+    job = None
+    if next_job is not None:
+        job = start_next_job(
+            round_=round_,
+            policy=out / "ppo" / "final",
+            previous_policy=last.policy if last else sft,
+            **next_job,
+        )
     record = RoundRecord(
         round=round_,
         sft=str(sft),
@@ -245,6 +349,7 @@ def run_round(
             )
         },
         answers=answers,
+        next_job=job,
     )
     write_round(out, record)
     return record

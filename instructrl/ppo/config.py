@@ -99,6 +99,16 @@ class PPOConfig(StageConfig):
             )
         return v
 
+    @field_validator("lora_dropout")
+    @classmethod
+    def _no_lora_dropout(cls, v: float) -> float:
+        if v > 0:
+            raise ValueError(
+                "lora_dropout > 0 is refused for PPO: the policy and value model run without dropout, so that "
+                "log-probs and values are the same function of the weights in rollout and in training. Use 0"
+            )
+        return v
+
     @model_validator(mode="after")
     def _check_sizes(self) -> PPOConfig:
         if self.rollout_batch_size % self.batch_size:

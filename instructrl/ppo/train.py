@@ -28,7 +28,7 @@ import functools
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from instructrl.models.loading import (
     load_tokenizer,
     read_meta,
 )
+from instructrl.models.lora import add_lora
 from instructrl.models.scoring import (
     ScalarHead,
     entropy_from_logits,
@@ -144,7 +145,8 @@ class PPOSetup:
     tokenizer: Any
     stops: list[int]  # token ids that end a response: EOS and the chat template's end-of-turn token
     policy: torch.nn.Module  # π_θ, prepared for training (DDP-wrapped with several processes)
-    ref_policy: torch.nn.Module  # π_SFT, frozen
+    # π_SFT, frozen; None with LoRA, where it is the policy with its adapters off (`reference`)
+    ref_policy: torch.nn.Module | None
     value_model: torch.nn.Module  # V_φ, starts as the reward model; prepared for training
     reward_model: torch.nn.Module | None  # r_ψ, frozen; None when reward_fn scores instead
     reward_fn: RewardFn | None
@@ -165,6 +167,17 @@ class PPOSetup:
     @property
     def unwrapped_policy(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.policy)
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """π_SFT for the duration of a `with`: its own frozen copy, or with LoRA the policy itself with its
+        adapters switched off (the frozen weights are the SFT model's: one copy in memory, not two)."""
+        if self.ref_policy is not None:
+            yield self.ref_policy
+            return
+        policy: Any = self.unwrapped_policy
+        with policy.disable_adapter():
+            yield policy
 
     @property
     def ptx_batch(self) -> int:
@@ -205,7 +218,7 @@ def setup_ppo(
     if config.ptx_coef > 0 and pretrain_data is None:
         raise UserError("ptx_coef > 0 (PPO-ptx) needs --pretrain-data text.jsonl")
     config = resolve_config(out, config, resume, changed_keys)
-    accelerator = accelerator or make_accelerator(config)
+    accelerator = accelerator or make_accelerator(config, out)
     world = accelerator.num_processes
 
     # --- data: prompts, held-out prompts, pretraining text --------------------------------------------------
@@ -240,14 +253,23 @@ def setup_ppo(
 
     # --- models: policy and value are trained; the SFT reference and the reward model are frozen ---------------
     attention = attention_implementation(accelerator)
-    policy = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
-    ref_policy = load_causal_lm(reference_dir, dropout=False, attn_implementation=attention)
-    ref_policy = ref_policy.eval().requires_grad_(False).to(accelerator.device)
+    policy: torch.nn.Module = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
+    ref_policy: torch.nn.Module | None = None
+    if config.lora_r:
+        policy = add_lora(policy, config, "CAUSAL_LM")
+    # with LoRA the reference is the policy's own frozen weights (`PPOSetup.reference`), unless the policy
+    # starts from a later round's policy, not from the reference: then the reference is loaded, as without LoRA
+    if not config.lora_r or str(reference_dir) != str(policy_dir):
+        ref_policy = load_causal_lm(reference_dir, dropout=False, attn_implementation=attention)
+        ref_policy = ref_policy.eval().requires_grad_(False).to(accelerator.device)
     reward_model = None
     if reward_fn is None:
         reward_model = load_reward_model(reward_dir, attn_implementation=attention)
         reward_model = reward_model.eval().requires_grad_(False).to(accelerator.device)
-    value_model = ScalarHead(load_reward_model(reward_dir, attn_implementation=attention))  # starts as the RM
+    # V_φ starts as the RM. With LoRA it is the RM's own copy with adapters and a fully trained head: sharing the
+    # frozen RM's weights would share its config too, where the value head's gain and offset live (scale_reward)
+    value_rm = load_reward_model(reward_dir, attn_implementation=attention)
+    value_model = ScalarHead(add_lora(value_rm, config, "SEQ_CLS") if config.lora_r else value_rm)
 
     iterations = config.iterations
     steps_per_iteration = config.epochs * config.minibatches
@@ -281,6 +303,7 @@ def setup_ppo(
         "sft_model": str(reference_dir),
         "reward_model": str(reward_dir),
         "ptx_coef": config.ptx_coef,
+        "lora_r": config.lora_r,
         "round": rm_meta.get("round"),
         # which models this policy descends from, round by round (ChatGPT's loop continues from the last)
         "lineage": [
@@ -361,15 +384,17 @@ def normalise_reward(s: PPOSetup) -> RewardNorm:
     raw: list[float] = []
     for start in range(0, len(mine), c.forward_batch_size):
         chunk = mine[start : start + c.forward_batch_size]
-        r = sample_and_score(
-            s,
-            queries=[s.train.queries[i] for i in chunk],
-            prompts=[s.train.texts[i] for i in chunk],
-            seeds=[mix_seed(c.seed, NORM_STREAM, i) for i in chunk],
-            episodes=chunk,
-            with_values=False,
-            sampler=s.ref_policy,
-        )
+        # with LoRA the reference is the policy, adapters off, for every pass of the call: only scores are read
+        with s.reference() as ref:
+            r = sample_and_score(
+                s,
+                queries=[s.train.queries[i] for i in chunk],
+                prompts=[s.train.texts[i] for i in chunk],
+                seeds=[mix_seed(c.seed, NORM_STREAM, i) for i in chunk],
+                episodes=chunk,
+                with_values=False,
+                sampler=ref,
+            )
         raw += r.raw_scores.tolist()
     if acc.num_processes > 1:
         raw = gather_object(raw)
@@ -434,7 +459,8 @@ def sample_and_score(
         with acc.autocast():
             logits = response_logits(policy, ids[b], attn[b], R) / c.temperature  # (b, R, V)
             logprobs.append(token_logprobs(logits, response[b]))  # (b, R)
-            ref_logits = response_logits(s.ref_policy, ids[b], attn[b], R) / c.temperature
+            with s.reference() as ref:
+                ref_logits = response_logits(ref, ids[b], attn[b], R) / c.temperature  # (b, R, V)
             ref_logprobs.append(token_logprobs(ref_logits, response[b]))  # (b, R)
             if with_values:
                 vals.append(values(s.value_model, ids[b], attn[b])[:, P - 1 : P + R - 1])  # (b, R)

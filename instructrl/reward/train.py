@@ -21,6 +21,7 @@ from instructrl.datasets.tokenize import (
 )
 from instructrl.errors import UserError
 from instructrl.models.loading import context_window, load_reward_model, load_tokenizer, read_meta
+from instructrl.models.lora import ADAPTER_DIR, add_lora
 from instructrl.models.scoring import ScalarHead, add_reward_bias, score
 from instructrl.reward.config import RMConfig
 from instructrl.training.loop import SupervisedTask, fit
@@ -122,7 +123,7 @@ def run_rm(
     if "prompt_template" not in changed_keys and "prompt_template" in start_meta:
         config.prompt_template = start_meta["prompt_template"]  # the SFT model's own format
     config = resolve_config(out, config, resume, changed_keys)
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator(config, out)
 
     # 1. data
     tokenizer = load_tokenizer(start)
@@ -134,7 +135,9 @@ def run_rm(
     weights, latest_round = round_weights(train_c, config.latest_round_weight)
     norm_demos = read_demonstrations(norm_data) if norm_data is not None else None
     attention = attention_implementation(accelerator)
-    model = ScalarHead(load_reward_model(start, attn_implementation=attention))
+    rm = load_reward_model(start, attn_implementation=attention)
+    # with LoRA the backbone gets adapters and the scalar head, new here, trains whole
+    model = ScalarHead(add_lora(rm, config, "SEQ_CLS") if config.lora_r else rm)
     max_length = min(config.max_length, context_window(start) or config.max_length)
     tok = (tokenizer, config.prompt_template, max_length, config.too_long)
     train, train_stats = tokenize_comparisons(train_c, *tok, weights=weights)
@@ -154,6 +157,7 @@ def run_rm(
         "prompt_template": config.prompt_template,
         "sft_model": sft_model,
         "round": latest_round,
+        "lora_r": config.lora_r,
         # the reward models this one continues, round by round
         "lineage": [
             *start_meta.get("lineage", []),
@@ -197,6 +201,10 @@ def run_rm(
     if accelerator.is_main_process:
         import shutil
 
+        # LoRA: the best epoch's adapter too; the normalising bias, added after training, is in the merged
+        # weights and in instructrl.json (reward_bias), not in the adapter
+        if (result["best_dir"] / ADAPTER_DIR).is_dir():
+            shutil.copytree(result["best_dir"] / ADAPTER_DIR, run.path / "final" / ADAPTER_DIR)
         shutil.rmtree(result["best_dir"], ignore_errors=True)
     run.remove_checkpoint()
     summary = {

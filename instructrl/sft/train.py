@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from instructrl.datasets.io import read_demonstrations
 from instructrl.datasets.tokenize import (
     Example,
@@ -15,6 +17,7 @@ from instructrl.datasets.tokenize import (
     tokenize_demonstrations,
 )
 from instructrl.models.loading import context_window, load_causal_lm, load_tokenizer
+from instructrl.models.lora import add_lora
 from instructrl.sft.config import SFTConfig
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.losses import batch_nll, eval_loss
@@ -67,7 +70,7 @@ def run_sft(
     """Fine-tune `model_dir` on demonstrations; writes OUT/final (the best epoch) and OUT/summary.json."""
     t_start = time.perf_counter()
     config = resolve_config(out, config, resume, changed_keys or set())
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator(config, out)
 
     # 1. data: validated and tokenized before anything is written
     tokenizer = load_tokenizer(model_dir)
@@ -119,7 +122,7 @@ def run_pretrain(
     """
     t_start = time.perf_counter()
     config = resolve_config(out, config, resume, set())
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator(config, out)
     tokenizer = load_tokenizer(model_dir)
     train, val = pack_texts(texts, tokenizer, block_size), pack_texts(val_texts, tokenizer, block_size)
     summary = train_lm(
@@ -152,11 +155,13 @@ def train_lm(
 ) -> dict[str, Any]:
     """Steps 2-4 shared by SFT and pretraining: model, optimizer, the loop, final/ = the best epoch."""
     # 2. run directory, model, optimizer, schedule
-    model = load_causal_lm(
+    model: torch.nn.Module = load_causal_lm(
         model_dir,
         residual_dropout=config.residual_dropout,
         attn_implementation=attention_implementation(accelerator),
     )
+    if config.lora_r:
+        model = add_lora(model, config, "CAUSAL_LM")
     run = RunDir(out, accelerator)
     run.start(config)
     optimizer, scheduler = make_optimizer(model, config, planned_steps(len(train), config))
@@ -164,7 +169,12 @@ def train_lm(
     accelerator.register_for_checkpointing(scheduler)
 
     # 3. train, keeping the epoch with the lowest validation loss
-    meta = {"stage": stage, "prompt_template": config.prompt_template, "base_model": str(model_dir)}
+    meta = {
+        "stage": stage,
+        "prompt_template": config.prompt_template,
+        "base_model": str(model_dir),
+        "lora_r": config.lora_r,
+    }
     result = fit(
         lm_task(train, val, tokenizer.pad_token_id, accelerator),
         accelerator=accelerator,

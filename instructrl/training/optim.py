@@ -16,7 +16,11 @@ def make_optimizer(
 ) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW over a model's parameters (or over parameter groups, each with its own lr) and the stage's
     warm-up + cosine schedule, which scales every group's lr alike."""
-    params = model.parameters() if isinstance(model, torch.nn.Module) else model
+    # only what trains: with LoRA most weights are frozen and need no optimizer state
+    if isinstance(model, torch.nn.Module):
+        params: Any = [p for p in model.parameters() if p.requires_grad]
+    else:
+        params = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in model]
     # fused: one kernel for all parameters; the default per-tensor loop took 6x as long on CPU
     # (instructrl runs on CPU or CUDA, where torch has the fused kernel)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)

@@ -20,11 +20,12 @@ from instructrl.config import StageConfig, dump_config
 from instructrl.datasets.io import atomic_write_text
 from instructrl.errors import UserError
 from instructrl.models.loading import META_FILE
+from instructrl.models.lora import is_peft, save_merged
 
 C = TypeVar("C", bound=StageConfig)
 
-# Keys a resumed run may change: they change how often a run saves and logs, not what it computes.
-RESUMABLE_CHANGES = {"checkpoint_every", "log_every"}
+# Keys a resumed run may change: they change how often and where a run saves and logs, not what it computes.
+RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "report_to"}
 
 
 def resolve_config(out: str | Path, config: C, resume: bool, changed_keys: set[str]) -> C:
@@ -78,12 +79,28 @@ class RunDir:
             atomic_write_text(self.path / "config.yaml", dump_config(config))
             self._recover_checkpoint_swap()
         self.accelerator.wait_for_everyone()
+        if self.accelerator.log_with:  # report_to: TensorBoard and/or W&B, with the config as hyperparameters
+            hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config}
+            # W&B's files go to OUT/wandb/, not to the working directory; the run is named after OUT
+            init: dict[str, Any] = {"wandb": {"dir": str(self.path), "name": self.path.name}}
+            if self.has_checkpoint():
+                # --resume: TensorBoard drops what was logged after the checkpoint, as metrics.jsonl is cut
+                # back (the log's step is PPO's iteration, SFT's and the RM's optimizer step)
+                state = self.checkpoint_state()
+                init["tensorboard"] = {"purge_step": state.get("iteration", state.get("step", 0)) + 1}
+            self.accelerator.init_trackers("instructrl", hparams, init_kwargs=init)
 
     def has_checkpoint(self) -> bool:
         return (self.checkpoint / "trainer_state.json").is_file()
 
     def log(self, record: dict[str, Any], name: str = "metrics.jsonl") -> None:
         self.log_many([record], name)
+        if name == "metrics.jsonl" and self.accelerator.trackers:  # the same numbers to report_to's trackers
+            step = record.get("step", record.get("iteration"))
+            scalars = {
+                k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            self.accelerator.log(scalars, step=step)
 
     def log_many(self, records: list[dict[str, Any]], name: str) -> None:
         """Append lines to an append-only JSONL log of the run (metrics.jsonl, rollouts.jsonl, ...)."""
@@ -151,7 +168,10 @@ class RunDir:
             hf_model = (
                 getattr(hf_model, "model", hf_model) if not hasattr(hf_model, "save_pretrained") else hf_model
             )
-            hf_model.save_pretrained(tmp, safe_serialization=True)
+            if is_peft(hf_model):
+                save_merged(hf_model, tmp)  # LoRA: merged weights, and the adapter in adapter/
+            else:
+                hf_model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
             if target.exists():

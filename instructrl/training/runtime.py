@@ -12,6 +12,7 @@ import random
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,13 +33,40 @@ def resolve_mixed_precision(setting: str, cpu: bool) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def make_accelerator(config: StageConfig) -> Accelerator:
+def make_accelerator(config: StageConfig, out: str | Path | None = None) -> Accelerator:
+    """The run's Accelerator; with report_to, its trackers log under `out` (started by RunDir.start)."""
     cpu = not torch.cuda.is_available()
     if cpu:
         keep_freed_memory()
-    accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(config.mixed_precision, cpu))
+    trackers = report_trackers(config.report_to)
+    assert out is not None or not trackers, "report_to needs the run's directory"
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=resolve_mixed_precision(config.mixed_precision, cpu),
+        log_with=trackers or None,
+        project_dir=str(Path(out) / TRACKER_DIR) if trackers and out is not None else None,
+    )
     seed_everything(config.seed + accelerator.process_index)
     return accelerator
+
+
+TRACKER_DIR = "tensorboard"  # TensorBoard's event files: OUT/tensorboard/instructrl/
+
+
+def report_trackers(report_to: str) -> list[str]:
+    """accelerate's tracker names for report_to; a tracker that is not installed is an error here, where
+    accelerate would leave it out without a word."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    wanted = {"none": [], "all": ["tensorboard", "wandb"]}.get(report_to, [report_to])
+    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    for name in wanted:
+        if not available[name]:
+            raise UserError(
+                f"report_to={report_to} needs {name}: pip install 'instructrl[{name}]' (or pip install {name}), "
+                f"or --set report_to=none"
+            )
+    return wanted
 
 
 def keep_freed_memory() -> None:

@@ -3,32 +3,12 @@ directory, and transformers resolves it from its cache. The tests build that cac
 (conftest sets HF_HUB_OFFLINE=1) and call the command line in-process: a subprocess's imports alone took
 9 s on the shared cores."""
 
-import shutil
-from pathlib import Path
-
-import huggingface_hub
 import pytest
 from conftest import make_demos, write_jsonl
 
 from instructrl.cli import main
 from instructrl.errors import UserError
 from instructrl.models.loading import load_causal_lm, read_meta, resolve_model
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture()
-def hub_cache(tmp_path_factory, tiny_model_dir, monkeypatch) -> Path:
-    """A Hub cache holding `org/tiny-gpt2` at branch main and tag v1, laid out as `huggingface-cli download`
-    leaves it, and made the cache of this process (huggingface_hub reads HF_HUB_CACHE once, at import)."""
-    cache = tmp_path_factory.mktemp("hub")
-    repo = cache / "models--org--tiny-gpt2"
-    shutil.copytree(tiny_model_dir, repo / "snapshots" / COMMIT)
-    (repo / "refs").mkdir()
-    for ref in ("main", "v1"):
-        (repo / "refs" / ref).write_text(COMMIT)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    return cache
 
 
 def instructrl(*args: str) -> int:

@@ -78,6 +78,9 @@ def test_two_rounds_continue_the_rm_and_the_policy_with_the_kl_to_sft(sft_dir, d
             "rm:\n  epochs: 1\nsft: {}\n",
             "round.yaml:3: unknown key 'sft' (a round config has 'rm', 'ppo' and 'answers')",
         ),
+        (["--db", "sqlite:////nonexistent/labels.db"], None, "no such labeling database"),
+        (["--db", "sqlite:///:memory:", "--next-k", "12"], None, "--next-k 12: a ranking task needs 4 to 9"),
+        (["--db", "sqlite:///:memory:"], None, "not a labeling database that answers"),
     ],
 )
 def test_a_bad_round_config_names_where_and_writes_nothing(

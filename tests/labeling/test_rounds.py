@@ -46,7 +46,7 @@ def _read_zip(data: bytes) -> dict[str, str]:
 
 
 def test_a_second_round_ranks_ranked_prompts_again_and_exports_per_round_and_for_all_rounds(
-    sqlite_url, tmp_path, tiny_model_dir, capsys, monkeypatch
+    sqlite_url, tmp_path, tiny_model_dir, rm_dir, capsys, monkeypatch
 ):
     app = ranking_app(sqlite_url, overlap_fraction=1.0, overlap_labelers=2)  # round 1: 6 uploaded tasks
     db, settings = app.state.db, app.state.settings
@@ -139,6 +139,20 @@ def test_a_second_round_ranks_ranked_prompts_again_and_exports_per_round_and_for
     records = read_comparisons(sorted((tmp_path / "all").rglob("comparisons.jsonl")))
     assert sorted(r.round for r in records) == [1] * 6 + [2] * 4
     assert all(r.models == ["m"] * 4 and r.model == "m" for r in records if r.round == 1)
+
+    # the export of both rounds trains a reward model continued from round 1's (`instructrl rm --init`)
+    from instructrl.config import load_config
+    from instructrl.reward.config import RMConfig
+    from instructrl.reward.train import run_rm
+
+    files = sorted((tmp_path / "all").rglob("comparisons.jsonl"))
+    rm = run_rm(
+        init_dir=rm_dir, data=files, val_data=files, out=tmp_path / "rm2",
+        config=load_config(RMConfig, None, ["epochs=1", "batch_size=4", "mixed_precision=no"]),
+    )  # fmt: skip
+    meta = json.loads((tmp_path / "rm2" / "final" / "instructrl.json").read_text())
+    assert rm["train_prompts"] == 10 and rm["round"] == 2 and meta["round"] == 2
+    assert meta["lineage"][-1] == {"stage": "rm", "round": 2, "init": str(rm_dir), "comparisons": 10}
     with app.state.db.session() as s:
         models_by_task = {t.id: t.response_models for t in s.scalars(sa.select(Task).where(Task.round == 2))}
     assert all(r.models == models_by_task[r.task_id] for r in records if r.round == 2)  # type: ignore[attr-defined]
@@ -297,3 +311,58 @@ def test_the_rounds_migration_makes_existing_tasks_round_1_with_the_jobs_model(d
         assert job.round == 1
         assert job.checkpoints == [{"checkpoint": "/runs/sft/final", "model_name": "sft-v1", "k": 2}]
     db.dispose()
+
+
+def test_a_generation_job_takes_a_hub_id_from_the_cache_and_names_a_missing_one(sqlite_url, hub_cache):
+    app = ranking_app(sqlite_url)
+    db, settings = app.state.db, app.state.settings
+    with db.session() as s:
+        job = create_generation_job(
+            session=s,
+            job_in=GenerationJobCreate(checkpoint="org/tiny-gpt2@v1", k=4, limit=1, max_new_tokens=3),
+            settings=settings,
+        )
+        with pytest.raises(UserError, match="org/missing: no such checkpoint directory"):
+            create_generation_job(
+                session=s, job_in=GenerationJobCreate(checkpoint="org/missing", limit=1), settings=settings
+            )
+    assert job.checkpoints == [{"checkpoint": "org/tiny-gpt2@v1", "model_name": "tiny-gpt2", "k": 4}]
+    run_generation_job(db=db, job_id=job.id, settings=settings)
+    with db.session() as s:
+        done = s.get(GenerationJob, job.id)
+        assert done is not None and done.status == "done", done.error if done else None
+        task = s.scalars(sa.select(Task).where(Task.round == 2)).one()
+        assert task.response_models == ["tiny-gpt2"] * 4
+
+
+def test_a_round_ends_by_starting_the_next_rounds_generation_job(sqlite_url, sft_dir, data_dir, tmp_path):
+    """`instructrl round --db URL`: label in the app -> one command -> label again."""
+    from conftest import make_comparisons, write_jsonl
+
+    from instructrl.config import load_config
+    from instructrl.pipeline.config import RoundConfig
+    from instructrl.pipeline.round import run_round
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.reward.config import RMConfig
+
+    app = ranking_app(sqlite_url)  # round 1: the uploaded ranking tasks
+    quick = ["mixed_precision=no", "batch_size=8"]
+    config = RoundConfig(
+        rm=load_config(RMConfig, None, [*quick, "epochs=1"]),
+        ppo=load_config(PPOConfig, None, [*quick, "iterations=1", "rollout_batch_size=8", "max_new_tokens=4", "eval_prompts=8"]),
+    )  # fmt: skip
+    record = run_round(
+        out=tmp_path / "r1", sft=sft_dir, data=write_jsonl(tmp_path / "c.jsonl", make_comparisons(40)),
+        prompts=data_dir / "prompts.jsonl", config=config,
+        next_job={"database_url": sqlite_url, "k": 4, "limit": 3, "split": "all"},
+    )  # fmt: skip
+    assert record.next_job is not None
+    assert (record.next_job["round"], record.next_job["ranking_tasks"]) == (2, 3)
+    assert [(c["checkpoint"], c["model_name"]) for c in record.next_job["checkpoints"]] == [
+        (str((tmp_path / "r1" / "ppo" / "final").resolve()), "round1"),
+        (str(sft_dir.resolve()), "sft"),
+    ]
+    with app.state.db.session() as s:
+        tasks = list(s.scalars(sa.select(Task).where(Task.round == 2)))
+    assert len(tasks) == 3 and all(sorted(t.response_models) == ["round1"] * 2 + ["sft"] * 2 for t in tasks)
+    assert json.loads((tmp_path / "r1" / "round.json").read_text())["next_job"] == record.next_job

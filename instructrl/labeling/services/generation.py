@@ -47,15 +47,14 @@ def create_generation_job(
         raise UserError(f"k={job_in.k}: a ranking task needs {settings.min_k} to {settings.max_k} responses")
     sources = job_in.sources()
     checkpoints: list[dict[str, Any]] = []
+    from instructrl.models.loading import resolve_model
+
     for source, k in zip(sources, split_k(job_in.k, len(sources)), strict=True):
-        checkpoint = Path(source.checkpoint).expanduser()
-        if not (checkpoint / "config.json").is_file():
-            raise UserError(
-                f"{checkpoint}: not a Hugging Face model directory (no config.json). "
-                f"Give a directory written by save_pretrained, e.g. an instructrl run's final/"
-            )
-        name = source.model_name or checkpoint.resolve().name
-        checkpoints.append({"checkpoint": str(checkpoint.resolve()), "model_name": name, "k": k})
+        # a directory written by save_pretrained (e.g. an instructrl run's final/) or a Hub id ORG/NAME[@REV]
+        model = resolve_model(source.checkpoint, "checkpoint")
+        where = str(Path(model.name).resolve()) if model.is_dir else str(model)
+        name = source.model_name or Path(model.name).name
+        checkpoints.append({"checkpoint": where, "model_name": name, "k": k})
     names: list[str] = [c["model_name"] for c in checkpoints]
     if len(set(names)) < len(names):
         raise UserError(
