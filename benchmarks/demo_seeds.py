@@ -21,8 +21,8 @@ from pathlib import Path
 from readme_section import update_readme
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx", "bon_gold")
-STEPS = ("world", "pretrain", "sft", "rm", "ppo", "ppo_ptx", "evaluate", "total")
+PROBED = ("sft", "ppo", "ppo_ptx", "ppo_round2")
+"""The models whose truthfulness and toxicity probes the table shows (the summary has every model's)."""
 
 
 def run_seed(seed: int, out: Path) -> dict:
@@ -39,7 +39,10 @@ def figures(summary: dict) -> dict:
     """The numbers the issue asks about, flat, from one summary.json."""
     win = summary["win_rate_vs_sft"]
     out: dict = {"test_prompts_n": win["sft"]["n"]}
-    out |= {f"win_vs_sft/{m}": win[m] for m in MODELS}
+    out |= {f"win_vs_sft/{m}": w for m, w in win.items()}
+    for r in summary.get("rounds", [])[1:]:
+        out[f"round{r['round']}/rm_accuracy_before"] = r["rm_accuracy_before"]
+        out[f"round{r['round']}/rm_accuracy_after"] = r["rm_accuracy_after"]
     out |= {f"pretrain_loss/{m}": v for m, v in summary["pretrain_loss"].items()}
     out |= {
         "rm_val_accuracy": summary["rm_val_accuracy"],
@@ -50,7 +53,14 @@ def figures(summary: dict) -> dict:
         "rm_vs_gold_untied": summary["rm_analysis"]["rm_vs_gold_untied"],
     }
     out |= {f"gold_score/{m}": v for m, v in summary["gold_score"].items()}
-    out |= {f"timings_s/{s}": summary["timings_s"][s] for s in STEPS if s in summary["timings_s"]}
+    for key, metrics in (
+        ("truthfulness", ("made_up_answer", "hallucination")),
+        ("toxicity", ("plain_rude", "polite_rude")),
+    ):
+        for m in PROBED:
+            if m in summary.get(key, {}):
+                out |= {f"{key}/{metric}/{m}": summary[key][m][metric] for metric in metrics}
+    out |= {f"timings_s/{s}": v for s, v in summary["timings_s"].items()}
     out["findings"] = {f["claim"]: f["holds"] for f in summary["findings"]}
     return out
 
