@@ -175,7 +175,7 @@ def test_llama_with_bpe_through_all_three_stages(tmp_path):
     from instructrl.datasets.tokenize import prompt_ids, response_ids
 
     best = [
-        prompt_ids(tok, c.prompt, "{prompt}\n") + response_ids(tok, c.responses[c.ranking[0]])
+        prompt_ids(tok, c.prompt, "{prompt}\n") + response_ids(tok, c.responses[c.ranking[0]], c.prompt)
         for c in read_comparisons(comps)
     ]
     with torch.no_grad():
