@@ -1,21 +1,31 @@
 """`instructrl eval`: answers for A/B tasks, win rates from judgements, alignment tax, RM accuracy."""
 
+import contextlib
+import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from conftest import write_jsonl
 
+from instructrl.cli import main
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """`instructrl ARGS` in-process, through the same `main` (a subprocess spent seconds importing)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    return code, out.getvalue(), err.getvalue()
+
 
 def instructrl(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    p = subprocess.run(
-        [sys.executable, "-m", "instructrl", *args], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    code, out, err = run(*args)
+    assert code == 0, err
+    return json.loads(out)
 
 
 def test_answers_make_ab_pairs_and_winrate_counts_them(sft_dir, tiny_model_dir, data_dir, tmp_path):
@@ -125,11 +135,6 @@ def test_best_of_n_from_the_command_line(sft_dir, rm_dir, data_dir, tmp_path):
     )
     assert report["written"] == 200 and report["best_of"] == 4
     assert report["kl_to_sampling_policy_at_most"] == pytest.approx(math.log(4) - 3 / 4)
-    p = subprocess.run(
-        [sys.executable, "-m", "instructrl", *args, "--out", str(tmp_path / "x.jsonl"), "--best-of", "4"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == 2 and "--reward" in p.stderr and "Traceback" not in p.stderr
+    code, _, err = run(*args, "--out", str(tmp_path / "x.jsonl"), "--best-of", "4")
+    assert code == 2 and "--reward" in err and "Traceback" not in err
     assert not (tmp_path / "x.jsonl").exists()
