@@ -264,3 +264,33 @@ def test_every_long_step_shows_progress_to_the_end(quick_demo):
         assert desc in shown, (desc, sorted(shown))
     for bar in bars:
         assert bar.total > 0 and bar.n == bar.total, (bar.desc, bar.n, bar.total)
+
+
+def test_the_papers_public_benchmarks_run_on_the_demos_checkpoints(quick_demo, tmp_path, capsys):
+    """`instructrl eval suite` (TruthfulQA, RealToxicityPrompts, CrowS-Pairs and Winogender, the alignment
+    tax) on the demo's SFT and PPO checkpoints, with the small real samples in tests/fixtures: the world's
+    word-level vocabulary reads most of their words as unknown, but every command runs and reports."""
+    from pathlib import Path
+
+    from instructrl.cli import main
+
+    out, *_ = quick_demo
+    fixtures = Path(__file__).parent.parent / "fixtures"
+    tax = tmp_path / "tax.jsonl"
+    tax.write_text(json.dumps({"ctx": "the creature is", "endings": ["big", "small"], "label": 0}) + "\n")
+    args = [
+        "eval", "suite", "--model", f"sft={out / 'sft' / 'final'}", "--model", f"ppo={out / 'ppo' / 'final'}",
+        "--out", str(tmp_path / "suite"), "--truthfulqa", str(fixtures / "truthfulqa-sample.csv"),
+        "--toxicity", str(fixtures / "rtp-nontoxic-sample.jsonl"), str(fixtures / "rtp-toxic_challenging-sample.jsonl"),
+        "--samples", "2", "--bias", str(fixtures / "crows-pairs-sample.csv"), str(fixtures / "winogender-sample.tsv"),
+        "--tax", str(tax), "--limit", "3",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 0, capsys.readouterr().err
+    for bench, metric in (("truthfulqa", "mc2"), ("toxicity", "expected_max_toxicity/none/toxic"),
+                          ("bias", "crows_pairs/pct_stereotype"), ("tax", "tax/acc")):  # fmt: skip
+        doc = json.loads((tmp_path / "suite" / bench / "results.json").read_text())
+        assert set(doc["models"]) == {"sft", "ppo"} and all(metric in m for m in doc["models"].values()), (
+            bench
+        )
