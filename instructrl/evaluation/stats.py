@@ -21,7 +21,13 @@ def win_rate(outcomes: Sequence[float], confidence: float = 0.95) -> dict[str, f
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return {"mean": p, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half), "n": n}
+    # at p = 0 or 1 the bound equals p exactly, but centre - half rounds to 3e-18 above it: clamp to p
+    return {
+        "mean": p,
+        "ci_low": min(p, max(0.0, centre - half)),
+        "ci_high": max(p, min(1.0, centre + half)),
+        "n": n,
+    }
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:

@@ -22,3 +22,15 @@ def test_ranking_agreement_counts_pairs():
     assert ranking_agreement([0, 1, 2, 3], [0, 1, 2, 3]) == (6, 6)
     assert ranking_agreement([0, 1, 2, 3], [3, 2, 1, 0]) == (0, 6)
     assert ranking_agreement([0, 1, 2], [1, 0, 2]) == (2, 3)
+
+
+@pytest.mark.parametrize("n", [3, 40, 80, 1000])
+def test_a_wilson_interval_at_0_or_1_starts_or_ends_exactly_there(n):
+    """At 0 of n the lower bound is 0 (it came out 3.5e-18 for n = 80, above the mean: a negative error bar
+    crashed the report's plot)."""
+    none, every = win_rate([0.0] * n), win_rate([1.0] * n)
+    assert none["ci_low"] == 0.0 <= none["mean"] and every["ci_high"] == 1.0 == every["mean"]
+    assert (
+        none["ci_low"] <= none["mean"] <= none["ci_high"]
+        and every["ci_low"] <= every["mean"] <= every["ci_high"]
+    )
