@@ -60,9 +60,9 @@ def plot_win_rates(win: dict[str, dict[str, float]], title: str) -> str:
     plt = _pyplot()
     models = [m for m in MODEL_LABELS if m in win]
     means = [win[m]["mean"] for m in models]
-    err = [
-        [win[m]["mean"] - win[m]["ci_low"] for m in models],
-        [win[m]["ci_high"] - win[m]["mean"] for m in models],
+    err = [  # clipped at 0: a summary written before stats.win_rate clamped its bounds may hold -1e-18
+        [max(win[m]["mean"] - win[m]["ci_low"], 0.0) for m in models],
+        [max(win[m]["ci_high"] - win[m]["mean"], 0.0) for m in models],
     ]
     fig, ax = plt.subplots(figsize=(8.5, 3.6))
     bars = ax.bar(
@@ -215,7 +215,10 @@ def plot_shares(table: dict[str, dict[str, dict[str, float]]], metrics: dict[str
     for j, (key, label) in enumerate(metrics.items()):
         xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(models))]
         v = [table[m][key] for m in models]
-        err = [[x["mean"] - x["ci_low"] for x in v], [x["ci_high"] - x["mean"] for x in v]]
+        err = [
+            [max(x["mean"] - x["ci_low"], 0.0) for x in v],
+            [max(x["ci_high"] - x["mean"], 0.0) for x in v],
+        ]
         ax.bar(xs, [x["mean"] for x in v], width, yerr=err, capsize=3, label=label)
     ax.set_xticks(range(len(models)))
     ax.set_xticklabels([MODEL_LABELS.get(m, m).replace(" (", "\n(").replace(", ", ",\n") for m in models])
