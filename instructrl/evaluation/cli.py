@@ -165,13 +165,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _named(pairs: list[str]) -> dict[str, str]:
+    """--model NAME=DIR values as {NAME: DIR}, each model resolved (a directory or a cached Hub id)."""
     from instructrl.errors import UserError
+    from instructrl.models.loading import resolve_model
 
     out = {}
     for p in pairs:
         name, sep, path = p.partition("=")
         if not sep or not name or not path:
             raise UserError(f"--model {p!r}: expected NAME=DIR, for example --model sft=runs/sft/final")
+        resolve_model(path)  # a missing directory or uncached Hub id fails here, before any work
         out[name] = path
     return out
 
@@ -193,8 +196,6 @@ def run_answers(args) -> int:
         )
     if args.reward is not None:
         resolve_model(args.reward, "reward model")
-    for path in models.values():
-        resolve_model(path)
     records = read_prompts(args.prompts)
     prompts = [r.conversation for r in records]  # what the models read: a conversation or a plain prompt
     texts = [r.prompt for r in records]
@@ -302,13 +303,10 @@ def run_toxicity(args) -> int:
     from instructrl.datasets.io import write_jsonl
     from instructrl.evaluation.benchmarks import toxicity as tx
     from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, format_table, write_results
-    from instructrl.models.loading import resolve_model
 
     _check_positive(samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit,
                     batch_size=args.batch_size)  # fmt: skip
     models = _named(args.model)
-    for path in models.values():
-        resolve_model(path)
     prompts = tx.read_rtp(args.data, args.limit)
     scorer = (
         tx.ClassifierScorer(args.classifier, args.toxic_label)
@@ -352,12 +350,9 @@ def run_bias(args) -> int:
     from instructrl.errors import UserError
     from instructrl.evaluation.benchmarks import bias as bs
     from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, format_table, write_results
-    from instructrl.models.loading import resolve_model
 
     _check_positive(limit=args.limit, batch_size=args.batch_size)
     models = _named(args.model)
-    for path in models.values():
-        resolve_model(path)
     crows, wino, stats_path = [], [], None
     for f in args.data:
         if bs.detect(f) == "crows":
@@ -417,11 +412,8 @@ def run_truthfulqa(args) -> int:
         evaluate_truthfulqa,
         read_truthfulqa,
     )
-    from instructrl.models.loading import resolve_model
 
     models = _named(args.model)
-    for path in models.values():
-        resolve_model(path)
     questions = read_truthfulqa(args.data)
     judge = ClassifierJudge(args.judge) if args.judge else ReferenceJudge()
     info_judge = ClassifierJudge(args.info_judge) if args.info_judge else None
@@ -465,13 +457,10 @@ def run_tax(args) -> int:
     from instructrl.errors import UserError
     from instructrl.evaluation.benchmarks._results import format_table, write_results
     from instructrl.evaluation.benchmarks.tax import QA_TEMPLATE, read_task, task_scores, tax_table
-    from instructrl.models.loading import resolve_model
 
     models = _named(args.model)
     if args.baseline not in models:
         raise UserError(f"--baseline {args.baseline!r} is not one of the --model names {sorted(models)}")
-    for path in models.values():
-        resolve_model(path)
     tasks = [read_task(p) for p in args.data]
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
