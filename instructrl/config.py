@@ -101,15 +101,28 @@ class StageConfig(BaseModel):
         return "\n".join(lines)
 
 
-def _key_lines(path: Path, text: str) -> dict[str, int]:
-    """Line number of each top-level key in a YAML mapping (for error messages)."""
+def read_yaml_mapping(path: str | Path, expected: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """A YAML config file that holds a mapping (an empty file is an empty one), and the line of each key at
+    the top level and one level down, e.g. {("rm",): 1, ("rm", "lr"): 2}, for error messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return {}
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: expected {expected}, got {type(loaded).__name__}")
+    lines: dict[tuple[str, ...], int] = {}
+    node = yaml.compose(text)
+    for k, v in node.value if isinstance(node, yaml.MappingNode) else []:
+        lines[(k.value,)] = k.start_mark.line + 1
+        for k2, _ in v.value if isinstance(v, yaml.MappingNode) else []:
+            lines[(k.value, k2.value)] = k2.start_mark.line + 1
+    return loaded, lines
 
 
 def _unknown_key_error(cls: type[StageConfig], key: str, where: str) -> UserError:
@@ -138,21 +151,9 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found")
-        text = path.read_text(encoding="utf-8")
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML: {e}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
-        lines = _key_lines(path, text)
+        loaded, lines = read_yaml_mapping(path, "a mapping of config keys")
         for key, value in loaded.items():
-            where = f"{path}:{lines[key]}" if key in lines else str(path)
+            where = f"{path}:{lines[(key,)]}" if (key,) in lines else str(path)
             if key not in cls.model_fields:
                 raise _unknown_key_error(cls, str(key), where)
             values[key] = value

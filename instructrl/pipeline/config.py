@@ -16,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from instructrl.config import StageConfig, _unknown_key_error, build_config, parse_override
+from instructrl.config import StageConfig, _unknown_key_error, build_config, parse_override, read_yaml_mapping
 from instructrl.errors import UserError
 from instructrl.ppo.config import PPOConfig
 from instructrl.reward.config import RMConfig
@@ -56,17 +55,7 @@ def load_round_config(path: str | Path | None = None, overrides: list[str] | Non
     origin: dict[str, dict[str, str]] = {name: {} for name in STAGES}
     top: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found")
-        text = path.read_text(encoding="utf-8")
-        try:
-            loaded = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"{path}: expected a mapping with 'rm', 'ppo' and 'answers' keys")
-        lines = _key_lines(text)
+        loaded, lines = read_yaml_mapping(path, "a mapping with 'rm', 'ppo' and 'answers' keys")
         for key, value in loaded.items():
             where = f"{path}:{lines.get((str(key),), '?')}"
             if key in STAGES:
@@ -101,19 +90,3 @@ def load_round_config(path: str | Path | None = None, overrides: list[str] | Non
         return RoundConfig(**stages, **top, changed={name: set(values[name]) for name in STAGES})
     except ValueError as e:
         raise UserError(f"invalid round config: {e}") from None
-
-
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Line of each top-level key and of each key one level down, for error messages."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return {}
-    lines: dict[tuple[str, ...], int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            lines[(k.value,)] = k.start_mark.line + 1
-            if isinstance(v, yaml.MappingNode):
-                for k2, _ in v.value:
-                    lines[(k.value, k2.value)] = k2.start_mark.line + 1
-    return lines
