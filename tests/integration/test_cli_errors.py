@@ -2,8 +2,6 @@
 and nothing written. The commands run in-process through the same `main` as `instructrl` (a subprocess
 spent ~7 s importing per call on 2 cores); one test runs the real console command."""
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -11,9 +9,7 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-from conftest import make_comparisons, write_jsonl
-
-from instructrl.cli import main
+from conftest import make_comparisons, run_cli, write_jsonl
 
 
 @dataclass
@@ -24,16 +20,7 @@ class Result:
 
 
 def instructrl(*args: str) -> Result:
-    """`instructrl ARGS` in this process; an exception that is not a clean exit fails the test, as a
-    traceback would."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-    return Result(code, out.getvalue(), err.getvalue())
+    return Result(*run_cli(*args))
 
 
 def instructrl_process(*args: str) -> subprocess.CompletedProcess:

@@ -1,29 +1,13 @@
 """`instructrl eval`: answers for A/B tasks, win rates from judgements, alignment tax, RM accuracy."""
 
-import contextlib
-import io
 import json
 
 import pytest
-from conftest import write_jsonl
-
-from instructrl.cli import main
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """`instructrl ARGS` in-process, through the same `main` (a subprocess spent seconds importing)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-    return code, out.getvalue(), err.getvalue()
+from conftest import run_cli, write_jsonl
 
 
 def instructrl(*args):
-    code, out, err = run(*args)
+    code, out, err = run_cli(*args)
     assert code == 0, err
     return json.loads(out)
 
@@ -135,6 +119,6 @@ def test_best_of_n_from_the_command_line(sft_dir, rm_dir, data_dir, tmp_path):
     )
     assert report["written"] == 200 and report["best_of"] == 4
     assert report["kl_to_sampling_policy_at_most"] == pytest.approx(math.log(4) - 3 / 4)
-    code, _, err = run(*args, "--out", str(tmp_path / "x.jsonl"), "--best-of", "4")
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "x.jsonl"), "--best-of", "4")
     assert code == 2 and "--reward" in err and "Traceback" not in err
     assert not (tmp_path / "x.jsonl").exists()
