@@ -111,6 +111,9 @@ class DemoSettings:
     n_train_labelers: int = 10
     n_heldout_labelers: int = 5
     mixed_precision: str = "auto"
+    shipped_base: bool = True
+    """Use the base model shipped for this seed (demo/base.py) when the run's world, corpus and pretraining
+    config are those it was trained on; False (`--pretrain`) pretrains from scratch."""
 
     @classmethod
     def full(cls, seed: int = 0) -> DemoSettings:
@@ -203,15 +206,11 @@ def step_world(demo: Demo) -> dict[str, Any]:
     return {"intake": report, "vocab_size": len(tokenizer), "corpus_docs": len(corpus)}
 
 
-def step_pretrain(demo: Demo) -> dict[str, Any]:
+def pretrain_config(s: DemoSettings):
     from instructrl.config import load_config
     from instructrl.sft.config import SFTConfig
-    from instructrl.sft.train import run_pretrain
 
-    s = demo.settings
-    texts = [r["text"] for r in _rows(demo.path("data", "pretrain.jsonl"))]
-    val = [r["text"] for r in _rows(demo.path("data", "pretrain_heldout.jsonl"))]
-    config = load_config(
+    return load_config(
         SFTConfig,
         None,
         [
@@ -226,6 +225,25 @@ def step_pretrain(demo: Demo) -> dict[str, Any]:
             "checkpoint_every=200",
         ],
     )
+
+
+def step_pretrain(demo: Demo) -> dict[str, Any]:
+    """The shipped base model where this run's pretraining inputs are those it was trained on (base.py);
+    else pretraining from scratch."""
+    from instructrl.demo import base
+    from instructrl.sft.train import run_pretrain
+
+    s = demo.settings
+    config = pretrain_config(s)
+    if s.shipped_base:
+        inputs = base.pretraining_inputs(demo.out, config.model_dump(), s.block_size)
+        folder, why_not = base.shipped_base(s.seed, inputs)
+        if folder is not None:
+            demo.log(f"  the shipped base model of seed {s.seed} ({folder}): same world, corpus and config")
+            return base.install(folder, demo.path("pretrain", "final"), demo.path("world", "init"))
+        demo.log(f"  pretraining from scratch: {why_not}")
+    texts = [r["text"] for r in _rows(demo.path("data", "pretrain.jsonl"))]
+    val = [r["text"] for r in _rows(demo.path("data", "pretrain_heldout.jsonl"))]
     return run_pretrain(
         model_dir=demo.path("world", "init"),
         texts=texts,

@@ -1,0 +1,151 @@
+"""The demo's base model, shipped for the default seed so that a first `instructrl demo` skips pretraining.
+
+Pretraining the world's 1.3M-parameter GPT is the demo's longest step when run from scratch (345 s of a
+2-core AVX2-only CPU in fp32). `base/seed-0/` holds the weights that step produced, with `base.json`: what
+went into the training (the pretraining config, and sha256 of the initial weights, the tokenizer and the
+corpus files the world step writes), the training's summary, and where it ran. `shipped_base()` hands the
+weights to the demo only when the run's inputs are exactly those; any change to the world, the tokenizer,
+the model's shape or the pretraining config falls back to training, with the reason in the log.
+
+`python -m instructrl.demo.base RUN_DIR` writes `base/seed-N/` from a demo run that pretrained
+(`instructrl demo --pretrain`); `benchmarks/demo_base.py` pretrains again from scratch and checks that the
+weights are the shipped ones, bit for bit (fp32 on CPU is deterministic for a given thread count and CPU kind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+SHIPPED = Path(__file__).parent / "base"
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
+INPUT_FILES = (
+    "world/init/model.safetensors",
+    "world/init/tokenizer.json",
+    "data/pretrain.jsonl",
+    "data/pretrain_heldout.jsonl",
+)
+"""Files of a demo run that pretraining reads, by path under the run's directory."""
+RUN_ONLY = ("mixed_precision", "checkpoint_every", "log_every", "report_to")
+"""Pretraining config keys that do not change the trained weights (mixed_precision does in bf16; the
+shipped weights are fp32's, and are used whatever the run's precision: see shipped_base)."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pretraining_inputs(run: Path, config: dict[str, Any], block_size: int) -> dict[str, Any]:
+    """Everything the trained weights depend on: the config (less RUN_ONLY keys) and the input files' sha256."""
+    return {
+        "config": {k: v for k, v in sorted(config.items()) if k not in RUN_ONLY},
+        "block_size": block_size,
+        "sha256": {name: sha256(run / name) for name in INPUT_FILES},
+    }
+
+
+def shipped_base(seed: int, inputs: dict[str, Any]) -> tuple[Path | None, str]:
+    """The shipped base of `seed` if it was trained on exactly `inputs`; else None and why not."""
+    folder = SHIPPED / f"seed-{seed}"
+    if not (folder / "base.json").exists():
+        return None, f"no base model is shipped for seed {seed}"
+    meta = json.loads((folder / "base.json").read_text())
+    trained_on = meta["inputs"]
+    differ = sorted(
+        [
+            f"config.{k}"
+            for k in {*inputs["config"], *trained_on["config"]}
+            if inputs["config"].get(k) != trained_on["config"].get(k)
+        ]
+        + [name for name in INPUT_FILES if inputs["sha256"][name] != trained_on["sha256"].get(name)]
+        + (["block_size"] if inputs["block_size"] != trained_on["block_size"] else [])
+    )
+    if differ:
+        return None, f"the shipped base of seed {seed} was trained on other inputs ({', '.join(differ)})"
+    return folder, ""
+
+
+def install(folder: Path, final: Path, base_model: Path) -> dict[str, Any]:
+    """Copy a shipped base into a run's pretrain/final; returns the summary its training wrote."""
+    meta = json.loads((folder / "base.json").read_text())
+    final.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        shutil.copyfile(folder / name, final / name)
+    (final / "instructrl.json").write_text(
+        json.dumps({**meta["instructrl"], "base_model": str(base_model), "shipped": str(folder)}, indent=2)
+    )
+    return {**meta["summary"], "shipped": True, "trained_on": meta["trained_on"]}
+
+
+def write(run: Path, config: dict[str, Any], block_size: int, seed: int) -> Path:
+    """base/seed-N/ from a demo run that pretrained."""
+    import platform
+
+    import torch
+
+    final, folder = run / "pretrain" / "final", SHIPPED / f"seed-{seed}"
+    summary = json.loads((run / "pretrain" / "summary.json").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        shutil.copyfile(final / name, folder / name)
+    meta = {
+        "inputs": pretraining_inputs(run, config, block_size),
+        "weights_sha256": sha256(final / "model.safetensors"),
+        "summary": summary,
+        "instructrl": {
+            k: v for k, v in json.loads((final / "instructrl.json").read_text()).items() if k != "base_model"
+        },
+        "trained_on": {
+            "cpu": _cpu_name() or platform.machine(),
+            "torch": torch.__version__,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "mixed_precision": summary["mixed_precision"],
+        },
+    }
+    (folder / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+
+
+def main(argv: list[str]) -> int:
+    from instructrl.demo.pipeline import DemoSettings, _jsonable, pretrain_config
+
+    if len(argv) != 1:
+        print(
+            "usage: python -m instructrl.demo.base RUN_DIR   (a demo run made with --pretrain)",
+            file=sys.stderr,
+        )
+        return 2
+    run = Path(argv[0])
+    saved = json.loads((run / "settings.json").read_text())
+    settings = DemoSettings.full(saved["seed"])
+    if any(saved.get(k) != v for k, v in _jsonable(settings).items() if k not in ("shipped_base", "rounds")):
+        print(f"{run}: not a full demo run of seed {settings.seed} (settings.json differs)", file=sys.stderr)
+        return 2
+    config = pretrain_config(settings).model_dump()
+    print(write(run, config, settings.block_size, settings.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
