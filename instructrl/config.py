@@ -73,8 +73,8 @@ class StageConfig(BaseModel):
     peft's default for the architecture (GPT-2: c_attn; Llama: q_proj, v_proj), 'all-linear' where peft has none."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of keeping them (the trained models:
-    SFT's, the RM's, PPO's policy and value model): much less activation memory for about a third more
-    compute per step; the same losses and gradients. Rollouts still generate with the KV cache."""
+    SFT's, the RM's, PPO's policy and value model): much less activation memory for one more forward
+    pass per step; the same losses and gradients. Rollouts still generate with the KV cache."""
     report_to: Literal["none", "tensorboard", "wandb", "all"] = "none"
     """Also send the metrics.jsonl metrics to TensorBoard (into OUT/tensorboard/) or Weights & Biases (into
     OUT/wandb/; WANDB_MODE=offline works) through accelerate's trackers; 'all': both."""
