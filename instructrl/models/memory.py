@@ -2,8 +2,8 @@
 model) in a lower precision, or the reward model on a device of its own.
 
 None of them changes what is computed, up to rounding: checkpointing recomputes the same forward in backward
-(the same losses, gradient norms and weights to 1e-6 in tests/integration/test_memory_knobs.py); bf16/fp16 frozen models round their weights
-and activations; another device only moves tensors.
+(the same losses, gradient norms and weights to 1e-6 in tests/integration/test_memory_knobs.py); bf16/fp16
+frozen models round their weights and activations; another device only moves tensors.
 """
 
 from __future__ import annotations
