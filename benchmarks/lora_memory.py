@@ -1,4 +1,5 @@
-"""How much memory does a PPO run save with LoRA (`--set lora_r=8`) against full fine-tuning?
+"""How much memory does a PPO run save with LoRA (`--set lora_r=8`), bf16 frozen models or gradient
+checkpointing, against full fine-tuning?
 
     python benchmarks/lora_memory.py [--out benchmarks/results/lora_memory.json] [--iterations 3]
 
@@ -26,6 +27,8 @@ CASES = {
     "full fine-tuning": [],
     "LoRA r=8 (GPT-2 default: c_attn)": ["lora_r=8"],
     "LoRA r=8 all-linear": ["lora_r=8", "lora_target_modules=all-linear"],
+    "full, frozen_dtype=bf16": ["frozen_dtype=bf16"],
+    "full, gradient_checkpointing": ["gradient_checkpointing=true"],
 }
 PPO_SET = [
     "rollout_batch_size=16",

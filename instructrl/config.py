@@ -71,6 +71,10 @@ class StageConfig(BaseModel):
     lora_target_modules: list[str] | Literal["all-linear"] | None = None
     """Modules that get adapters: a list of module names (e.g. [q_proj, v_proj]), 'all-linear', or empty:
     peft's default for the architecture (GPT-2: c_attn; Llama: q_proj, v_proj), 'all-linear' where peft has none."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them (the trained models:
+    SFT's, the RM's, PPO's policy and value model): much less activation memory for one more forward
+    pass per step; the same losses and gradients. Rollouts still generate with the KV cache."""
     report_to: Literal["none", "tensorboard", "wandb", "all"] = "none"
     """Also send the metrics.jsonl metrics to TensorBoard (into OUT/tensorboard/) or Weights & Biases (into
     OUT/wandb/; WANDB_MODE=offline works) through accelerate's trackers; 'all': both."""

@@ -83,6 +83,15 @@ class PPOConfig(StageConfig):
     kept policy may have (empty: no limit)."""
     forward_batch_size: int = 64
     """Sequences per no-grad forward pass when scoring rollouts (memory knob; results do not change)."""
+    frozen_dtype: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Precision of the frozen models, the SFT reference and the reward model (never trained, so no optimizer
+    state or gradients): 'bf16' or 'fp16' halve their memory, rounding their log-probs and scores (the reward
+    head stays fp32); 'auto' follows mixed_precision. With LoRA the reference is the policy's own weights with
+    its adapters off, which stay fp32 (they are also the trained policy's): only the reward model changes,
+    and the reference too when it is loaded apart (--reference other than --policy)."""
+    reward_device: str | None = None
+    """Device of the frozen reward model, e.g. cuda:1, to free the training GPU (empty: the run's device);
+    sequences go there to be scored and the scores come back."""
     log_rollouts: bool = True
     """Write every episode (prompt, response, score, KL) to rollouts.jsonl."""
     checkpoint_every: int = 10

@@ -49,6 +49,12 @@ from instructrl.models.loading import (
     read_meta,
 )
 from instructrl.models.lora import add_lora
+from instructrl.models.memory import (
+    enable_gradient_checkpointing,
+    frozen_dtype,
+    resolve_device,
+    to_frozen_dtype,
+)
 from instructrl.models.scoring import (
     ScalarHead,
     entropy_from_logits,
@@ -218,6 +224,7 @@ def setup_ppo(
     if config.ptx_coef > 0 and pretrain_data is None:
         raise UserError("ptx_coef > 0 (PPO-ptx) needs --pretrain-data text.jsonl")
     config = resolve_config(out, config, resume, changed_keys)
+    reward_device = resolve_device(config.reward_device, "reward_device")
     accelerator = accelerator or make_accelerator(config, out)
     world = accelerator.num_processes
 
@@ -252,7 +259,10 @@ def setup_ppo(
         ptx_val = tokenize_texts([d.text for d in val_docs], tokenizer, window)[:256]
 
     # --- models: policy and value are trained; the SFT reference and the reward model are frozen ---------------
+    # The frozen ones are never given to accelerator.prepare (no optimizer state, no gradients, no DDP wrapper);
+    # they may be held in bf16/fp16 (frozen_dtype), and the RM on a device of its own (reward_device).
     attention = attention_implementation(accelerator)
+    frozen = frozen_dtype(config.frozen_dtype, accelerator.mixed_precision)
     policy: torch.nn.Module = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
     ref_policy: torch.nn.Module | None = None
     if config.lora_r:
@@ -261,15 +271,20 @@ def setup_ppo(
     # starts from a later round's policy, not from the reference: then the reference is loaded, as without LoRA
     if not config.lora_r or str(reference_dir) != str(policy_dir):
         ref_policy = load_causal_lm(reference_dir, dropout=False, attn_implementation=attention)
-        ref_policy = ref_policy.eval().requires_grad_(False).to(accelerator.device)
-    reward_model = None
+        ref_policy = to_frozen_dtype(ref_policy, frozen).eval().requires_grad_(False).to(accelerator.device)
+    reward_model: torch.nn.Module | None = None
     if reward_fn is None:
         reward_model = load_reward_model(reward_dir, attn_implementation=attention)
-        reward_model = reward_model.eval().requires_grad_(False).to(accelerator.device)
+        reward_model = to_frozen_dtype(reward_model, frozen).eval().requires_grad_(False)
+        reward_model = reward_model.to(reward_device or accelerator.device)
     # V_φ starts as the RM. With LoRA it is the RM's own copy with adapters and a fully trained head: sharing the
     # frozen RM's weights would share its config too, where the value head's gain and offset live (scale_reward)
-    value_rm = load_reward_model(reward_dir, attn_implementation=attention)
-    value_model = ScalarHead(add_lora(value_rm, config, "SEQ_CLS") if config.lora_r else value_rm)
+    value_rm: torch.nn.Module = load_reward_model(reward_dir, attn_implementation=attention)
+    value_rm = add_lora(value_rm, config, "SEQ_CLS") if config.lora_r else value_rm
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(policy)
+        enable_gradient_checkpointing(value_rm)
+    value_model = ScalarHead(value_rm)
 
     iterations = config.iterations
     steps_per_iteration = config.epochs * config.minibatches
@@ -464,8 +479,9 @@ def sample_and_score(
             ref_logprobs.append(token_logprobs(ref_logits, response[b]))  # (b, R)
             if with_values:
                 vals.append(values(s.value_model, ids[b], attn[b])[:, P - 1 : P + R - 1])  # (b, R)
-            if s.reward_model is not None:
-                raw.append(score(s.reward_model, ids[b], attn[b]))  # (b,)
+            if s.reward_model is not None:  # on reward_device; its scores come back
+                rm_device = next(s.reward_model.parameters()).device
+                raw.append(score(s.reward_model, ids[b].to(rm_device), attn[b].to(rm_device)).to(acc.device))
     if s.reward_fn is not None:
         given = s.reward_fn(prompts, decode_responses(tok, response, s.stops))
         raw = [torch.tensor(given, dtype=torch.float, device=acc.device)]

@@ -22,6 +22,7 @@ from instructrl.datasets.tokenize import (
 from instructrl.errors import UserError
 from instructrl.models.loading import context_window, load_reward_model, load_tokenizer, read_meta
 from instructrl.models.lora import ADAPTER_DIR, add_lora
+from instructrl.models.memory import enable_gradient_checkpointing
 from instructrl.models.scoring import ScalarHead, add_reward_bias, score
 from instructrl.reward.config import RMConfig
 from instructrl.training.loop import SupervisedTask, fit
@@ -135,9 +136,12 @@ def run_rm(
     weights, latest_round = round_weights(train_c, config.latest_round_weight)
     norm_demos = read_demonstrations(norm_data) if norm_data is not None else None
     attention = attention_implementation(accelerator)
-    rm = load_reward_model(start, attn_implementation=attention)
+    rm: torch.nn.Module = load_reward_model(start, attn_implementation=attention)
     # with LoRA the backbone gets adapters and the scalar head, new here, trains whole
-    model = ScalarHead(add_lora(rm, config, "SEQ_CLS") if config.lora_r else rm)
+    rm = add_lora(rm, config, "SEQ_CLS") if config.lora_r else rm
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(rm)
+    model = ScalarHead(rm)
     max_length = min(config.max_length, context_window(start) or config.max_length)
     tok = (tokenizer, config.prompt_template, max_length, config.too_long)
     train, train_stats = tokenize_comparisons(train_c, *tok, weights=weights)

@@ -18,6 +18,7 @@ from instructrl.datasets.tokenize import (
 )
 from instructrl.models.loading import context_window, load_causal_lm, load_tokenizer
 from instructrl.models.lora import add_lora
+from instructrl.models.memory import enable_gradient_checkpointing
 from instructrl.sft.config import SFTConfig
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.losses import batch_nll, eval_loss
@@ -162,6 +163,8 @@ def train_lm(
     )
     if config.lora_r:
         model = add_lora(model, config, "CAUSAL_LM")
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     run = RunDir(out, accelerator)
     run.start(config)
     optimizer, scheduler = make_optimizer(model, config, planned_steps(len(train), config))

@@ -36,6 +36,7 @@ def resolve_mixed_precision(setting: str, cpu: bool) -> str:
 def make_accelerator(config: StageConfig, out: str | Path | None = None) -> Accelerator:
     """The run's Accelerator; with report_to, its trackers log under `out` (started by RunDir.start)."""
     cpu = not torch.cuda.is_available()
+    check_engine(cpu)
     if cpu:
         keep_freed_memory()
     trackers = report_trackers(config.report_to)
@@ -48,6 +49,31 @@ def make_accelerator(config: StageConfig, out: str | Path | None = None) -> Acce
     )
     seed_everything(config.seed + accelerator.process_index)
     return accelerator
+
+
+def check_engine(cpu: bool) -> None:
+    """Refuse a sharded engine (FSDP, DeepSpeed ZeRO) asked for through `accelerate launch --config_file`.
+
+    On CPU accelerate 1.x keeps FSDP and DeepSpeed for GPUs and silently runs DDP instead (every process a
+    whole copy; checked with 2 gloo processes: distributed_type MULTI_CPU, a DistributedDataParallel model).
+    On GPUs instructrl's loops are not built for sharded models: RunDir.save_model gathers the weights on
+    one process, each process evaluates its own, unequal, shard of the validation data (sharded forwards
+    must run in step on every process), and PPO trains two models under one optimizer, where accelerate's
+    FSDP2 and DeepSpeed preparation take one model per optimizer.
+    """
+    for var, engine in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(var, "false").lower() != "true":
+            continue
+        why = (
+            "accelerate runs it on GPUs only, and on this CPU-only machine it would silently run DDP instead"
+            if cpu
+            else "instructrl's stages are not built for sharded models yet (see README, 'Scale')"
+        )
+        raise UserError(
+            f"accelerate launch asked for {engine} ({var}=true): {why}. Launch with "
+            f"--config_file configs/accelerate/ddp.yaml (or --multi_gpu); for memory use lora_r, "
+            f"gradient_checkpointing and, in PPO, frozen_dtype"
+        )
 
 
 TRACKER_DIR = "tensorboard"  # TensorBoard's event files: OUT/tensorboard/instructrl/

@@ -113,21 +113,9 @@ def test_ppo_micro_batches_and_the_held_out_evaluation_do_not_change_the_run(
     assert_same_curves(training(metrics(tmp_path / "a")), training(metrics(tmp_path / "c")))
 
 
-LAUNCH = [
-    "accelerate",
-    "launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-    "-m",
-    "instructrl",
-]
+# the shipped DDP config (2 processes; on a CPU-only machine accelerate runs it with gloo)
+DDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "ddp.yaml"
+LAUNCH = ["accelerate", "launch", "--config_file", str(DDP_CONFIG), "-m", "instructrl"]
 
 
 def launch_2p(*args: str) -> None:
