@@ -118,3 +118,27 @@ def test_a_transformer_without_a_kv_cache_gets_the_plain_rows(tiny_model_dir, ex
     with torch.no_grad():
         plain = score(rm, *pad_right([s for e in examples for s in e.sequences], pad))
     assert rows == [10] and torch.allclose(shared, plain, atol=1e-5)
+
+
+def test_with_lora_the_adapters_get_the_gradients_of_the_plain_rows(tiny_model_dir, examples):
+    from instructrl.models.lora import add_lora, trainable_parameters
+    from instructrl.reward.config import RMConfig
+
+    torch.manual_seed(0)
+    peft_rm = add_lora(load_reward_model(tiny_model_dir), RMConfig(lora_r=8), "SEQ_CLS")
+    with torch.no_grad():
+        for name, p in peft_rm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)  # B starts at 0, where A gets no gradient: make the adapters do something
+    head = ScalarHead(peft_rm).train()
+    results = []
+    for share in (True, False):
+        head.zero_grad()
+        loss, _, _ = rank_forward(head, examples, peft_rm.config.pad_token_id, CPU, share_prompt=share)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in trainable_parameters(head)]))
+    (loss_s, grads_s), (loss_p, grads_p) = results
+    assert loss_s == pytest.approx(loss_p, abs=1e-5)
+    assert len(grads_s) == 2 * 2 + 1  # c_attn's A and B in 2 blocks; the head
+    for g_s, g_p in zip(grads_s, grads_p, strict=True):
+        assert g_s.abs().sum() > 0 and torch.allclose(g_s, g_p, atol=1e-5, rtol=1e-4)
