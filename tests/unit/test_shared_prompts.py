@@ -40,16 +40,23 @@ def shared_rows(examples, pad_id: int) -> tuple[SharedPrompts, torch.Tensor, tor
     return prompts, *pad_right([s[e.n_prompt :] for e in examples for s in e.sequences], pad_id)
 
 
-def test_a_shared_prompt_scores_each_response_as_its_whole_sequence_does(tiny_model_dir, examples):
-    rm = load_reward_model(tiny_model_dir).eval()
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # eager: what bf16 on CPU runs
+def test_a_shared_prompt_scores_each_response_as_its_whole_sequence_does(tiny_model_dir, examples, attention):
+    rm = load_reward_model(tiny_model_dir, attn_implementation=attention).eval()
     pad = rm.config.pad_token_id
     seqs = [s for e in examples for s in e.sequences]
     with torch.no_grad():
         shared = score_shared_prompts(rm, *shared_rows(examples, pad))
         right = score(rm, *pad_right(seqs, pad))
         left = score(rm, *left_pad(seqs, pad))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            shared_bf16 = score_shared_prompts(rm, *shared_rows(examples, pad))
+            right_bf16 = score(rm, *pad_right(seqs, pad))
     assert shared.shape == (10,)
     assert torch.allclose(shared, right, atol=1e-5) and torch.allclose(shared, left, atol=1e-5)
+    assert torch.allclose(shared_bf16, right_bf16, atol=0.02) and torch.allclose(
+        shared_bf16, right, atol=0.05
+    )
 
 
 def test_the_ranking_loss_and_its_gradients_are_those_of_the_plain_rows(tiny_model_dir, examples):
