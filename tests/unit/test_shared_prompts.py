@@ -54,8 +54,9 @@ def test_a_shared_prompt_scores_each_response_as_its_whole_sequence_does(tiny_mo
             right_bf16 = score(rm, *pad_right(seqs, pad))
     assert shared.shape == (10,)
     assert torch.allclose(shared, right, atol=1e-5) and torch.allclose(shared, left, atol=1e-5)
-    assert torch.allclose(shared_bf16, right_bf16, atol=0.02) and torch.allclose(
-        shared_bf16, right, atol=0.05
+    # in bf16 the two ways round differently (2e-4 apart with SDPA, 0 with eager); both within 1e-3 of fp32
+    assert torch.allclose(shared_bf16, right_bf16, atol=2e-3) and torch.allclose(
+        shared_bf16, right, atol=5e-3
     )
 
 
