@@ -32,8 +32,15 @@ class RankedExample:
 
     sequences: list[list[int]]
     pairs: list[tuple[int, int]]
+    n_prompt: int
+    """The prompt's length: every sequence starts with the same `n_prompt` ids, which the reward model can
+    run once for all K responses."""
     weight: float = 1.0
     """The prompt's weight in the training loss (rmconfig.latest_round_weight)."""
+
+    def __post_init__(self):
+        prompt = self.sequences[0][: self.n_prompt]
+        assert all(s[: self.n_prompt] == prompt for s in self.sequences), "responses of different prompts"
 
 
 @dataclass
@@ -196,7 +203,7 @@ def tokenize_comparisons(
                 stats.truncated += 1
                 r = r[: max_length - len(p)]
             seqs.append(p + r)
-        out.append(RankedExample(seqs, c.pairs(), 1.0 if weights is None else weights[i]))
+        out.append(RankedExample(seqs, c.pairs(), len(p), 1.0 if weights is None else weights[i]))
     stats.examples = len(out)
     return out, stats
 

@@ -6,6 +6,8 @@ because positions come from the mask, never from the pad id.
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,21 +48,88 @@ def reward_offset(model: nn.Module) -> float:
     return float(getattr(model.config, "reward_bias", 0.0) or 0.0)
 
 
+@dataclass
+class SharedPrompts:
+    """Prompts that several rows continue (a prompt's K responses), run through the transformer once."""
+
+    input_ids: torch.Tensor  # (P, Tp) left-padded prompt ids
+    attention_mask: torch.Tensor  # (P, Tp)
+    of_row: torch.Tensor  # (N,) index of the prompt each row continues
+
+    def to(self, device: torch.device) -> SharedPrompts:
+        return SharedPrompts(
+            self.input_ids.to(device), self.attention_mask.to(device), self.of_row.to(device)
+        )
+
+
+def _cache_argument(base: nn.Module) -> str | None:
+    """The name under which a transformer takes its KV cache: `cache` (transformers 5.24 on), before that
+    `past_key_values`; None for one that takes none."""
+    parameters = inspect.signature(base.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def backbone_after_prompts(
+    model: nn.Module, prompts: SharedPrompts, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states of right-padded rows that continue `prompts`, and the index of each row's last
+    token in them: ((N, T, H), (N,)).
+
+    Each prompt runs once; its keys and values, repeated for its rows, are the cache the rows run on. That is
+    exact for a causal transformer: a prompt's keys and values do not depend on what follows it. Gradients
+    reach the prompt pass through the repeat (an index, which autograd follows).
+    """
+    base = _module(model, "base_model")
+    rows = prompts.of_row
+    full_mask = torch.cat([prompts.attention_mask[rows], attention_mask], dim=1)  # (N, Tp + R)
+    cache_argument = _cache_argument(base)
+    if cache_argument is None or not attention_mask.any(-1).all():
+        # The plain path, on [prompt, response] rows: the transformer takes no KV cache, or a response is empty
+        # (its reward is read on the prompt's last token, which the response pass does not return).
+        ids = torch.cat([prompts.input_ids[rows], input_ids], dim=1)  # (N, Tp + R)
+        return backbone(model, ids, full_mask), last_token_index(full_mask)
+    prompt_out = base(
+        input_ids=prompts.input_ids,
+        attention_mask=prompts.attention_mask,
+        position_ids=position_ids_from_mask(prompts.attention_mask),
+        use_cache=True,
+    )
+    cache = getattr(prompt_out, cache_argument)  # each layer's keys and values: (P, heads, Tp, head_dim)
+    cache.batch_select_indices(rows)  # (N, heads, Tp, head_dim): row n holds its prompt's
+    out = base(
+        input_ids=input_ids,
+        attention_mask=full_mask,
+        position_ids=position_ids_from_mask(full_mask)[:, -input_ids.shape[1] :],  # (N, R)
+        use_cache=True,
+        **{cache_argument: cache},
+    )
+    return out.last_hidden_state, last_token_index(attention_mask)  # (N, R, H), (N,)
+
+
 class ScalarHead(nn.Module):
     """A Hugging Face *ForSequenceClassification model (one label) read as r(x, y) on the last token, or
-    as V(s_t) on every token. Wrapping it in a module keeps DDP's gradient sync when training through it."""
+    as V(s_t) on every token. Wrapping it in a module keeps DDP's gradient sync when training through it;
+    so the prompts shared by several rows run inside its forward too."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        per_token: bool = False,
+        prompts: SharedPrompts | None = None,
     ) -> torch.Tensor:
         model = hf_model(self.model)  # with LoRA: the classifier inside the peft model, adapters in place
-        hidden = backbone(model, input_ids, attention_mask)  # (B, T, H)
-        if not per_token:
+        if prompts is None:
+            hidden = backbone(model, input_ids, attention_mask)  # (B, T, H)
             last = last_token_index(attention_mask)  # (B,)
+        else:
+            assert not per_token, "values of rows that continue shared prompts are not needed anywhere"
+            hidden, last = backbone_after_prompts(model, prompts, input_ids, attention_mask)
+        if not per_token:
             hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
         # The scalar head runs in fp32 even under bf16 autocast: in bf16 (8 bits of mantissa) close rewards
         # round to the same value and rankings tie.
@@ -81,6 +150,15 @@ def score(reward_model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     Hugging Face sequence classifier or a ScalarHead (DDP-wrapped or not).
     """
     return _as_head(reward_model)(input_ids, attention_mask)
+
+
+def score_shared_prompts(
+    reward_model: nn.Module, prompts: SharedPrompts, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """r(x, y) for right-padded responses y (N, R) that continue `prompts` x, each prompt run once for all
+    its responses: what `score` gives on the concatenated prompt+response rows, for a fraction of the cost
+    when the prompts are long. (N,)"""
+    return _as_head(reward_model)(input_ids, attention_mask, prompts=prompts)
 
 
 def values(value_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,9 @@ class RMConfig(StageConfig):
     """Weight in the loss of the newest round's comparisons relative to earlier rounds' (ChatGPT's loop:
     rankings of the current policy's answers describe where the policy now is); comparisons without a round
     are round 1. 1: every comparison counts the same."""
+    share_prompt: bool = True
+    """Run each prompt through the model once for its K responses (they continue its KV cache) rather than
+    K times: the same rewards and gradients, fewer FLOPs when prompts are longer than responses."""
     normalize: bool = True
     """After training, add a bias so that the reference responses (--norm-data demonstrations, else each
     training comparison's best response) get a mean reward of 0, as the paper did before RL."""

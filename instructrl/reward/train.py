@@ -34,7 +34,12 @@ from instructrl.training.runtime import attention_implementation, finish, make_a
 
 @torch.no_grad()
 def evaluate_rankings(
-    model, examples: Sequence[RankedExample], pad_id: int, accelerator, batch_size: int = 16
+    model,
+    examples: Sequence[RankedExample],
+    pad_id: int,
+    accelerator,
+    batch_size: int = 16,
+    share_prompt: bool = True,
 ):
     """Validation loss (mean over prompts) and pairwise accuracy (over all pairs)."""
     model.eval()
@@ -45,7 +50,7 @@ def evaluate_rankings(
     for s in range(0, len(idx), batch_size):
         batch = [examples[i] for i in idx[s : s + batch_size]]
         with accelerator.autocast():
-            loss_sum, correct, pairs = rank_forward(model, batch, pad_id, accelerator.device)
+            loss_sum, correct, pairs = rank_forward(model, batch, pad_id, accelerator.device, share_prompt)
         total += torch.tensor(
             [loss_sum.item(), len(batch), correct, pairs], dtype=torch.float64, device=total.device
         )
@@ -54,9 +59,12 @@ def evaluate_rankings(
     return {"val/loss": (total[0] / total[1]).item(), "val/accuracy": (total[2] / total[3]).item()}
 
 
-def rm_task(train: list[RankedExample], val: list[RankedExample], pad_id: int, accelerator) -> SupervisedTask:
+def rm_task(
+    train: list[RankedExample], val: list[RankedExample], pad_id: int, accelerator, share_prompt: bool
+) -> SupervisedTask:
     def micro_loss(model, mb: list[int], n_prompts: float):
-        loss_sum, correct, pairs = rank_forward(model, [train[i] for i in mb], pad_id, accelerator.device)
+        batch = [train[i] for i in mb]
+        loss_sum, correct, pairs = rank_forward(model, batch, pad_id, accelerator.device, share_prompt)
         return loss_sum / n_prompts, {"loss_sum": loss_sum.item(), "correct": correct, "pairs": pairs}
 
     def train_metrics(sums: dict[str, float], n_prompts: float) -> dict[str, float]:
@@ -67,7 +75,7 @@ def rm_task(train: list[RankedExample], val: list[RankedExample], pad_id: int, a
         normalizer=lambda batch: float(len(batch)),
         micro_loss=micro_loss,
         train_metrics=train_metrics,
-        evaluate=lambda model: evaluate_rankings(model, val, pad_id, accelerator),
+        evaluate=lambda model: evaluate_rankings(model, val, pad_id, accelerator, share_prompt=share_prompt),
         select_key="val/loss",
         select_higher=False,
     )
@@ -169,7 +177,7 @@ def run_rm(
         ],
     }
     result = fit(
-        rm_task(train, val, tokenizer.pad_token_id, accelerator),
+        rm_task(train, val, tokenizer.pad_token_id, accelerator, config.share_prompt),
         accelerator=accelerator,
         run=run,
         config=config,
@@ -184,7 +192,9 @@ def run_rm(
     # 4. the best model, normalised so that reference responses score 0 on average
     accelerator.wait_for_everyone()
     best = load_reward_model(result["best_dir"], attn_implementation=attention).to(accelerator.device)
-    val_metrics = evaluate_rankings(best, val, tokenizer.pad_token_id, accelerator)
+    val_metrics = evaluate_rankings(
+        best, val, tokenizer.pad_token_id, accelerator, share_prompt=config.share_prompt
+    )
     bias, where, reference = 0.0, None, None
     if config.normalize:
         if norm_demos is not None:

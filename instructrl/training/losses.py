@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from instructrl.datasets.tokenize import Example, RankedExample, pad_right
-from instructrl.models.scoring import position_ids_from_mask, score, token_logprobs
+from instructrl.models.generation import left_pad
+from instructrl.models.scoring import (
+    SharedPrompts,
+    position_ids_from_mask,
+    score,
+    score_shared_prompts,
+    token_logprobs,
+)
 from instructrl.training.runtime import shard
 
 
@@ -91,14 +98,28 @@ def ranking_loss_sum(
     return -(weight * F.logsigmoid(logits)).sum()
 
 
-def rank_forward(model, examples: Sequence[RankedExample], pad_id: int, device: torch.device):
-    """Score every response of every prompt in ONE forward pass; returns (loss sum, correct pairs, pairs)."""
-    seqs = [s for e in examples for s in e.sequences]
-    ids, mask = pad_right(seqs, pad_id)  # (N, T), N = sum of K over the prompts
-    rewards = score(model, ids.to(device), mask.to(device))  # (N,)
-    winners, losers, prompt_of_pair = ranking_pairs(
-        [e.pairs for e in examples], [len(e.sequences) for e in examples]
-    )
+def rank_forward(
+    model, examples: Sequence[RankedExample], pad_id: int, device: torch.device, share_prompt: bool = True
+):
+    """Score every response of every prompt in one batch; returns (loss sum, correct pairs, pairs).
+
+    With `share_prompt`, each prompt runs through the transformer once for its K responses (a cache they all
+    continue), not K times: the same rewards, for a fraction of the work when prompts are longer than
+    responses. Without it each row is prompt+response.
+    """
+    sizes = [len(e.sequences) for e in examples]
+    if share_prompt:
+        prompt_ids, prompt_mask = left_pad(
+            [e.sequences[0][: e.n_prompt] for e in examples], pad_id
+        )  # (B, Tp)
+        of_row = torch.repeat_interleave(torch.arange(len(examples)), torch.tensor(sizes))  # (N,)
+        ids, mask = pad_right([s[e.n_prompt :] for e in examples for s in e.sequences], pad_id)  # (N, R)
+        prompts = SharedPrompts(prompt_ids, prompt_mask, of_row).to(device)
+        rewards = score_shared_prompts(model, prompts, ids.to(device), mask.to(device))  # (N,)
+    else:
+        ids, mask = pad_right([s for e in examples for s in e.sequences], pad_id)  # (N, T)
+        rewards = score(model, ids.to(device), mask.to(device))  # (N,)
+    winners, losers, prompt_of_pair = ranking_pairs([e.pairs for e in examples], sizes)
     prompt_weights = torch.tensor([e.weight for e in examples])  # (prompts,)
     loss_sum = ranking_loss_sum(rewards, winners, losers, prompt_of_pair, prompt_weights)
     correct = (rewards[winners] > rewards[losers]).sum().item()

@@ -12,11 +12,12 @@ import torch
 from conftest import corpus, make_comparisons, make_demos, make_prompts, run_stage, write_jsonl
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from instructrl.datasets.tokenize import pad_right
+from instructrl.datasets.tokenize import RankedExample, pad_right
 from instructrl.models.generation import left_pad
 from instructrl.models.loading import load_causal_lm, load_reward_model
 from instructrl.models.scoring import add_reward_bias, score
 from instructrl.models.tiny import ARCHITECTURES, build_llama, save, tiny_config, train_tokenizer
+from instructrl.training.losses import rank_forward
 
 ROWS = [[5, 9, 12, 7], [3, 4], [8, 8, 8, 8, 8, 2], [11]]
 
@@ -63,6 +64,52 @@ def test_scores_do_not_depend_on_the_padding_side(model_type, bpe):
         left = score(rm, *left_pad(ROWS, pad))
         alone = torch.cat([score(rm, *pad_right([r], pad)) for r in ROWS])
     assert torch.allclose(right, left, atol=1e-5) and torch.allclose(right, alone, atol=1e-5)
+
+
+# prompts of 5, 2 and 8 tokens with K = 3, 2 and 4 responses of 1 to 4 tokens
+RANKED = [
+    RankedExample(
+        [[5, 9, 12, 7, 30] + r for r in ([11, 12], [33], [44, 45, 46, 47])], [(2, 0), (2, 1), (0, 1)], 5
+    ),
+    RankedExample([[3, 4] + r for r in ([50, 51, 52], [53])], [(1, 0)], 2),
+    RankedExample(
+        [[8, 8, 8, 8, 8, 2, 40, 41] + r for r in ([60], [61, 62], [63, 64, 65], [66, 67])],
+        [(3, 2), (3, 1), (3, 0), (2, 1), (2, 0), (1, 0)],
+        8,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "model_type, window",
+    [*((t, None) for t in ARCHITECTURES), ("mistral", 3)],
+    ids=[*ARCHITECTURES, "mistral-window-3"],
+)
+def test_a_prompt_run_once_for_its_responses_gives_the_same_rewards_and_gradients(model_type, window, bpe):
+    """Every architecture continues a repeated KV cache (none falls back to the plain rows): the ranking
+    loss, its gradients and the pass shapes, shared and plain. Mistral with a 3-token sliding window too."""
+    torch.manual_seed(0)
+    config = tiny_config(model_type, bpe)
+    config.num_labels = 1
+    if window:
+        config.sliding_window = window
+    rm = AutoModelForSequenceClassification.from_config(config).eval()  # eval: no dropout, as in the RM
+    shapes = []
+    rm.base_model.register_forward_hook(
+        lambda m, args, kwargs, out: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    grads = []
+    for share in (True, False):
+        rm.zero_grad()
+        loss, correct, _ = rank_forward(rm, RANKED, bpe.pad_token_id, torch.device("cpu"), share_prompt=share)
+        loss.backward()
+        grads.append((loss.item(), correct, {n: p.grad for n, p in rm.named_parameters()}))
+    assert shapes == [(3, 8), (9, 4), (9, 11)]  # shared: 3 prompts, then 9 responses; plain: 9 whole rows
+    (loss_s, correct_s, shared), (loss_p, correct_p, plain) = grads
+    assert loss_s == pytest.approx(loss_p, abs=1e-5) and correct_s == correct_p
+    for name, g in shared.items():
+        assert (g is None) == (plain[name] is None), name
+        assert g is None or torch.allclose(g, plain[name], atol=1e-5, rtol=1e-4), name
 
 
 def saved_with_dropout(model_type: str, tokenizer, out) -> Path:

@@ -83,7 +83,7 @@ def test_the_reward_model_sees_the_sft_prompt_and_reply_ids(chat_tokenizer):
     comp = Comparison(messages=CONVERSATION, responses=["the dog ran", "no"], ranking=[1, 0])
     [sft], _ = tokenize_demonstrations([demo], chat_tokenizer, TEMPLATE, 64, "error")
     [rm], _ = tokenize_comparisons([comp], chat_tokenizer, TEMPLATE, 64, "error")
-    assert rm.sequences[0] == sft.input_ids
+    assert rm.sequences[0] == sft.input_ids and rm.n_prompt == sft.n_prompt
     assert rm.sequences[1] == sft.input_ids[: sft.n_prompt] + ids_of(chat_tokenizer, "no", "<|end|>")
     assert rm.pairs == [(1, 0)]
 

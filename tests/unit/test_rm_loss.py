@@ -56,7 +56,8 @@ def test_comparison_pairs_come_from_the_ranking():
 
 
 def test_a_k_response_prompt_costs_k_forward_rows(sft_dir):
-    """Each of the K responses goes through the model once, not once per pair (C(6,2) = 15 pairs)."""
+    """Each of the K responses goes through the model once, not once per pair (C(6,2) = 15 pairs), after
+    its prompt, which goes through once for all of them."""
     from accelerate import Accelerator
 
     from instructrl.datasets.records import Comparison
@@ -75,5 +76,5 @@ def test_a_k_response_prompt_costs_k_forward_rows(sft_dir):
         lambda m, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
     )
     loss, correct, pairs = rank_forward(model, examples, tok.pad_token_id, Accelerator(cpu=True).device)
-    assert rows == [6]  # one forward pass holding the 6 responses
+    assert rows == [1, 6]  # the prompt, then one forward pass holding the 6 responses
     assert pairs == 15 and 0 <= correct <= 15 and loss.item() > 0
