@@ -83,9 +83,11 @@ def backbone_after_prompts(
     rows = prompts.of_row
     full_mask = torch.cat([prompts.attention_mask[rows], attention_mask], dim=1)  # (N, Tp + R)
     cache_argument = _cache_argument(base)
-    if cache_argument is None or not attention_mask.any(-1).all():
-        # The plain path, on [prompt, response] rows: the transformer takes no KV cache, or a response is empty
-        # (its reward is read on the prompt's last token, which the response pass does not return).
+    checkpointing = base.training and getattr(base, "is_activation_checkpointing", False)
+    if cache_argument is None or checkpointing or not attention_mask.any(-1).all():
+        # The plain path, on [prompt, response] rows: the transformer takes no KV cache (transformers also
+        # turns the cache off while training with gradient checkpointing), or a response is empty (its
+        # reward is read on the prompt's last token, which the response pass does not return).
         ids = torch.cat([prompts.input_ids[rows], input_ids], dim=1)  # (N, Tp + R)
         return backbone(model, ids, full_mask), last_token_index(full_mask)
     prompt_out = base(
