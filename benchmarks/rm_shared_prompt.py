@@ -23,7 +23,7 @@ import torch
 from instructrl.datasets.io import read_comparisons
 from instructrl.datasets.tokenize import RankedExample, tokenize_comparisons
 from instructrl.models.loading import load_reward_model, load_tokenizer, read_meta
-from instructrl.models.scoring import ScalarHead
+from instructrl.models.scoring import RESPONSE_GROUPS, ScalarHead
 from instructrl.training.losses import rank_forward
 
 
@@ -39,9 +39,16 @@ def token_counts(batches: list[list[RankedExample]]) -> dict[str, float]:
     prompt_k = sum(e.n_prompt * len(e.sequences) for b in batches for e in b)
     response = sum(len(s) - e.n_prompt for b in batches for e in b for s in e.sequences)
     plain_padded = sum(padded([s for e in b for s in e.sequences]) for b in batches)
+
+    def grouped(
+        lengths: list[int],
+    ) -> int:  # scoring.RESPONSE_GROUPS passes by length, each as wide as its longest
+        groups = torch.tensor(sorted(lengths)).tensor_split(min(RESPONSE_GROUPS, len(lengths)))
+        return sum(len(g) * int(g.max()) for g in groups)
+
     shared_padded = sum(
         padded([e.sequences[0][: e.n_prompt] for e in b])
-        + padded([s[e.n_prompt :] for e in b for s in e.sequences])
+        + grouped([len(s) - e.n_prompt for e in b for s in e.sequences])
         for b in batches
     )
     return {

@@ -3,8 +3,9 @@ with one other busy process, for torch thread counts and OpenMP wait policies; e
 
     python benchmarks/threads.py [--seconds 15]
 
-Spinning OpenMP threads (libgomp spins a while before it sleeps by default; ACTIVE: always) lose their time
-slices to a competing process and then wait for a descheduled sibling; passive ones sleep. Writes
+Spinning OpenMP threads (libgomp spins GOMP_SPINCOUNT = 300000 times before it sleeps by default; ACTIVE:
+always) lose their time slices to a competing process and then wait for a descheduled sibling; passive ones
+sleep at once; a smaller GOMP_SPINCOUNT sleeps sooner. Writes
 results/threads.json.
 """
 
@@ -42,10 +43,12 @@ print(n / (time.perf_counter() - t))
 """
 
 
-def steps_per_s(threads: int, policy: str, seconds: float) -> float:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if policy != "default":
-        env["OMP_WAIT_POLICY"] = policy
+def steps_per_s(threads: int, setting: str, seconds: float) -> float:
+    """`setting`: "default" or one NAME=VALUE for libgomp (OMP_WAIT_POLICY, GOMP_SPINCOUNT)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if setting != "default":
+        name, value = setting.split("=")
+        env[name] = value
     out = subprocess.run(
         [sys.executable, "-c", WORKER, str(threads), str(seconds)],
         env=env, capture_output=True, text=True, check=True,
@@ -57,13 +60,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=15.0)
     args = p.parse_args()
-    cases = [(2, "default"), (2, "ACTIVE"), (2, "PASSIVE"), (1, "default")]
+    cases = [
+        (2, "default"),
+        (2, "OMP_WAIT_POLICY=ACTIVE"),
+        (2, "OMP_WAIT_POLICY=PASSIVE"),
+        (2, "GOMP_SPINCOUNT=100000"),
+        (2, "GOMP_SPINCOUNT=10000"),
+        (2, "GOMP_SPINCOUNT=3000"),
+        (2, "GOMP_SPINCOUNT=1000"),
+        (1, "default"),
+    ]
     rows = {}
     for load in ("idle", "one busy process"):
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load != "idle" else None
         try:
-            for threads, policy in cases:
-                rows[f"{load}, {threads} thread(s), {policy}"] = steps_per_s(threads, policy, args.seconds)
+            for threads, setting in cases:
+                rows[f"{load}, {threads} thread(s), {setting}"] = steps_per_s(threads, setting, args.seconds)
         finally:
             if busy is not None:
                 busy.kill()

@@ -134,6 +134,18 @@ class Rollout:
         attn = torch.cat([self.query_mask[rows], self.mask[rows]], dim=1)  # (b, P + R)
         return ids, attn
 
+    def trimmed(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """`sequences(rows)` without the columns that are padding in every one of the rows: (ids, attn, p, n),
+        (b, p + n) each, where the rows' prompts fill the last p of the P query columns and their responses
+        the first n of the R response columns. A minibatch's forward passes then skip the padding that the
+        rollout's longest prompt and response put in every row (positions come from the mask: the same
+        log-probs and values)."""
+        P = self.query.shape[1]
+        p = int(self.query_mask[rows].sum(-1).max())
+        n = max(int(self.mask[rows].sum(-1).max()), 1)
+        ids, attn = self.sequences(rows)
+        return ids[:, P - p : P + n], attn[:, P - p : P + n], p, n
+
 
 @dataclass
 class Prompts:
@@ -649,7 +661,6 @@ def ppo_update(
     value_model.train()
     micro = micro_batch_size(c, world)
     mask = r.mask.float()  # (B, R)
-    P, R = r.query.shape[1], r.response.shape[1]
     norm = mask[mb].sum().item()  # response tokens in the global minibatch
     mine = mb[rank::world]
     micros = [mine[i : i + micro] for i in range(0, len(mine), micro)]
@@ -665,19 +676,20 @@ def ppo_update(
                 ctx.enter_context(acc.no_sync(value_model))
             if not (last and not ptx_micros):
                 ctx.enter_context(acc.no_sync(policy))
-            ids, attn = r.sequences(rows)  # (b, P + R); prepared models autocast their own forward
-            logits = response_logits(policy, ids, attn, R) / c.temperature  # (b, R, V)
-            new_logprobs = token_logprobs(logits, r.response[rows])  # (b, R)
-            new_values = values(value_model, ids, attn)[:, P - 1 : P + R - 1]  # (b, R)
+            ids, attn, p, n = r.trimmed(rows)  # (b, p + n); prepared models autocast their own forward
+            logits = response_logits(policy, ids, attn, n) / c.temperature  # (b, n, V)
+            new_logprobs = token_logprobs(logits, r.response[rows, :n])  # (b, n)
+            new_values = values(value_model, ids, attn)[:, p - 1 : p + n - 1]  # (b, n)
+            m = mask[rows, :n]  # (b, n)
             pg_loss, pg_stats = policy_loss(
-                new_logprobs, r.logprobs[rows], advantages[rows], mask[rows], c.cliprange, norm
+                new_logprobs, r.logprobs[rows, :n], advantages[rows, :n], m, c.cliprange, norm
             )
             vf_loss, vf_stats = value_loss(
-                new_values, r.values[rows], returns[rows], mask[rows], c.cliprange_value, norm
+                new_values, r.values[rows, :n], returns[rows, :n], m, c.cliprange_value, norm
             )
             acc.backward((pg_loss + vf_loss) * world)
         with torch.no_grad():
-            entropy = (entropy_from_logits(logits) * mask[rows]).sum().item()
+            entropy = (entropy_from_logits(logits) * m).sum().item()
         add_sums(
             sums,
             {
@@ -687,7 +699,7 @@ def ppo_update(
                 "vf_clipped": vf_stats["clipped"],
                 "approxkl": pg_stats["approxkl"],
                 "entropy": entropy,
-                "tokens": mask[rows].sum().item(),
+                "tokens": m.sum().item(),
             },
         )
 

@@ -188,3 +188,62 @@ def test_rl_models_run_without_dropout_in_every_architecture(arch, tiny_tokenize
         ra, rb = score(rm, ids, mask), score(rm, ids, mask)
     assert torch.equal(a, b)
     assert torch.equal(ra, rb)
+
+
+def test_a_minibatch_update_skips_the_rollouts_padding_and_gives_the_same_step(
+    sft_dir, rm_dir, data_dir, tmp_path
+):
+    """The forward passes of a PPO minibatch run on the columns its own rows use (not the rollout's longest
+    prompt and response): the same update as on a rollout widened with padding on both sides, which the
+    passes never see."""
+    import dataclasses
+
+    from instructrl.config import load_config
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.ppo.train import ppo_iteration, ppo_update, setup_ppo
+    from instructrl.training.runtime import finish, make_accelerator
+
+    config = load_config(PPOConfig, None, [*PPO_SET, "iterations=1"])
+    acc = make_accelerator(config)
+    s = setup_ppo(
+        policy_dir=sft_dir, reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl", out=tmp_path, config=config,
+        accelerator=acc,
+    )  # fmt: skip
+    _, r, _ = ppo_iteration(s, 0, 0)
+    B, P, R = r.query.shape[0], r.query.shape[1], r.response.shape[1]
+    advantages, returns = torch.randn(B, R, generator=torch.Generator().manual_seed(0)), torch.randn(B, R)
+
+    def widen(t: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        return torch.cat([t.new_zeros(B, left), t, t.new_zeros(B, right)], dim=1)
+
+    wide = dataclasses.replace(
+        r,
+        query=widen(r.query, 5, 0), query_mask=widen(r.query_mask, 5, 0),
+        **{k: widen(getattr(r, k), 0, 6) for k in ("response", "mask", "logprobs", "ref_logprobs", "values")},
+    )  # fmt: skip
+    widths: list[int] = []
+    hook = s.accelerator.unwrap_model(s.policy).register_forward_pre_hook(
+        lambda m, a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    models = [s.policy, s.value_model]
+    grads: list[list[torch.Tensor]] = []
+    s.optimizer.step = lambda *a, **k: (
+        grads.append(  # the gradients of the step, the weights left as they are
+            [p.grad.clone() for m in models for p in m.parameters() if p.grad is not None]
+        )
+    )
+    rows = list(range(config.batch_size))
+    sums = [
+        ppo_update(s, r, advantages, returns, rows, []),
+        ppo_update(s, wide, widen(advantages, 0, 6), widen(returns, 0, 6), rows, []),
+    ]
+    hook.remove()
+    finish(acc)
+    assert sums[0].keys() == sums[1].keys()
+    for k in sums[0]:
+        assert sums[1][k] == pytest.approx(sums[0][k], rel=1e-5, abs=1e-6), k
+    assert len(grads[0]) == len(grads[1]) == sum(1 for m in models for _ in m.parameters())
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    used = int(r.query_mask[rows].sum(-1).max() + r.mask[rows].sum(-1).max())
+    assert widths == [used, used] and used <= P + R < P + R + 11  # neither pass saw the widened padding

@@ -8,7 +8,7 @@ from instructrl.datasets.records import Comparison
 from instructrl.datasets.tokenize import pad_right, tokenize_comparisons
 from instructrl.models.generation import left_pad
 from instructrl.models.loading import load_reward_model, load_tokenizer
-from instructrl.models.scoring import ScalarHead, SharedPrompts, score, score_shared_prompts
+from instructrl.models.scoring import RESPONSE_GROUPS, ScalarHead, SharedPrompts, score, score_shared_prompts
 from instructrl.training.losses import rank_forward
 
 # prompts of 2, 6 and 10 words with K = 3, 2 and 5 responses of 1 to 6 words
@@ -89,9 +89,12 @@ def test_a_prompt_runs_once_for_its_k_responses(tiny_model_dir, examples):
     with torch.no_grad():
         rank_forward(rm, examples, rm.config.pad_token_id, CPU)
         rank_forward(rm, examples, rm.config.pad_token_id, CPU, share_prompt=False)
-    # 3 prompts of up to 10 tokens, then 10 responses of up to 6 words + EOS; the plain path: 10 rows of
-    # up to 10 + 7
-    assert shapes == [(3, 10), (10, 7), (10, 17)]
+    # 3 prompts of up to 10 tokens, then 10 responses of up to 6 words + EOS in RESPONSE_GROUPS passes by length
+    # (shortest first), each as wide as its longest; the plain path: 10 rows of up to 10 + 7
+    lengths = sorted(len(seq) - e.n_prompt for e in examples for seq in e.sequences)
+    groups = [g.tolist() for g in torch.tensor(lengths).tensor_split(RESPONSE_GROUPS)]
+    assert shapes == [(3, 10), *((len(g), max(g)) for g in groups), (10, 17)]
+    assert max(lengths) == 7 and sum(len(g) * max(g) for g in groups) < 10 * 7
 
 
 def test_an_empty_response_is_scored_on_its_prompts_last_token(tiny_model_dir, examples):
