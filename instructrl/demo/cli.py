@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the whole InstructGPT story on a small built-in world, on a CPU (33 min on 2 AVX2 cores; --quick: 3 min)",
+        help="the whole InstructGPT story on a small built-in world, on a CPU (22 min on 2 AVX2 cores; --quick: 3 min)",
     )
     p.add_argument("--quick", action="store_true", help="a smaller world and models (about 3 minutes)")
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
