@@ -1,7 +1,8 @@
 """The demo's base model, shipped for the default seed so that a first `instructrl demo` skips pretraining.
 
-Pretraining the world's 1.3M-parameter GPT is the demo's longest step when run from scratch (345 s of a
-2-core AVX2-only CPU in fp32). `base/seed-0/` holds the weights that step produced, with `base.json`: what
+Pretraining the world's 0.9M-parameter GPT is the demo's longest step when run from scratch (345 s of a
+2-core AVX2-only CPU in fp32; `--quick`'s, 35 s). `base/seed-0/` (and `base/seed-0-quick/`) holds the weights
+that step produced, with `base.json`: what
 went into the training (the pretraining config, and sha256 of the initial weights, the tokenizer and the
 corpus files the world step writes), the training's summary, and where it ran. `shipped_base()` hands the
 weights to the demo only when the run's inputs are exactly those; any change to the world, the tokenizer,
@@ -58,25 +59,32 @@ def pretraining_inputs(run: Path, config: dict[str, Any], block_size: int) -> di
     }
 
 
+def folders(seed: int) -> list[Path]:
+    """Where the bases of `seed` ship: the full demo's, then `--quick`'s."""
+    return [SHIPPED / f"seed-{seed}", SHIPPED / f"seed-{seed}-quick"]
+
+
 def shipped_base(seed: int, inputs: dict[str, Any]) -> tuple[Path | None, str]:
-    """The shipped base of `seed` if it was trained on exactly `inputs`; else None and why not."""
-    folder = SHIPPED / f"seed-{seed}"
-    if not (folder / "base.json").exists():
+    """A shipped base of `seed` trained on exactly `inputs`; else None and why not (against the full demo's)."""
+    shipped = [f for f in folders(seed) if (f / "base.json").exists()]
+    if not shipped:
         return None, f"no base model is shipped for seed {seed}"
-    meta = json.loads((folder / "base.json").read_text())
-    trained_on = meta["inputs"]
-    differ = sorted(
-        [
-            f"config.{k}"
-            for k in {*inputs["config"], *trained_on["config"]}
-            if inputs["config"].get(k) != trained_on["config"].get(k)
-        ]
-        + [name for name in INPUT_FILES if inputs["sha256"][name] != trained_on["sha256"].get(name)]
-        + (["block_size"] if inputs["block_size"] != trained_on["block_size"] else [])
-    )
-    if differ:
-        return None, f"the shipped base of seed {seed} was trained on other inputs ({', '.join(differ)})"
-    return folder, ""
+    reasons = []
+    for folder in shipped:
+        trained_on = json.loads((folder / "base.json").read_text())["inputs"]
+        differ = sorted(
+            [
+                f"config.{k}"
+                for k in {*inputs["config"], *trained_on["config"]}
+                if inputs["config"].get(k) != trained_on["config"].get(k)
+            ]
+            + [name for name in INPUT_FILES if inputs["sha256"][name] != trained_on["sha256"].get(name)]
+            + (["block_size"] if inputs["block_size"] != trained_on["block_size"] else [])
+        )
+        if not differ:
+            return folder, ""
+        reasons.append(f"{folder.name}: {', '.join(differ)}")
+    return None, f"the shipped bases of seed {seed} were trained on other inputs ({reasons[0]})"
 
 
 def install(folder: Path, final: Path, base_model: Path) -> dict[str, Any]:
@@ -91,13 +99,13 @@ def install(folder: Path, final: Path, base_model: Path) -> dict[str, Any]:
     return {**meta["summary"], "shipped": True, "trained_on": meta["trained_on"]}
 
 
-def write(run: Path, config: dict[str, Any], block_size: int, seed: int) -> Path:
-    """base/seed-N/ from a demo run that pretrained."""
+def write(run: Path, config: dict[str, Any], block_size: int, seed: int, quick: bool) -> Path:
+    """base/seed-N/ (or seed-N-quick/) from a demo run that pretrained."""
     import platform
 
     import torch
 
-    final, folder = run / "pretrain" / "final", SHIPPED / f"seed-{seed}"
+    final, folder = run / "pretrain" / "final", folders(seed)[quick]
     summary = json.loads((run / "pretrain" / "summary.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
@@ -132,19 +140,21 @@ def main(argv: list[str]) -> int:
 
     if len(argv) != 1:
         print(
-            "usage: python -m instructrl.demo.base RUN_DIR   (a demo run made with --pretrain)",
+            "usage: python -m instructrl.demo.base RUN_DIR   (a demo run, full or --quick, made with --pretrain)",
             file=sys.stderr,
         )
         return 2
     run = Path(argv[0])
     saved = json.loads((run / "settings.json").read_text())
-    settings = DemoSettings.full(saved["seed"])
-    if any(saved.get(k) != v for k, v in _jsonable(settings).items() if k not in ("shipped_base", "rounds")):
-        print(f"{run}: not a full demo run of seed {settings.seed} (settings.json differs)", file=sys.stderr)
-        return 2
-    config = pretrain_config(settings).model_dump()
-    print(write(run, config, settings.block_size, settings.seed))
-    return 0
+    for quick, settings in enumerate((DemoSettings.full(saved["seed"]), DemoSettings.quick(saved["seed"]))):
+        if all(
+            saved.get(k) == v for k, v in _jsonable(settings).items() if k not in ("shipped_base", "rounds")
+        ):
+            config = pretrain_config(settings).model_dump()
+            print(write(run, config, settings.block_size, settings.seed, bool(quick)))
+            return 0
+    print(f"{run}: neither a full nor a --quick demo run (settings.json differs from both)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -91,3 +91,31 @@ def test_no_base_is_shipped_for_another_seed(seed0_world):
     demo, _ = seed0_world
     folder, why_not = base.shipped_base(1, _inputs(demo))
     assert folder is None and "no base model is shipped for seed 1" in why_not
+
+
+def test_a_world_of_other_inputs_is_pretrained_from_scratch(tmp_path):
+    """The fallback: a smaller corpus than any shipped base saw; the demo's own pretraining runs, and says why."""
+    settings = dataclasses.replace(DemoSettings.quick(0), corpus_docs=300, pretrain_epochs=1)
+    logs: list[str] = []
+    demo = Demo(
+        out=tmp_path,
+        settings=settings,
+        world=World(0),
+        train_labelers=[],
+        heldout_labelers=[],
+        log=logs.append,
+    )
+    step_world(demo)
+    summary = step_pretrain(demo)
+    assert "shipped" not in summary and summary["steps"] > 0 and summary["val_loss"] > 0
+    assert (tmp_path / "pretrain" / "final" / "model.safetensors").exists()
+    assert any("pretraining from scratch" in line and "data/pretrain.jsonl" in line for line in logs), logs
+
+
+def test_the_quick_demo_has_its_own_shipped_base(tmp_path):
+    demo = Demo(
+        out=tmp_path, settings=DemoSettings.quick(0), world=World(0), train_labelers=[], heldout_labelers=[]
+    )
+    step_world(demo)
+    folder, why_not = base.shipped_base(0, _inputs(demo))
+    assert folder is not None and folder.name == "seed-0-quick", why_not
