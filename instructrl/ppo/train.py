@@ -480,6 +480,7 @@ def sample_and_score(
     P, R = query.shape[1], response.shape[1]
     ids, attn = torch.cat([query, response], 1), torch.cat([query_mask, mask], 1)  # (B, P + R)
 
+    rm_device = acc.device if s.reward_model is None else next(s.reward_model.parameters()).device
     logprobs, ref_logprobs, vals, raw = [], [], [], []
     for start in range(0, len(queries), c.forward_batch_size):
         b = slice(start, start + c.forward_batch_size)
@@ -492,7 +493,6 @@ def sample_and_score(
             if with_values:
                 vals.append(values(s.value_model, ids[b], attn[b])[:, P - 1 : P + R - 1])  # (b, R)
             if s.reward_model is not None:  # on reward_device; its scores come back
-                rm_device = next(s.reward_model.parameters()).device
                 raw.append(score(s.reward_model, ids[b].to(rm_device), attn[b].to(rm_device)).to(acc.device))
     if s.reward_fn is not None:
         given = s.reward_fn(prompts, decode_responses(tok, response, s.stops))

@@ -14,21 +14,26 @@ from instructrl.demo.pipeline import Demo, DemoSettings, pretrain_config, step_p
 from instructrl.demo.world import World
 
 
-@pytest.fixture(scope="module")
-def seed0_world(tmp_path_factory):
-    """The full demo's world step of seed 0 (the intake, the corpus, the tokenizer, the initial weights)."""
-    settings = DemoSettings.full(0)
+def world_step(out, settings: DemoSettings) -> tuple[Demo, list[str]]:
+    """A demo of `settings` in `out` after its world step (the intake, the corpus, the tokenizer, the initial
+    weights), and the log it writes."""
     logs: list[str] = []
     demo = Demo(
-        out=tmp_path_factory.mktemp("demo"),
+        out=out,
         settings=settings,
-        world=World(0),
+        world=World(settings.seed),
         train_labelers=[],
         heldout_labelers=[],
         log=logs.append,
     )
     step_world(demo)
     return demo, logs
+
+
+@pytest.fixture(scope="module")
+def seed0_world(tmp_path_factory):
+    """The full demo's world step of seed 0."""
+    return world_step(tmp_path_factory.mktemp("demo"), DemoSettings.full(0))
 
 
 def _inputs(demo: Demo) -> dict:
@@ -95,17 +100,9 @@ def test_no_base_is_shipped_for_another_seed(seed0_world):
 
 def test_a_world_of_other_inputs_is_pretrained_from_scratch(tmp_path):
     """The fallback: a smaller corpus than any shipped base saw; the demo's own pretraining runs, and says why."""
-    settings = dataclasses.replace(DemoSettings.quick(0), corpus_docs=300, pretrain_epochs=1)
-    logs: list[str] = []
-    demo = Demo(
-        out=tmp_path,
-        settings=settings,
-        world=World(0),
-        train_labelers=[],
-        heldout_labelers=[],
-        log=logs.append,
+    demo, logs = world_step(
+        tmp_path, dataclasses.replace(DemoSettings.quick(0), corpus_docs=300, pretrain_epochs=1)
     )
-    step_world(demo)
     summary = step_pretrain(demo)
     assert "shipped" not in summary and summary["steps"] > 0 and summary["val_loss"] > 0
     assert (tmp_path / "pretrain" / "final" / "model.safetensors").exists()
@@ -113,9 +110,6 @@ def test_a_world_of_other_inputs_is_pretrained_from_scratch(tmp_path):
 
 
 def test_the_quick_demo_has_its_own_shipped_base(tmp_path):
-    demo = Demo(
-        out=tmp_path, settings=DemoSettings.quick(0), world=World(0), train_labelers=[], heldout_labelers=[]
-    )
-    step_world(demo)
+    demo, _ = world_step(tmp_path, DemoSettings.quick(0))
     folder, why_not = base.shipped_base(0, _inputs(demo))
     assert folder is not None and folder.name == "seed-0-quick", why_not
