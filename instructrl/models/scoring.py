@@ -6,13 +6,13 @@ because positions come from the mask, never from the pad id.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from instructrl.models.cache import cache_argument, cache_rows
 from instructrl.models.lora import hf_model
 
 
@@ -62,13 +62,6 @@ class SharedPrompts:
         )
 
 
-def _cache_argument(base: nn.Module) -> str | None:
-    """The name under which a transformer takes its KV cache: `cache` (transformers 5.24 on), before that
-    `past_key_values`; None for one that takes none."""
-    parameters = inspect.signature(base.forward).parameters
-    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
-
-
 RESPONSE_GROUPS = 4
 """Rows after shared prompts run in up to this many passes of similar lengths (shortest first), each as wide as
 its own longest row rather than the batch's: on the demo's RM batches (192 responses of 2-32 tokens) a third
@@ -88,9 +81,9 @@ def last_hidden_after_prompts(
     base = _module(model, "base_model")
     rows = prompts.of_row
     full_mask = torch.cat([prompts.attention_mask[rows], attention_mask], dim=1)  # (N, Tp + R)
-    cache_argument = _cache_argument(base)
+    cache_name = cache_argument(base)
     checkpointing = base.training and getattr(base, "is_activation_checkpointing", False)
-    if cache_argument is None or checkpointing or not attention_mask.any(-1).all():
+    if cache_name is None or checkpointing or not attention_mask.any(-1).all():
         # The plain path, on [prompt, response] rows: the transformer takes no KV cache (transformers also
         # turns the cache off while training with gradient checkpointing), or a response is empty (its
         # reward is read on the prompt's last token, which the response pass does not return).
@@ -103,7 +96,7 @@ def last_hidden_after_prompts(
         position_ids=position_ids_from_mask(prompts.attention_mask),
         use_cache=True,
     )
-    cache = getattr(prompt_out, cache_argument)  # each layer's keys and values: (P, heads, Tp, head_dim)
+    cache = getattr(prompt_out, cache_name)  # each layer's keys and values: (P, heads, Tp, head_dim)
     lengths = attention_mask.sum(-1)  # (N,)
     order = torch.argsort(lengths, stable=True)  # (N,) shortest first
     groups = order.tensor_split(min(RESPONSE_GROUPS, len(order))) if hasattr(cache, "layers") else [order]
@@ -116,24 +109,10 @@ def last_hidden_after_prompts(
             attention_mask=mask,
             position_ids=position_ids_from_mask(mask)[:, Tp:],  # (n, width)
             use_cache=True,
-            **{cache_argument: _cache_rows(cache, rows[group], copy=len(groups) > 1)},
+            **{cache_name: cache_rows(cache, rows[group], copy=len(groups) > 1)},
         )
         last.append(out.last_hidden_state[torch.arange(len(group), device=group.device), lengths[group] - 1])
     return torch.cat(last)[torch.argsort(order)]  # (N, H) back in the rows' order
-
-
-def _cache_rows(cache: Any, index: torch.Tensor, copy: bool) -> Any:
-    """A cache whose row n holds `cache`'s row index[n] (each layer's keys and values are indexed: autograd
-    follows). With `copy`, `cache` itself is left as it was for the next group (its layers are copied, not
-    their tensors); without, it is indexed in place."""
-    import copy as copy_module
-
-    if copy:
-        layers = [copy_module.copy(layer) for layer in cache.layers]
-        cache = copy_module.copy(cache)
-        cache.layers = layers
-    cache.batch_select_indices(index)  # each layer: keys, values = keys[index], values[index]
-    return cache
 
 
 class ScalarHead(nn.Module):

@@ -13,7 +13,7 @@ from conftest import corpus, make_comparisons, make_demos, make_prompts, run_sta
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from instructrl.datasets.tokenize import RankedExample, pad_right
-from instructrl.models.generation import left_pad
+from instructrl.models.generation import generate, left_pad
 from instructrl.models.loading import load_causal_lm, load_reward_model
 from instructrl.models.scoring import add_reward_bias, score
 from instructrl.models.tiny import ARCHITECTURES, build_llama, save, tiny_config, train_tokenizer
@@ -230,3 +230,30 @@ def test_llama_with_bpe_through_all_three_stages(tmp_path):
     with torch.no_grad():
         r = score(model.eval(), *pad_right(best, tok.pad_token_id))
     assert abs(r.mean().item()) < 0.5  # train split only was centred; the whole file is close to 0
+
+
+@pytest.mark.parametrize(
+    "model_type, window",
+    [*((t, None) for t in ARCHITECTURES), ("mistral", 3)],
+    ids=[*ARCHITECTURES, "mistral-window-3"],
+)
+def test_a_prefix_every_prompt_shares_runs_once_and_samples_the_same_tokens(model_type, window, bpe):
+    """generate() runs a shared prefix (a few-shot or system prompt) once and repeats its KV cache for the
+    rows: every architecture samples the tokens of the plain batch. Mistral with a window shorter than the
+    prefix too."""
+    torch.manual_seed(0)
+    config = tiny_config(model_type, bpe)
+    if window:
+        config.sliding_window = window
+    lm = AutoModelForCausalLM.from_config(config).eval()
+    prefix = bpe("questions and answers . the cat sat on the mat .", add_special_tokens=False).input_ids
+    rows = [prefix + r for r in ROWS]
+    passes = []
+    lm.get_input_embeddings().register_forward_pre_hook(lambda m, args: passes.append(tuple(args[0].shape)))
+    kw = dict(
+        seeds=torch.arange(len(rows)) + 11, max_new_tokens=6, eos_token_id=-1, pad_token_id=bpe.pad_token_id
+    )
+    shared = generate(lm, *left_pad(rows, bpe.pad_token_id), **kw)
+    assert passes[0] == (1, len(prefix)) and passes[1] == (len(rows), max(map(len, ROWS)))
+    plain = generate(lm, *left_pad(rows, bpe.pad_token_id), share_prefix=False, **kw)
+    assert torch.equal(shared, plain) and shared.shape == (len(rows), 6)

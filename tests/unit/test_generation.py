@@ -3,12 +3,14 @@
 import torch
 
 from instructrl.models.generation import (
+    SHARED_PREFIX_MIN,
     encode_prompts,
     generate,
     left_pad,
     mix_seed,
     response_mask,
     sample_responses,
+    shared_prefix_length,
     uniform_from_seeds,
 )
 from instructrl.models.loading import load_causal_lm, load_tokenizer
@@ -109,3 +111,35 @@ def test_a_checkpoints_generation_config_does_not_change_what_the_sampler_draws_
         logged = torch.log_softmax(response_logits(opinionated, full, full_mask, R) / T, -1)  # (B, R, V)
     sampler = torch.log_softmax(torch.stack(seen, 1).float() / T, -1)  # (B, R, V)
     assert torch.allclose(sampler, logged, atol=1e-4)
+
+
+def test_the_prefix_all_rows_share_is_found_in_left_padded_rows():
+    ids = torch.tensor([[0, 0, 5, 6, 7, 8], [5, 6, 7, 9, 9, 9], [0, 5, 6, 7, 1, 2]])
+    mask = (torch.arange(6) >= torch.tensor([[2], [0], [1]])).long()
+    assert shared_prefix_length(ids, mask) == 3
+    # each row keeps a token of its own: a row that is all prefix caps it at its length - 1
+    short = torch.tensor([[0, 5, 6, 7], [5, 6, 7, 8]])
+    assert shared_prefix_length(short, (short > 0).long()) == 2
+    assert shared_prefix_length(ids[:1], mask[:1]) == 0  # one row shares with no one
+    right_padded = torch.tensor([[1, 1, 1, 1, 0, 0]] * 3)
+    assert shared_prefix_length(ids, right_padded) == 0
+
+
+def test_a_shared_prefix_runs_once_and_the_samples_are_those_of_the_plain_batch(tiny_model_dir):
+    """A few-shot prefix is the longest part of each prompt: it runs once (a 1-row pass), its keys and
+    values repeated for the rows; the rows' samples are token for token those of the plain batch."""
+    tok, lm = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir, dropout=False).eval()
+    prefix = "the cat sat on the mat . a dog ran to the big red tree . one fish"
+    prompts = [f"{prefix} {p}" for p in ("the cat", "a dog sat on the mat", "one", "two fish swim")]
+    n_prefix = len(encode_prompts(tok, [prefix], "{prompt}")[0])
+    assert n_prefix >= SHARED_PREFIX_MIN
+    passes = []
+    lm.get_input_embeddings().register_forward_pre_hook(lambda m, args: passes.append(tuple(args[0].shape)))
+    kw = dict(k=3, max_new_tokens=8, seed=5, prompt_template="{prompt}")
+    shared = sample_responses(lm, tok, prompts, **kw)
+    shared_passes, passes[:] = list(passes), []
+    plain = sample_responses(lm, tok, prompts, share_prefix=False, **kw)
+    assert shared == plain and any(any(s) for s in shared)
+    assert shared_passes[0] == (1, n_prefix)  # the prefix, once
+    widest = max(len(e) for e in encode_prompts(tok, prompts, "{prompt}"))
+    assert shared_passes[1] == (12, widest - n_prefix) and passes[0] == (12, widest)  # the rest / whole rows

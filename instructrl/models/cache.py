@@ -1,0 +1,30 @@
+"""Transformers' KV cache, reused: a prompt that several rows continue runs once (RM training's shared prompts,
+generation's shared prefix), and its keys and values are repeated for the rows."""
+
+from __future__ import annotations
+
+import copy as copy_module
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def cache_argument(model: nn.Module) -> str | None:
+    """The name under which a transformer takes its KV cache: `cache` (transformers 5.24 on), before that
+    `past_key_values`; None for one that takes none."""
+    parameters = inspect.signature(model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def cache_rows(cache: Any, index: torch.Tensor, copy: bool) -> Any:
+    """A cache whose row n holds `cache`'s row index[n] (each layer's keys and values are indexed: autograd
+    follows). With `copy`, `cache` itself is left as it was for the next group (its layers are copied, not
+    their tensors); without, it is indexed in place."""
+    if copy:
+        layers = [copy_module.copy(layer) for layer in cache.layers]
+        cache = copy_module.copy(cache)
+        cache.layers = layers
+    cache.batch_select_indices(index)  # each layer: keys, values = keys[index], values[index]
+    return cache
