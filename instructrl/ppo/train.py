@@ -75,7 +75,7 @@ from instructrl.ppo.core import (
     value_loss,
 )
 from instructrl.training.loop import add_sums, reduce_sums
-from instructrl.training.losses import batch_nll, eval_loss
+from instructrl.training.losses import batch_nll, eval_loss, length_groups
 from instructrl.training.optim import clip_grad_norms, make_optimizer
 from instructrl.training.rundir import RunDir, resolve_config
 from instructrl.training.runtime import (
@@ -663,7 +663,8 @@ def ppo_update(
     mask = r.mask.float()  # (B, R)
     norm = mask[mb].sum().item()  # response tokens in the global minibatch
     mine = mb[rank::world]
-    micros = [mine[i : i + micro] for i in range(0, len(mine), micro)]
+    lengths = (r.query_mask[mine].sum(-1) + r.mask[mine].sum(-1)).tolist()
+    micros = [[mine[i] for i in g] for g in length_groups(lengths, micro)]  # passes of rows of similar length
     ptx_norm = float(sum(len(e.input_ids) - 1 for e in ptx_examples))  # their target tokens
     ptx_mine = ptx_examples[rank::world]
     ptx_micros = [ptx_mine[i : i + micro] for i in range(0, len(ptx_mine), micro)]

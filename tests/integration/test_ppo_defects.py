@@ -191,16 +191,17 @@ def test_rl_models_run_without_dropout_in_every_architecture(arch, tiny_tokenize
 
 
 def test_a_minibatch_update_skips_the_rollouts_padding_and_gives_the_same_step(
-    sft_dir, rm_dir, data_dir, tmp_path
+    sft_dir, rm_dir, data_dir, tmp_path, monkeypatch
 ):
     """The forward passes of a PPO minibatch run on the columns its own rows use (not the rollout's longest
-    prompt and response): the same update as on a rollout widened with padding on both sides, which the
-    passes never see."""
+    prompt and response), in passes of rows of similar length: the same update as on a rollout widened with
+    padding on both sides, which the passes never see, and as one pass over the whole minibatch."""
     import dataclasses
 
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
     from instructrl.ppo.train import ppo_iteration, ppo_update, setup_ppo
+    from instructrl.training import losses
     from instructrl.training.runtime import finish, make_accelerator
 
     config = load_config(PPOConfig, None, [*PPO_SET, "iterations=1"])
@@ -221,9 +222,9 @@ def test_a_minibatch_update_skips_the_rollouts_padding_and_gives_the_same_step(
         query=widen(r.query, 5, 0), query_mask=widen(r.query_mask, 5, 0),
         **{k: widen(getattr(r, k), 0, 6) for k in ("response", "mask", "logprobs", "ref_logprobs", "values")},
     )  # fmt: skip
-    widths: list[int] = []
+    passes: list[tuple[int, int]] = []
     hook = s.accelerator.unwrap_model(s.policy).register_forward_pre_hook(
-        lambda m, a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True
+        lambda m, a, kw: passes.append(tuple(kw["input_ids"].shape)), with_kwargs=True
     )
     models = [s.policy, s.value_model]
     grads: list[list[torch.Tensor]] = []
@@ -237,13 +238,22 @@ def test_a_minibatch_update_skips_the_rollouts_padding_and_gives_the_same_step(
         ppo_update(s, r, advantages, returns, rows, []),
         ppo_update(s, wide, widen(advantages, 0, 6), widen(returns, 0, 6), rows, []),
     ]
+    by_length, passes[:] = list(passes), []
+    monkeypatch.setattr(losses, "LENGTH_GROUPS", 1)  # the whole minibatch in one pass
+    sums.append(ppo_update(s, r, advantages, returns, rows, []))
     hook.remove()
     finish(acc)
-    assert sums[0].keys() == sums[1].keys()
-    for k in sums[0]:
-        assert sums[1][k] == pytest.approx(sums[0][k], rel=1e-5, abs=1e-6), k
-    assert len(grads[0]) == len(grads[1]) == sum(1 for m in models for _ in m.parameters())
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    for other in (1, 2):
+        assert sums[0].keys() == sums[other].keys()
+        for k in sums[0]:
+            assert sums[other][k] == pytest.approx(sums[0][k], rel=1e-5, abs=1e-6), (other, k)
+        assert len(grads[0]) == len(grads[other]) == sum(1 for m in models for _ in m.parameters())
+        for a, b in zip(grads[0], grads[other], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     used = int(r.query_mask[rows].sum(-1).max() + r.mask[rows].sum(-1).max())
-    assert widths == [used, used] and used <= P + R < P + R + 11  # neither pass saw the widened padding
+    assert (
+        passes == [(len(rows), used)] and used <= P + R < P + R + 11
+    )  # neither update saw the widened padding
+    n = len(by_length) // 2
+    assert by_length[:n] == by_length[n:] and n == 4 and sum(b for b, _ in by_length[:n]) == len(rows)
+    assert max(w for _, w in by_length) == used and sum(b * w for b, w in by_length[:n]) < len(rows) * used

@@ -1,11 +1,12 @@
 """SFT's loss covers response tokens only."""
 
+import pytest
 import torch
 
 from instructrl.datasets.records import Demonstration
 from instructrl.datasets.tokenize import tokenize_demonstrations
 from instructrl.models.loading import load_causal_lm, load_tokenizer
-from instructrl.training.losses import batch_nll
+from instructrl.training.losses import batch_nll, length_groups
 
 
 def test_loss_counts_response_tokens_only(tiny_model_dir):
@@ -42,3 +43,41 @@ def test_no_gradient_reaches_positions_that_predict_prompt_tokens(tiny_model_dir
     g = logits_grad[0][0].abs().sum(-1)  # (T,) gradient mass per position
     assert (g[: ex.n_prompt - 1] == 0).all()  # positions predicting prompt tokens get nothing
     assert (g[ex.n_prompt - 1 : len(ex.input_ids) - 1] > 0).all()
+
+
+def test_length_groups_sort_rows_into_passes_only_where_padding_is_worth_it():
+    assert length_groups([30, 5, 7, 29, 6, 31, 8, 28]) == [[1, 4], [2, 6], [7, 3], [0, 5]]
+    assert length_groups([30, 5, 7, 29, 6, 31, 8, 28], max_rows=1) == [[i] for i in (1, 4, 2, 6, 7, 3, 0, 5)]
+    assert length_groups([10, 10, 9, 10]) == [[0, 1, 2, 3]]  # under 10% padding: one pass, in order
+    assert length_groups([10, 10, 9, 10], max_rows=2) == [[0, 1], [2, 3]]
+    assert length_groups([3]) == [[0]] and length_groups([]) == []
+
+
+def test_the_lm_loss_in_passes_by_length_equals_one_padded_pass(tiny_model_dir, monkeypatch):
+    """Documents of 2 to 40 tokens: batch_nll runs them in passes of similar length (no pass wider than its
+    own longest row), and the loss, the token count and every gradient are those of one padded pass."""
+    import random
+
+    from instructrl.datasets.tokenize import Example
+    from instructrl.training import losses
+
+    tok, lm = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir, dropout=False).eval()
+    rng = random.Random(0)
+    examples = [
+        Example([rng.randrange(5, 60) for _ in range(n)], n // 3) for n in (40, 2, 9, 33, 5, 17, 3, 26)
+    ]
+    passes = []
+    lm.get_input_embeddings().register_forward_pre_hook(lambda m, args: passes.append(tuple(args[0].shape)))
+    results = []
+    for groups in (losses.LENGTH_GROUPS, 1):
+        monkeypatch.setattr(losses, "LENGTH_GROUPS", groups)
+        lm.zero_grad()
+        nll, n = batch_nll(lm, examples, tok.pad_token_id, torch.device("cpu"))
+        nll.backward()
+        results.append((nll.item(), n, [p.grad.clone() for p in lm.parameters()]))
+    (nll_g, n_g, grads_g), (nll_1, n_1, grads_1) = results
+    assert n_g == n_1 == sum(len(e.input_ids) - max(e.n_prompt, 1) for e in examples)
+    assert nll_g == pytest.approx(nll_1, rel=1e-6)
+    for a, b in zip(grads_g, grads_1, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert passes[:4] == [(2, 3), (2, 9), (2, 26), (2, 40)] and passes[4:] == [(8, 40)]
