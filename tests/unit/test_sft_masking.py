@@ -45,12 +45,18 @@ def test_no_gradient_reaches_positions_that_predict_prompt_tokens(tiny_model_dir
     assert (g[ex.n_prompt - 1 : len(ex.input_ids) - 1] > 0).all()
 
 
-def test_length_groups_sort_rows_into_passes_only_where_padding_is_worth_it():
-    assert length_groups([30, 5, 7, 29, 6, 31, 8, 28]) == [[1, 4], [2, 6], [7, 3], [0, 5]]
-    assert length_groups([30, 5, 7, 29, 6, 31, 8, 28], max_rows=1) == [[i] for i in (1, 4, 2, 6, 7, 3, 0, 5)]
-    assert length_groups([10, 10, 9, 10]) == [[0, 1, 2, 3]]  # under 10% padding: one pass, in order
-    assert length_groups([10, 10, 9, 10], max_rows=2) == [[0, 1], [2, 3]]
+def test_length_groups_split_a_batch_by_length_only_where_the_padding_saved_pays_for_the_passes(monkeypatch):
+    from instructrl.training import losses
+
+    short = [30, 5, 7, 29, 6, 31, 8, 28]  # 8 x 31 + 256 = 504 padded tokens in one pass, 668 in two
+    assert length_groups(short) == [list(range(8))]  # one pass keeps the order
+    long = [200, 10, 12, 190, 11, 205, 9, 198]  # one pass 1896, two 1380, three 1805, four 1874
+    assert length_groups(long) == [[6, 1, 4, 2], [3, 7, 0, 5]]
+    assert length_groups(short, max_rows=1) == [[i] for i in (1, 4, 2, 6, 7, 3, 0, 5)]
+    assert length_groups([10, 10, 9, 10], max_rows=2) == [[2, 0], [1, 3]]
     assert length_groups([3]) == [[0]] and length_groups([]) == []
+    monkeypatch.setattr(losses, "PASS_OVERHEAD_TOKENS", 0)  # passes for free: as many as LENGTH_GROUPS allows
+    assert length_groups(short) == [[1, 4], [2, 6], [7, 3], [0, 5]]
 
 
 def test_the_lm_loss_in_passes_by_length_equals_one_padded_pass(tiny_model_dir, monkeypatch):
@@ -68,6 +74,9 @@ def test_the_lm_loss_in_passes_by_length_equals_one_padded_pass(tiny_model_dir, 
     ]
     passes = []
     lm.get_input_embeddings().register_forward_pre_hook(lambda m, args: passes.append(tuple(args[0].shape)))
+    monkeypatch.setattr(
+        losses, "PASS_OVERHEAD_TOKENS", 0
+    )  # the tiny model's rows are short: split them anyway
     results = []
     for groups in (losses.LENGTH_GROUPS, 1):
         monkeypatch.setattr(losses, "LENGTH_GROUPS", groups)
