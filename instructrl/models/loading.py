@@ -15,6 +15,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from instructrl.errors import UserError
+from instructrl.models.threads import share_cores
 
 # Attribute names under which architectures keep the dropout applied to each residual branch.
 RESIDUAL_DROPOUT_KEYS = (
@@ -210,7 +211,7 @@ def load_causal_lm(
         )
     except (OSError, ValueError) as e:
         raise UserError(f"{source}: could not load a causal language model: {e}") from None
-    return model if dropout else zero_dropout_modules(model)
+    return share_cores(model if dropout else zero_dropout_modules(model))
 
 
 def load_reward_model(
@@ -239,7 +240,7 @@ def load_reward_model(
         model.config.pad_token_id = (
             model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
         )
-    return model if dropout else zero_dropout_modules(model)
+    return share_cores(model if dropout else zero_dropout_modules(model))
 
 
 def context_window(path: str | Path | ModelSource) -> int | None:
