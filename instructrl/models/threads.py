@@ -3,9 +3,10 @@
 On 2 cores, two OpenMP threads that spin while they wait for each other lose 60% of their speed as soon as one
 other busy process appears (a thread waits for a descheduled sibling; benchmarks/README.md, "Threads under
 contention"), and 1 thread is then faster than 2. So once a second, at a forward pass of a model it watches,
-`CoreShare` counts the runnable threads of other processes (/proc/loadavg's running count minus this process's
-running threads) and lets torch use the cores they leave: max(1, min(threads, cores - others)), on the median
-of the last 3 counts (a passing process changes nothing). When they are gone, the threads come back.
+`CoreShare` measures how many cores' worth of CPU time other processes took on this process's cores since the
+last look (/proc/stat's busy time less this process's own) and lets torch use the cores they leave:
+max(1, min(threads, cores - others)), others rounded, on the median of the last 3 looks (a passing process
+changes nothing). When they are gone, the threads come back.
 
 Off where the user chose the threads (OMP_NUM_THREADS set), with INSTRUCTRL_THREADS=fixed, and where /proc is
 not there (not Linux).
@@ -13,6 +14,7 @@ not there (not Linux).
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -27,17 +29,28 @@ from torch import nn
 from tqdm import tqdm
 
 
-def running_threads_of_others() -> int:
-    """Runnable threads on the machine that are not this process's (a snapshot)."""
-    running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-    own = 0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:  # the thread ended meanwhile
-            continue
-        own += stat[stat.rindex(")") + 2] == "R"  # the state follows the parenthesised name
-    return max(0, running - own)
+class OthersLoad:
+    """Cores' worth of CPU time that other processes used on this process's cores since the last call:
+    /proc/stat's busy time (user, nice, system, irq, softirq) of those cores less this process's own."""
+
+    def __init__(self) -> None:
+        self.cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        self.tick_s = 1 / os.sysconf("SC_CLK_TCK")
+        self.last = self.read()
+
+    def read(self) -> tuple[float, float, float]:
+        busy = 0
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *fields = line.split()
+            if name in self.cpus:
+                busy += sum(int(fields[i]) for i in (0, 1, 2, 5, 6))
+        own = os.times()
+        return busy * self.tick_s, own.user + own.system, time.monotonic()
+
+    def __call__(self) -> float:
+        now = self.read()
+        (busy, own, t), self.last = self.last, now
+        return max(0.0, (now[0] - busy) - (now[1] - own)) / max(now[2] - t, 1e-3)
 
 
 class CoreShare:
@@ -48,18 +61,19 @@ class CoreShare:
         threads: int | None = None,
         cores: int | None = None,
         every_s: float = 1.0,
-        sample: Callable[[], int] = running_threads_of_others,
+        sample: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.threads = threads or torch.get_num_threads()  # the most it uses (the count it started with)
         self.cores = cores or len(os.sched_getaffinity(0))
-        self.every_s, self.sample, self.clock = every_s, sample, clock
-        self.counts: deque[int] = deque(maxlen=3)
+        self.every_s, self.clock = every_s, clock
+        self.sample = sample or OthersLoad()
+        self.counts: deque[float] = deque(maxlen=3)  # other processes' load, in cores
         self.last = -float("inf")
         self.changes: list[tuple[float, int]] = []  # (time, threads) of each change, for the log
 
     def target(self) -> int:
-        others = statistics.median_low(self.counts)
+        others = math.floor(statistics.median_low(self.counts) + 0.5)
         return max(1, min(self.threads, self.cores - others))
 
     def tick(self) -> None:
@@ -71,7 +85,7 @@ class CoreShare:
         if len(self.counts) == self.counts.maxlen and (n := self.target()) != torch.get_num_threads():
             self.changes.append((now, n))
             tqdm.write(
-                f"instructrl: other processes run {statistics.median_low(self.counts)} thread(s) on these "
+                f"instructrl: other processes use {statistics.median_low(self.counts):.1f} of these "
                 f"{self.cores} cores; torch threads {torch.get_num_threads()} -> {n}",
                 file=sys.stderr,
             )
@@ -85,8 +99,7 @@ def enabled() -> bool:
     return (
         os.environ.get("INSTRUCTRL_THREADS", "auto") != "fixed"
         and "OMP_NUM_THREADS" not in os.environ
-        and Path("/proc/loadavg").exists()
-        and Path("/proc/self/task").is_dir()
+        and Path("/proc/stat").exists()
     )
 
 
