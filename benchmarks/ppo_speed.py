@@ -6,12 +6,16 @@ Every run, from nothing (no hub downloads):
   0. measure this machine's matmul peak (fp32 and bf16 GFLOP/s on the torch threads in use)
   1. build the assets: a byte-level BPE tokenizer (~8k) trained on generated text, a GPT-2 base
      (4 layers, width 256), demonstrations, K=4 rankings, prompts of exactly 32 tokens
-  2. SFT (instructrl sft): the policy; SFT tokens/s in fp32 and bf16
+  2. SFT (instructrl sft): the policy; SFT tokens/s in each precision
   3. reward model (instructrl rm): r(x, y) prefers responses with more of a marker word; RM pairs/s
-  4. PPO, instructrl fp32 and bf16, and TRL fp32 and bf16 (in its own environment, trl_ppo.py), on the same
-     SFT policy, RM (also the value model's start), prompts and settings; iteration 1 is warm-up, the
-     others are timed per phase, and the mean RM score of each iteration is the learning curve
-  5. a table (phases, ratios, episodes/s, MFU against the measured peak), results JSON, README table
+  4. PPO, instructrl and TRL (in its own environment, trl_ppo.py) in each precision, on the same SFT policy,
+     RM (also the value model's start), prompts and settings; iteration 1 is warm-up, the others are timed
+     per phase, and the mean RM score of each iteration is the learning curve
+  5. tables (first instructrl against TRL at the same precision; then phases, ratios, episodes/s, MFU
+     against the measured peak), results JSON, README tables
+
+The precisions are those the CPU runs fast: fp32, and bf16 only where its bf16 matmul is at least as fast as
+fp32 (bf16 units such as AMX; on an AVX2-only CPU bf16 runs at ~0.5 GFLOP/s); --precisions chooses.
 
 Each stage runs in a fresh subprocess (accelerate keeps one mixed-precision state per process).
 """
@@ -550,8 +554,27 @@ def ppo_table(summary: dict, baseline: str) -> str:
     return "\n".join(lines)
 
 
+def like_for_like_table(summary: dict, precisions: list[str]) -> str:
+    """instructrl's speed-up over TRL at the same precision, per phase (wall clock, medians)."""
+    pairs = [p for p in precisions if f"trl {p}" in summary and f"instructrl {p}" in summary]
+    if not pairs:
+        return "(TRL left out: no like-for-like ratios)"
+    lines = [
+        "| instructrl vs TRL, same precision, wall | " + " | ".join(pairs) + " |",
+        "|---" * (len(pairs) + 1) + "|",
+    ]
+    for p, label in LABELS.items():
+        cells = [
+            f"{summary[f'trl {q}']['wall'][p]['median'] / summary[f'instructrl {q}']['wall'][p]['median']:.2f}x"
+            for q in pairs
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def throughput_table(sft: dict, rm: dict, b: Bench, vocab: int, peak: dict) -> str:
-    lines = ["| instructrl | fp32 | bf16 |", "|---|---|---|"]
+    precisions = list(sft)
+    lines = ["| instructrl | " + " | ".join(precisions) + " |", "|---" * (len(precisions) + 1) + "|"]
     rows = (
         ("SFT tokens/s (prompt + response)", sft, "tokens_per_s", True),
         ("SFT response tokens/s", sft, "response_tokens_per_s", None),
@@ -560,13 +583,13 @@ def throughput_table(sft: dict, rm: dict, b: Bench, vocab: int, peak: dict) -> s
     )
     for label, data, key, unembedding in rows:
         lines.append(
-            f"| {label} | " + " | ".join(fmt(spread([v[key] for v in data[p]]), 0) for p in PRECISIONS) + " |"
+            f"| {label} | " + " | ".join(fmt(spread([v[key] for v in data[p]]), 0) for p in precisions) + " |"
         )
         if unembedding is not None:
             flops = per_token_train_flops(b, vocab, unembedding)
             cells = [
                 f"{100 * statistics.median(v[key] for v in data[p]) * flops / (peak[p] * 1e9):.0f}%"
-                for p in PRECISIONS
+                for p in precisions
             ]
             lines.append(f"| MFU {label.split()[0]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -594,6 +617,12 @@ def machine() -> str:
 PRECISIONS = ("fp32", "bf16")
 
 
+def fast_precisions(peak: dict[str, float]) -> list[str]:
+    """fp32, and bf16 where this CPU multiplies bf16 matrices at least as fast as fp32 (bf16 units, AMX);
+    without them (AVX2 only: ~0.5 GFLOP/s) bf16 runs are hours long and tell nothing."""
+    return ["fp32", "bf16"] if peak["bf16"] >= peak["fp32"] else ["fp32"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, one timed iteration: a smoke run")
@@ -609,6 +638,10 @@ def main() -> None:
     p.add_argument("--update-readme", action="store_true", help="write the tables into benchmarks/README.md")
     p.add_argument(
         "--stop-at-eos", action="store_true", help="responses end at EOS (default: always 48 tokens)"
+    )
+    p.add_argument(
+        "--precisions",
+        help="comma-separated, of fp32,bf16 (default: those this CPU runs fast: bf16 only with bf16 units)",
     )
     p.add_argument("--instructrl-ppo", metavar="SPEC", help=argparse.SUPPRESS)  # the PPO worker process
     args = p.parse_args()
@@ -645,6 +678,15 @@ def main() -> None:
         )
     peak = matmul_peak(b.peak_size)
     say(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    precisions = args.precisions.split(",") if args.precisions else fast_precisions(peak)
+    if not set(precisions) <= set(PRECISIONS):
+        p.error(f"--precisions: of {','.join(PRECISIONS)}")
+    train_precision = "bf16" if "bf16" in fast_precisions(peak) else "no"
+    say(
+        f"precisions: {', '.join(precisions)}"
+        + ("" if "bf16" in precisions else " (bf16 matmul is slower than fp32 here: no bf16 units)")
+        + f"; the SFT policy and RM are trained with mixed_precision={train_precision}"
+    )
 
     # 1. assets
     paths = build_assets(work, b)
@@ -653,14 +695,14 @@ def main() -> None:
     vocab = len(load_tokenizer(paths["base"]))
     say(f"assets: vocabulary {vocab}, {b.prompts} prompts of {b.prompt_tokens} tokens")
 
-    # 2.-3. the SFT policy and the reward model (bf16, to save time), then the throughput runs
+    # 2.-3. the SFT policy and the reward model (bf16 where it is fast, to save time), then the throughput runs
     policy_run, reward_run = work / "sft-policy", work / "rm"
     sets = {
         "epochs": b.sft_epochs,
         "batch_size": 32,
         "lr": b.sft_lr,
         "residual_dropout": 0,
-        "mixed_precision": "bf16",
+        "mixed_precision": train_precision,
     }
     instructrl(
         "sft",
@@ -672,7 +714,7 @@ def main() -> None:
     say(
         f"SFT policy: validation loss {json.loads((policy_run / 'summary.json').read_text())['val_loss']:.3f}"
     )
-    sets = {"epochs": b.rm_epochs, "batch_size": 16, "lr": b.rm_lr, "mixed_precision": "bf16"}
+    sets = {"epochs": b.rm_epochs, "batch_size": 16, "lr": b.rm_lr, "mixed_precision": train_precision}
     instructrl(
         "rm",
         ["--model", str(policy), "--data", str(paths["comparisons"]), "--out", str(reward_run)],
@@ -683,10 +725,10 @@ def main() -> None:
     rm_summary = json.loads((reward_run / "summary.json").read_text())
     say(f"reward model: held-out pairwise accuracy {rm_summary['val_accuracy']:.3f}")
 
-    sft: dict[str, list] = {p: [] for p in PRECISIONS}
-    rm: dict[str, list] = {p: [] for p in PRECISIONS}
+    sft: dict[str, list] = {p: [] for p in precisions}
+    rm: dict[str, list] = {p: [] for p in precisions}
     for rep in range(b.repeats):
-        for prec in PRECISIONS:
+        for prec in precisions:
             sft[prec].append(sft_rate(work, paths, b, prec, str(rep), threads))
             rm[prec].append(rm_rate(work, policy, paths, b, prec, str(rep), threads))
             say(
@@ -694,9 +736,9 @@ def main() -> None:
             )
 
     # 4. PPO; each repeat runs every configuration once, so a busy spell on the machine hits all of them
-    configs = [("instructrl", "fp32"), ("instructrl", "bf16")]
-    if use_trl:
-        configs = [("trl", "fp32"), *configs, ("trl", "bf16")]
+    configs = [(framework, prec) for prec in precisions for framework in ("trl", "instructrl")]
+    if not use_trl:
+        configs = [c for c in configs if c[0] == "instructrl"]
     ppo: dict[str, list[dict]] = {}
     for rep in range(b.repeats):
         for framework, prec in configs:
@@ -718,6 +760,7 @@ def main() -> None:
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     header = (
         f"{when}; {machine()}; torch {torch.__version__}, {threads} torch thread(s) per process; "
+        f"precisions {', '.join(precisions)}; "
         f"{b.repeats} run(s) x {b.iterations - 1} timed iteration(s) per configuration; median (min-max); "
         f"responses {'end at EOS' if b.stop_at_eos else f'always {b.max_new_tokens} tokens'}. "
         f"Matmul peak: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s. "
@@ -725,7 +768,8 @@ def main() -> None:
     )
     baseline = "trl fp32" if use_trl else "instructrl fp32"
     report = (
-        f"{header}\n\n{ppo_table(summary, baseline)}\n\n{throughput_table(sft, rm, b, vocab, peak)}\n\n"
+        f"{header}\n\n{like_for_like_table(summary, precisions)}\n\n{ppo_table(summary, baseline)}\n\n"
+        f"{throughput_table(sft, rm, b, vocab, peak)}\n\n"
         f"Mean RM score of each iteration's rollouts (run r: seed {b.seed} + r):\n\n{learning_table(summary)}"
     )
     print("\n" + report)
@@ -738,6 +782,7 @@ def main() -> None:
         "bench": asdict(b),
         "vocab_size": vocab,
         "matmul_peak_gflops": peak,
+        "precisions": precisions,
         "load_average_1min": loads,
         "sft": sft,
         "rm": rm,
