@@ -53,7 +53,7 @@ the response follows it directly (the word-level tokenizer keeps no newlines).""
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo. `full()` is the 19.5-minute run (2 AVX2 cores), `quick()` the 72-second one the tests use."""
+    """Sizes of the demo. `full()` is the 19.5-minute run (2 AVX2 cores), `quick()` the 76-second one the tests use."""
 
     seed: int = 0
     users: UserConfig = field(default_factory=UserConfig)
