@@ -121,7 +121,7 @@ def generate(
     prefix = shared_prefix_length(input_ids, attention_mask) if share_prefix else 0
     if prefix >= SHARED_PREFIX_MIN and (name := cache_argument(lm)) is not None:
         input_ids, attention_mask, cache[name] = _run_prefix(
-            lm, input_ids, attention_mask, prefix, pad_token_id, max_new_tokens
+            lm, name, input_ids, attention_mask, prefix, pad_token_id, max_new_tokens
         )
     sampler = SeededSampler(seeds, input_ids.shape[1], temperature, top_k, top_p)
     # generate() fills every field left None from the checkpoint's generation_config.json (Qwen2.5-Instruct:
@@ -157,6 +157,7 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) 
 
 def _run_prefix(
     lm: Any,
+    cache_name: str,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     prefix: int,
@@ -174,7 +175,7 @@ def _run_prefix(
     first = P - int(lengths[0])
     prefix_ids = input_ids[0, first : first + prefix]  # (prefix,)
     out = lm.base_model(input_ids=prefix_ids[None], use_cache=True)
-    cache = getattr(out, cache_argument(lm) or "past_key_values")  # each layer: (1, heads, prefix, head_dim)
+    cache = getattr(out, cache_name)  # each layer: (1, heads, prefix, head_dim)
     width = int(lengths.max()) - prefix  # the widest row's tokens after the prefix
     total = prefix + width + max_new_tokens
     window = (
