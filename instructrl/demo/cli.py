@@ -8,9 +8,9 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the whole InstructGPT story on a small built-in world, on a CPU (22 min on 2 AVX2 cores; --quick: 72 s)",
+        help="the whole InstructGPT story on a small built-in world, on a CPU (19.5 min on 2 AVX2 cores; --quick: 76 s)",
     )
-    p.add_argument("--quick", action="store_true", help="a smaller world and models (72 s on 2 AVX2 cores)")
+    p.add_argument("--quick", action="store_true", help="a smaller world and models (76 s on 2 AVX2 cores)")
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the people and the training")
     p.add_argument(
