@@ -6,18 +6,21 @@ TORCH_VERSION ?= 2.13.0
 # e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu for the small CPU-only wheel on a machine without one
 TORCH_INDEX ?=
 
-.PHONY: setup setup-dev demo test lint
+# Every package at the version the suite last passed with (pyproject.toml keeps the ranges); `make lock` refreshes it
+LOCK := requirements/lock.txt
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: setup setup-dev demo test lint lock
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(LOCK) --upgrade pip
 	# torch first and pinned: anything unpinned would pull the newest CUDA build (several GB).
-	$(PIP) install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -q -e .
+	$(PIP) install -q -c $(LOCK) torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q -c $(LOCK) -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c $(LOCK) -e '.[dev]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,6 +33,10 @@ demo: setup
 
 test: setup-dev lint
 	$(VENV)/bin/pytest -q
+
+# Resolve every dependency anew within pyproject's ranges, write $(LOCK), run the suite against it
+lock:
+	./scripts/lock.sh
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .

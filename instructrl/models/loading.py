@@ -8,7 +8,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import torch
 import transformers
@@ -41,6 +41,13 @@ def quiet_transformers() -> None:
 HUB_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+(?:@[\w./-]+)?$")
 
 
+class HubKwargs(TypedDict, total=False):
+    """What `from_pretrained` gets besides the name: typed per key, so that a type checker matches each key
+    with its parameter (a `dict[str, str]` unpacked with ** would be checked against every parameter)."""
+
+    revision: str
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from: a local directory, or a Hub id that transformers resolves itself (from its
@@ -50,8 +57,8 @@ class ModelSource:
     revision: str | None = None  # Hub ids only: the branch, tag or commit written after '@'
     is_dir: bool = True
 
-    def kwargs(self) -> dict[str, str]:
-        return {"revision": self.revision} if self.revision else {}
+    def kwargs(self) -> HubKwargs:
+        return HubKwargs(revision=self.revision) if self.revision else HubKwargs()
 
     def __str__(self) -> str:
         return self.name + (f"@{self.revision}" if self.revision else "")
