@@ -13,6 +13,32 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars are for people, not test logs
 
+
+@pytest.fixture(autouse=True)
+def isolated():
+    """Each test starts from the same process-wide state and leaves none behind, whatever its outcome, so
+    one failure is one failure: accelerate's state (a stage that raised before `finish` keeps its
+    mixed_precision, and every later stage asking for another would fail), torch's threads and default
+    dtype, the seeds of random, numpy and torch (0 at the start of each test), and the environment."""
+    import random
+
+    import numpy as np
+    import torch
+
+    env, threads, dtype = dict(os.environ), torch.get_num_threads(), torch.get_default_dtype()
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+    from instructrl.training.runtime import forget_process_state
+
+    forget_process_state()
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
+    os.environ.clear()
+    os.environ.update(env)
+
+
 WORDS = [
     "the",
     "a",
@@ -198,6 +224,10 @@ def data_dir(tmp_path_factory) -> Path:
     write_jsonl(d / "pretrain.jsonl", make_pretrain())
     return d
 
+
+# Both precision paths, whatever the machine: `auto` runs bf16 on CPUs with bf16 units (AVX512-BF16, AMX) and
+# fp32 on AVX2-only ones, where bf16 is emulated (~200x slower than fp32): the bf16 cases are kept small.
+PRECISIONS = [pytest.param("no", id="fp32"), pytest.param("bf16", id="bf16")]
 
 SFT_SET = ["epochs=3", "batch_size=16", "lr=3e-3", "residual_dropout=0", "mixed_precision=no"]
 RM_SET = ["epochs=8", "batch_size=16", "lr=1e-3", "mixed_precision=no", "val_fraction=0.2"]

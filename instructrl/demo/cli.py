@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+    import shlex
     import sys
 
     from instructrl.demo.pipeline import DemoSettings, run_demo
@@ -42,8 +43,16 @@ def run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, rounds=args.rounds)
     if args.pretrain:
         settings = dataclasses.replace(settings, shipped_base=False)
+    again = ["instructrl demo", *(["--quick"] if args.quick else []), f"--out {shlex.quote(args.out)}"]
+    again += [f"--seed {args.seed}"] if args.seed != 0 else []
+    again += [f"--rounds {args.rounds}"] if args.rounds is not None else []
+    again += ["--pretrain"] if args.pretrain else []
     summary = run_demo(
-        args.out, settings, resume=args.resume, log=lambda m: print(m, file=sys.stderr, flush=True)
+        args.out,
+        settings,
+        resume=args.resume,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+        resume_command=" ".join([*again, "--resume"]),
     )
     print()
     for f in summary["findings"]:

@@ -149,6 +149,10 @@ class DemoSettings:
 # ---------------------------------------------------------------------------------------------------------
 # the steps
 # ---------------------------------------------------------------------------------------------------------
+class StepFailed(RuntimeError):
+    """A demo step raised an unexpected error (the cause); the message says how to go on."""
+
+
 @dataclass
 class Demo:
     """Paths and the people of one demo run; each step reads and writes files under `out`."""
@@ -572,12 +576,15 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     for name, d in dirs.items():
         model, tok = _load_policy(d)
         probe_answers |= _probe_answers(demo, name, model, tok, probe_set)
-        answers[name] = [
-            r[0]
-            for r in _generate(
-                demo, model, tok, prompts, seed=hash_seed(s.seed, "eval"), desc=f"answers: {name}"
-            )
-        ]
+        if name == "sft":
+            answers["sft"], candidates = sft_answers_and_candidates(demo, model, tok, prompts)
+        else:  # the same seeds as SFT's candidate 0 (equal samples in fp32; bf16 is not batch-invariant)
+            answers[name] = [
+                r[0]
+                for r in _generate(
+                    demo, model, tok, prompts, seed=hash_seed(s.seed, "eval"), desc=f"answers: {name}"
+                )
+            ]
         greedy = _generate(
             demo,
             model,
@@ -603,17 +610,7 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
                 template="{prompt}",
             )
             answers["base_fewshot"] = [few_shot_answer(r[0]) for r in few]
-        if name == "sft":  # best-of-N: sample 0 of the N is the SFT answer itself (the same seeds)
-            candidates = _generate(
-                demo,
-                model,
-                tok,
-                prompts,
-                k=max(BON_CURVE),
-                seed=hash_seed(s.seed, "eval"),
-                desc=f"best-of-{max(BON_CURVE)} candidates: sft",
-            )
-            assert [c[0] for c in candidates] == answers["sft"]
+        if name == "sft":
             bon = _best_of_n(demo, prompts, candidates)
             answers["bon_rm"], answers["bon_gold"] = bon.pop("bon_rm"), bon.pop("bon_gold")
         if name == "sft":  # a second, independent SFT sample: SFT against itself should come out at 0.5
@@ -720,8 +717,14 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
 # the run
 # ---------------------------------------------------------------------------------------------------------
 def run_demo(
-    out: str | Path, settings: DemoSettings, resume: bool = False, log: Callable[[str], None] = print
+    out: str | Path,
+    settings: DemoSettings,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    resume_command: str | None = None,
 ) -> dict[str, Any]:
+    """Run the demo's steps into `out`, skipping those done earlier when `resume`. A step that fails says
+    which it was and how to go on (`resume_command`: the command line that continues this run)."""
     from instructrl.errors import UserError
 
     out = Path(out)
@@ -783,7 +786,21 @@ def run_demo(
             continue
         log(f"{title} ...")
         t0 = time.perf_counter()
-        result = fn(demo)
+        try:
+            result = fn(demo)
+        except BaseException as e:
+            kept = [n for n, _, _ in steps if (out / n / "done.json").exists()]
+            how = (
+                f"the demo stopped in step '{name}' ({title}) after {time.perf_counter() - t0:.0f} s; "
+                f"the steps done ({', '.join(kept) or 'none'}) are kept in {out}. "
+                f"Go on from this step with: {resume_command or f'instructrl demo --out {out} --resume'}"
+            )
+            if isinstance(e, UserError):
+                raise UserError(f"{e}\n{how}") from None
+            if isinstance(e, Exception):  # a defect of instructrl: its traceback, then how to go on
+                raise StepFailed(how) from e
+            log(how)  # interrupted
+            raise
         result["seconds"] = time.perf_counter() - t0
         atomic_write_text(done, json.dumps(result, indent=2, default=str))
         results[name] = result
@@ -1003,6 +1020,25 @@ def _overoptimization(demo: Demo, run: str) -> list[dict[str, float]]:
             }
         )
     return out
+
+
+def sft_answers_and_candidates(
+    demo: Demo, model, tok, prompts: list[str]
+) -> tuple[list[str], list[list[str]]]:
+    """SFT's evaluation answers and its best-of-N candidates, from one sampling pass: candidate 0 of each
+    prompt *is* SFT's answer. (Sampled apart, they agree only where sampling is batch-invariant: in fp32 on
+    CPU, sample i draws the same tokens in a batch of any shape; under bf16 autocast the logits depend on the
+    batch's shape, and 9 of 349 of the demo's answers differed between batches of 256 and 64.)"""
+    candidates = _generate(
+        demo,
+        model,
+        tok,
+        prompts,
+        k=max(BON_CURVE),
+        seed=hash_seed(demo.settings.seed, "eval"),
+        desc=f"answers and best-of-{max(BON_CURVE)} candidates: sft",
+    )
+    return [c[0] for c in candidates], candidates
 
 
 def _best_of_n(demo: Demo, prompts: list[str], candidates: list[list[str]]) -> dict[str, Any]:

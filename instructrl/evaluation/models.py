@@ -166,7 +166,8 @@ def best_of_n(
     """Best-of-N: N samples per prompt, answered with the one the reward model scores highest (and that
     score). The cheapest use of a reward model, and PPO's yardstick: its KL to the sampling policy is at
     most log N - (N - 1)/N (Stiennon et al. 2020, Gao et al. 2022). Sample j of prompt i uses seed
-    (seed, i, j), so sample 0 is what `generate_answers` gives with the same seed."""
+    (seed, i, j), so sample 0 is what `generate_answers` gives with the same seed (in fp32; under bf16 autocast
+    a batch of another shape may round a logit the other way: instructrl.models.generation)."""
     candidates = generate_answers_k(
         model_dir,
         prompts,

@@ -6,8 +6,13 @@ size, or on how many processes split the work: 1 process and 2 processes generat
 same prompts before and after training see the same random numbers (common random numbers for evaluation).
 vLLM's per-request `seed` gives the same property at scale.
 
+That holds where the logits themselves do not depend on the batch: in fp32 on CPU (tested). Under bf16
+autocast the kernels' blocking follows the batch's shape and a logit can round the other way, so a sample
+drawn in a batch of another shape may differ (9 of the demo's 349 evaluation answers did, batches of 256 and
+64, on a CPU with bf16 units): whatever must be the same sample comes from the same pass.
+
 A prefix every prompt of a batch starts with (a few-shot or system prompt) runs once, and its keys and values
-are repeated for the rows (SHARED_PREFIX_MIN); the samples are those of the plain batch.
+are repeated for the rows (SHARED_PREFIX_MIN); the samples are those of the plain batch (in fp32; see above).
 """
 
 from __future__ import annotations

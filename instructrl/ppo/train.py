@@ -88,6 +88,7 @@ from instructrl.training.runtime import (
     micro_batch_size,
     progress,
     shard,
+    stage,
 )
 
 EVAL_STREAM = 0xE7A1  # seeds of evaluation samples never collide with rollout seeds
@@ -817,6 +818,7 @@ def consider_keeping(s: PPOSetup, state: dict[str, Any], iteration: int, metrics
 # ---------------------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------------------
+@stage
 def run_ppo(
     *,
     policy_dir: str | Path,

@@ -29,7 +29,7 @@ from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.losses import rank_forward
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import attention_implementation, finish, make_accelerator, shard
+from instructrl.training.runtime import attention_implementation, finish, make_accelerator, shard, stage
 
 
 @torch.no_grad()
@@ -106,6 +106,7 @@ def round_weights(comparisons: Sequence[Comparison], latest_weight: float) -> tu
     return [latest_weight if r == latest else 1.0 for r in rounds], latest
 
 
+@stage
 def run_rm(
     *,
     model_dir: str | Path | None = None,

@@ -24,7 +24,7 @@ from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.losses import batch_nll, eval_loss
 from instructrl.training.optim import make_optimizer, planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import attention_implementation, finish, make_accelerator
+from instructrl.training.runtime import attention_implementation, finish, make_accelerator, stage
 
 
 def lm_task(
@@ -58,6 +58,7 @@ def lm_task(
     )
 
 
+@stage
 def run_sft(
     *,
     model_dir: str | Path,
@@ -107,6 +108,7 @@ def run_sft(
     return summary
 
 
+@stage
 def run_pretrain(
     *,
     model_dir: str | Path,

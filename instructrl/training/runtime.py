@@ -7,12 +7,14 @@ normalised by global counts and 1 process = 2 processes = any gradient-accumulat
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -226,11 +228,37 @@ def finish(accelerator: Accelerator) -> None:
     """End the run cleanly on every process (an un-destroyed gloo group aborts at interpreter exit), and
     forget accelerate's process-wide state so that a next stage in the same Python process may use other
     settings (accelerate refuses a second mixed_precision otherwise; it offers no public reset)."""
-    from accelerate.state import AcceleratorState, GradientState
-
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    forget_process_state()
+
+
+def forget_process_state() -> None:
+    """Destroy the process group and reset accelerate's process-wide state (see `finish`)."""
+    from accelerate.state import AcceleratorState, GradientState
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def stage(fn: Callable[P, R]) -> Callable[P, R]:
+    """A stage's entry point: where it raises, before reaching `finish`, accelerate's process-wide state is
+    forgotten too, so that a stage that failed does not make the next one in the same process (a notebook,
+    a pipeline, the next test) fail with "AcceleratorState has already been initialized". No barrier: the
+    other processes of a distributed run may never reach one."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            forget_process_state()
+            raise
+
+    return run

@@ -1,6 +1,7 @@
 """`instructrl demo --quick` end to end: the summary the issue asks for, the report, and the rule that the
 held-out labelers and the gold standard never reach training or model selection."""
 
+import dataclasses
 import io
 import json
 import math
@@ -251,10 +252,9 @@ def test_every_long_step_shows_progress_to_the_end(quick_demo):
     for desc in (
         "candidates from SFT (train)",
         "candidates from few-shot base (validation)",
-        "answers: sft",
         "answers: ppo_ptx",
         "answers: base_fewshot",
-        "best-of-16 candidates: sft",
+        "answers and best-of-16 candidates: sft",
         "closed-QA benchmark: base",
         "round 2: current policy (train)",
         "probes: ppo_round2",
@@ -294,3 +294,34 @@ def test_the_papers_public_benchmarks_run_on_the_demos_checkpoints(quick_demo, t
         assert set(doc["models"]) == {"sft", "ppo"} and all(metric in m for m in doc["models"].values()), (
             bench
         )
+
+
+def test_a_failed_step_names_itself_and_the_command_that_goes_on(tmp_path, monkeypatch):
+    """The world step is done; pretraining fails: the message names the step, what is kept, and the exact
+    `--resume` command (with the flags the run was started with), as a clean error (exit 2) for a user's
+    mistake and after the traceback for a defect."""
+    from conftest import run_cli
+
+    from instructrl.errors import UserError
+
+    monkeypatch.setattr(pipeline, "step_world", lambda demo: {"prompts": 0})
+    out = tmp_path / "my demo"
+
+    def user_error(demo):
+        raise UserError("the disk is full")
+
+    monkeypatch.setattr(pipeline, "step_pretrain", user_error)
+    code, _, err = run_cli("demo", "--quick", "--out", str(out), "--seed", "3", "--rounds", "1")
+    assert code == 2 and "the disk is full" in err, err
+    assert "step 'pretrain'" in err and f"steps done (world) are kept in {out}" in err
+    assert f"instructrl demo --quick --out '{out}' --seed 3 --rounds 1 --resume" in err
+    assert (out / "world" / "done.json").exists() and not (out / "pretrain" / "done.json").exists()
+
+    def defect(demo):
+        raise AssertionError("a bug")
+
+    monkeypatch.setattr(pipeline, "step_pretrain", defect)
+    with pytest.raises(pipeline.StepFailed, match=r"step 'pretrain'.*--resume") as e:
+        settings = dataclasses.replace(pipeline.DemoSettings.quick(seed=3), rounds=1)
+        pipeline.run_demo(out, settings, resume=True, log=lambda m: None)
+    assert isinstance(e.value.__cause__, AssertionError)

@@ -4,7 +4,7 @@ import json
 import math
 
 import pytest
-from conftest import run_stage
+from conftest import PRECISIONS, run_stage
 
 PPO_SET = [
     "iterations=12",
@@ -75,8 +75,9 @@ def test_rm_continued_from_an_earlier_rm_starts_where_it_left_off(rm_dir, data_d
         run_stage("rm", tmp_path / "cont", still, init_dir=rm_dir, model_dir=sft, data=data)
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
-    sft_dir, rm_dir, data_dir, tmp_path
+    precision, sft_dir, rm_dir, data_dir, tmp_path
 ):
     paths = dict(
         policy_dir=sft_dir,
@@ -84,8 +85,10 @@ def test_ppo_raises_the_reward_with_bounded_kl_and_ptx_limits_the_alignment_tax(
         prompts=data_dir / "prompts.jsonl",
         pretrain_data=data_dir / "pretrain.jsonl",
     )
-    ppo = run_stage("ppo", tmp_path / "ppo", PPO_SET, **paths)
-    ptx = run_stage("ppo", tmp_path / "ptx", [*PPO_SET, "ptx_coef=1.0"], **paths)
+    sets = [*PPO_SET, f"mixed_precision={precision}"]
+    ppo = run_stage("ppo", tmp_path / "ppo", sets, **paths)
+    ptx = run_stage("ppo", tmp_path / "ptx", [*sets, "ptx_coef=1.0"], **paths)
+    assert ppo["mixed_precision"] == precision
 
     # PPO raises the held-out RM score while the KL to the SFT model stays bounded
     assert ppo["final_score_mean"] > ppo["initial_score_mean"] + 1.0, ppo

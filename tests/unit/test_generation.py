@@ -1,4 +1,7 @@
-"""Seeded batched sampling: each sample depends only on its own seed, and follows the model's distribution."""
+"""Seeded batched sampling: each sample depends only on its own seed, and follows the model's distribution.
+
+The batch-invariance tests run in fp32, the only precision in which they hold: under bf16 autocast the logits
+depend on the batch's shape (tests/demo/test_eval_precision.py shows what the demo does about it)."""
 
 import torch
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -44,6 +45,9 @@ def test_off_where_the_user_chose_the_threads(monkeypatch):
     assert not threads.enabled()
 
 
+# Two competitors, pinned to this process's two cores: CPU-bound loops, as another training run would be.
+SPIN = "while True: pass"
+
 WORKER = textwrap.dedent(
     """
     import os, subprocess, sys, time, torch
@@ -51,7 +55,20 @@ WORKER = textwrap.dedent(
     cpus = sorted(os.sched_getaffinity(0))[:2]
     os.sched_setaffinity(0, cpus)
     torch.set_num_threads(2)
-    share = CoreShare(threads=2, cores=2, every_s=0.1)
+    busy = []
+
+    def competitors_load(last=[0.0, time.monotonic()]):
+        # cores' worth of CPU time the competitors took since the last call, from /proc/PID/stat: the test's
+        # own competitors only, so that whatever else runs on the machine does not change the answer
+        ticks = 0
+        for p in busy:
+            fields = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        cpu, now = ticks / os.sysconf("SC_CLK_TCK"), time.monotonic()
+        (prev, t), last[:] = last, [cpu, now]
+        return max(0.0, cpu - prev) / max(now - t, 1e-3)
+
+    share = CoreShare(threads=2, cores=2, every_s=0.1, sample=competitors_load)
     x = torch.randn(384, 384)
 
     def run(seconds):
@@ -62,27 +79,67 @@ WORKER = textwrap.dedent(
         return torch.get_num_threads()
 
     before = run(1.5)
-    busy = subprocess.Popen(
-        [sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.sched_setaffinity(0, cpus)
-    )
+    busy += [
+        subprocess.Popen([sys.executable, "-c", SPIN], preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        for _ in range(2)
+    ]
     during = run(2.5)
-    busy.kill()
-    busy.wait()
+    competitors_load()  # their CPU time up to now: the next look, after they are gone, sees none
+    for p in busy:
+        p.kill()
+        p.wait()
+    busy.clear()
     after = run(2.5)
     print(before, during, after)
     """
-)
+).replace("SPIN", repr(SPIN))
 
 
 @pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2 or sys.platform != "linux", reason="needs 2 cores, Linux"
 )
-def test_a_busy_process_on_the_same_two_cores_takes_a_thread_and_gives_it_back():
-    """A real competitor: /proc says another process runs, torch drops to 1 thread, then returns to 2."""
+def test_busy_processes_on_the_same_two_cores_take_a_thread_and_give_it_back():
+    """Real competitors, measured in /proc: torch drops to 1 thread while they run, then returns to 2. The
+    load counted is the competitors' own, so the test holds on a machine that is not idle too (the rule
+    that turns a load into threads is tested above; the machine-wide reading below)."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "1", "2"], out.stderr
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 or sys.platform != "linux", reason="needs 2 cores, Linux"
+)
+def test_the_machine_wide_reading_counts_other_processes_on_its_cores():
+    """OthersLoad reads /proc/stat: two busy processes on this process's two cores add about a core or more
+    to what it read the second before (whatever else runs: a steady load is in both readings), and this
+    process's own CPU time is not counted."""
+    from instructrl.models.threads import OthersLoad
+
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    load = OthersLoad()
+    time.sleep(1.0)
+    before = load()
+    busy = [
+        subprocess.Popen([sys.executable, "-c", SPIN], preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        for _ in range(2)
+    ]
+    try:
+        time.sleep(0.3)  # started
+        load()
+        time.sleep(1.0)
+        during = load()
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert during - before >= 0.7, (before, during)
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:  # this process busy: not others' load
+        pass
+    own = load()
+    assert own <= before + 0.5 + 0.3, (before, own)
 
 
 def test_every_forward_pass_of_a_loaded_model_ticks_the_core_share(tiny_model_dir, monkeypatch):
