@@ -33,14 +33,15 @@ class OthersLoad:
     """Cores' worth of CPU time that other processes used on this process's cores since the last call:
     /proc/stat's busy time (user, nice, system, irq, softirq) of those cores less this process's own."""
 
-    def __init__(self) -> None:
+    def __init__(self, stat: Path = Path("/proc/stat")) -> None:
+        self.stat = stat
         self.cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
         self.tick_s = 1 / os.sysconf("SC_CLK_TCK")
         self.last = self.read()
 
     def read(self) -> tuple[float, float, float]:
         busy = 0
-        for line in Path("/proc/stat").read_text().splitlines():
+        for line in self.stat.read_text().splitlines():
             name, *fields = line.split()
             if name in self.cpus:
                 busy += sum(int(fields[i]) for i in (0, 1, 2, 5, 6))

@@ -45,21 +45,65 @@ def test_off_where_the_user_chose_the_threads(monkeypatch):
     assert not threads.enabled()
 
 
-# Two competitors, pinned to this process's two cores: CPU-bound loops, as another training run would be.
+def test_others_load_is_the_busy_time_of_its_cores_less_its_own(tmp_path, monkeypatch):
+    """/proc/stat's busy fields (user, nice, system, irq, softirq; not idle, iowait or steal) of this process's
+    cores only, less this process's own CPU time, per second of wall time."""
+    from instructrl.models.threads import OthersLoad
+
+    hz = os.sysconf("SC_CLK_TCK")
+    cpus = sorted(os.sched_getaffinity(0))
+    other_cpu = max(cpus) + 1  # a core this process may not run on: never counted
+
+    def write(busy_per_core: int, idle: int) -> None:
+        #        user  nice system idle iowait irq softirq steal
+        fields = lambda b: f"{b} 0 0 {idle} {idle} 0 0 {idle}"  # noqa: E731
+        lines = [f"cpu {fields(0)}"] + [f"cpu{c} {fields(busy_per_core)}" for c in cpus]
+        stat.write_text("\n".join([*lines, f"cpu{other_cpu} {fields(10 * hz)}", "intr 1 2 3"]) + "\n")
+
+    stat, clock, own = tmp_path / "stat", [100.0], [5.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(os, "times", lambda: os.times_result((own[0], 0.0, 0.0, 0.0, 0.0)))
+    write(busy_per_core=0, idle=0)
+    load = OthersLoad(stat)
+    # 2 s later: each core of this process's was busy 1.5 s, 1 s of it this process's own
+    write(busy_per_core=int(1.5 * hz), idle=10 * hz)
+    clock[0], own[0] = 102.0, 6.0
+    assert load() == pytest.approx((1.5 * len(cpus) - 1.0) / 2.0)
+    # its own time only: nobody else's
+    clock[0], own[0] = 103.0, 6.0 + 1.0
+    write(busy_per_core=int(1.5 * hz) + hz // len(cpus), idle=10 * hz)
+    assert load() == pytest.approx(0.0, abs=1 / hz)
+
+
+def test_the_real_proc_stat_reads_as_a_load_within_this_process_s_cores():
+    from instructrl.models.threads import OthersLoad
+
+    load = OthersLoad()
+    time.sleep(0.2)
+    assert 0.0 <= load() <= len(os.sched_getaffinity(0)) + 0.5
+
+
+# Two competitors, pinned to the worker's two cores: CPU-bound loops, as another training run would be. What
+# the worker reads is their CPU time (/proc/PID/stat) and they run at the highest priority (nice -20, where
+# allowed), so that whatever else the machine runs (other tests, a build) neither starves them nor is counted:
+# the machine-wide reading (/proc/stat) counts everything and is tested on its own above.
 SPIN = "while True: pass"
 
 WORKER = textwrap.dedent(
     """
     import os, subprocess, sys, time, torch
     from instructrl.models.threads import CoreShare
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -20)  # inherited by the competitors
+    except PermissionError:
+        pass  # then a heavily loaded machine may starve the competitors
     cpus = sorted(os.sched_getaffinity(0))[:2]
     os.sched_setaffinity(0, cpus)
     torch.set_num_threads(2)
     busy = []
 
     def competitors_load(last=[0.0, time.monotonic()]):
-        # cores' worth of CPU time the competitors took since the last call, from /proc/PID/stat: the test's
-        # own competitors only, so that whatever else runs on the machine does not change the answer
+        # cores' worth of CPU time the competitors took since the last call
         ticks = 0
         for p in busy:
             fields = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
@@ -99,47 +143,15 @@ WORKER = textwrap.dedent(
     len(os.sched_getaffinity(0)) < 2 or sys.platform != "linux", reason="needs 2 cores, Linux"
 )
 def test_busy_processes_on_the_same_two_cores_take_a_thread_and_give_it_back():
-    """Real competitors, measured in /proc: torch drops to 1 thread while they run, then returns to 2. The
-    load counted is the competitors' own, so the test holds on a machine that is not idle too (the rule
-    that turns a load into threads is tested above; the machine-wide reading below)."""
+    """Real competitors: torch drops to 1 thread while they run, then returns to 2."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    if out.returncode == 77:
+        pytest.skip(
+            "needs the right to raise its priority (root or CAP_SYS_NICE), to run ahead of other load"
+        )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "1", "2"], out.stderr
-
-
-@pytest.mark.skipif(
-    len(os.sched_getaffinity(0)) < 2 or sys.platform != "linux", reason="needs 2 cores, Linux"
-)
-def test_the_machine_wide_reading_counts_other_processes_on_its_cores():
-    """OthersLoad reads /proc/stat: two busy processes on this process's two cores add about a core or more
-    to what it read the second before (whatever else runs: a steady load is in both readings), and this
-    process's own CPU time is not counted."""
-    from instructrl.models.threads import OthersLoad
-
-    cpus = sorted(os.sched_getaffinity(0))[:2]
-    load = OthersLoad()
-    time.sleep(1.0)
-    before = load()
-    busy = [
-        subprocess.Popen([sys.executable, "-c", SPIN], preexec_fn=lambda: os.sched_setaffinity(0, cpus))
-        for _ in range(2)
-    ]
-    try:
-        time.sleep(0.3)  # started
-        load()
-        time.sleep(1.0)
-        during = load()
-    finally:
-        for p in busy:
-            p.kill()
-            p.wait()
-    assert during - before >= 0.7, (before, during)
-    end = time.monotonic() + 0.5
-    while time.monotonic() < end:  # this process busy: not others' load
-        pass
-    own = load()
-    assert own <= before + 0.5 + 0.3, (before, own)
 
 
 def test_every_forward_pass_of_a_loaded_model_ticks_the_core_share(tiny_model_dir, monkeypatch):
