@@ -13,6 +13,11 @@ throwaway cluster of its own (fsync on), unless a URL is given. Results: benchma
 With --import-mb, an admin imports a prompt file of that size a third of the way in (through the web
 upload, in the server's process, or `instructrl label import-prompts` in a process of its own); the labeler
 requests that overlap it are timed apart (`import_*`): none may fail or take more than 2 s.
+
+With --ranking-upload N, the database holds --prompts more prompts (100,000 by default) and an admin uploads
+a ranking file of N items for them a third of the way in (the Tasks page's upload); the labeler requests
+that overlap it are timed apart (`upload_*`): none may take more than 2 s. (2,000 items against 119,445
+prompts held SQLite's write lock for 38 s before prompts were found by an indexed hash: issue 23.)
 """
 
 from __future__ import annotations
@@ -64,16 +69,31 @@ class LoadResult:
     import_max_ms: float = 0.0
     import_slowest: list[tuple[float, float]] = field(default_factory=list)
     """The 5 slowest of them: (seconds after the import started, ms)."""
+    upload_items: int = 0
+    """Items of the ranking file uploaded during the load (0: none), against `upload_prompts` stored prompts."""
+    upload_prompts: int = 0
+    upload_seconds: float = 0.0
+    upload_outcome: str = ""
+    upload_requests: int = 0
+    upload_p99_ms: float = 0.0
+    upload_max_ms: float = 0.0
     server_log_tail: str = ""
 
 
-def seed_database(db_url: str, *, clients: int, tasks: int) -> None:
+def stored_prompt(i: int) -> str:
+    return f"Stored prompt {i}: what would you tell a friend about subject {i}?"
+
+
+def seed_database(db_url: str, *, clients: int, tasks: int, extra_prompts: int = 0) -> None:
     """Users (one hash, computed once), prompts through the real intake, and ranking tasks that every
-    labeler may take (replicas = clients), enough that nobody runs out."""
+    labeler may take (replicas = clients), enough that nobody runs out; then `extra_prompts` more prompts
+    (`stored_prompt(i)`), inserted directly (the intake of 100,000 would take minutes)."""
+    from sqlalchemy import insert
+
     from instructrl.datasets.records import PromptRecord
     from instructrl.labeling.core.db import Database
     from instructrl.labeling.core.security import hash_password
-    from instructrl.labeling.models import Task, User
+    from instructrl.labeling.models import Prompt, Task, User
     from instructrl.labeling.services.prompts import import_prompts
     from instructrl.prompts.intake import IntakeSettings
 
@@ -97,6 +117,11 @@ def seed_database(db_url: str, *, clients: int, tasks: int) -> None:
             for pid in prompt_ids
         )  # fmt: skip
         session.commit()
+        for start in range(0, extra_prompts, 10_000):
+            rows = [{"text": stored_prompt(i), "user_id": f"writer{i % 5000}", "split": "train", "pii": []}
+                    for i in range(start, min(start + 10_000, extra_prompts))]  # fmt: skip
+            session.execute(insert(Prompt), rows)
+            session.commit()
     db.dispose()
 
 
@@ -149,6 +174,27 @@ async def importer(base: str, db_url: str, data: bytes, via: str, result: LoadRe
             result.import_outcome = f"exit {proc.returncode}: {out.decode(errors='replace').strip()[-300:]}"
     window.append(time.monotonic())
     result.import_seconds = window[1] - window[0]
+
+
+async def ranking_uploader(base: str, items: int, result: LoadResult, window: list[float]) -> None:
+    """Upload a ranking file of `items` stored prompts (4 responses each) through the Tasks page."""
+    import httpx
+
+    data = "".join(
+        json.dumps({"prompt": stored_prompt(i), "responses": [f"answer {j} to {i}" for j in range(4)],
+                    "model": "upload"}) + "\n"
+        for i in range(items)
+    ).encode()  # fmt: skip
+    window.append(time.monotonic())
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+        r = await client.post("/api/v1/login", json={"name": "admin", "password": PASSWORD})
+        r.raise_for_status()
+        r = await client.post("/admin/tasks/rankings", data={"overlap_fraction": "0"},
+                              files={"file": ("rankings.jsonl", data)},
+                              headers={"X-CSRF-Token": r.json()["csrf_token"]})  # fmt: skip
+        result.upload_outcome = f"{r.status_code}" + ("" if r.status_code == 200 else f": {r.text[:300]}")
+    window.append(time.monotonic())
+    result.upload_seconds = window[1] - window[0]
 
 
 async def labeler(i: int, base: str, deadline_holder: list[float], result: LoadResult,
@@ -219,7 +265,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_every: int = 10, tasks: int | None = None,
-             label: str | None = None, import_mb: float = 0.0, import_via: str = "web") -> LoadResult:  # fmt: skip
+             label: str | None = None, import_mb: float = 0.0, import_via: str = "web", ranking_upload: int = 0,
+             prompts: int = 100_000) -> LoadResult:  # fmt: skip
     """Seed `db_url` (an empty database), serve it, run the labelers, count what was stored."""
     from sqlalchemy import func, select
 
@@ -228,13 +275,18 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
     from instructrl.labeling.testing import free_port, serve_process
 
     tasks = tasks or max(50, int(seconds * 40))
-    seed_database(db_url, clients=clients, tasks=tasks)
+    if ranking_upload > prompts:
+        raise SystemExit(f"--ranking-upload {ranking_upload} needs at least as many --prompts")
+    seed_database(db_url, clients=clients, tasks=tasks, extra_prompts=prompts if ranking_upload else 0)
     port = free_port()
     result = LoadResult(database=label or db_url.split(":", 1)[0], clients=clients, seconds=seconds)
     if import_mb:
         result.import_mb, result.import_via = import_mb, import_via
         data = prompt_file(int(import_mb * 1_000_000))
+    if ranking_upload:
+        result.upload_items, result.upload_prompts = ranking_upload, prompts
     window: list[float] = []
+    upload_window: list[float] = []
     latencies: list[tuple[float, float]] = []
     submit_latencies: list[float] = []
     acked: list[str] = []
@@ -253,10 +305,14 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
                 await ready.wait()  # all logged in: the clock starts now
                 start = time.monotonic()
                 deadline[0] = start + seconds
-                if import_mb:
+                if import_mb or ranking_upload:
                     await asyncio.sleep(seconds / 3)
+                if import_mb:
                     jobs.append(asyncio.create_task(
                         importer(f"http://127.0.0.1:{port}", db_url, data, import_via, result, window)))  # fmt: skip
+                if ranking_upload:
+                    jobs.append(asyncio.create_task(
+                        ranking_uploader(f"http://127.0.0.1:{port}", ranking_upload, result, upload_window)))  # fmt: skip
                 await asyncio.gather(*jobs)
                 return time.monotonic() - start
 
@@ -295,6 +351,11 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
             (m, t - window[0]) for t, m in latencies if t < window[-1] and t + m / 1000 > window[0]
         )
         result.import_slowest = [(round(t, 1), round(m)) for m, t in slowest[-5:]]
+    if upload_window:
+        during = [m for t, m in latencies if t < upload_window[-1] and t + m / 1000 > upload_window[0]]
+        result.upload_requests = len(during)
+        result.upload_p99_ms = percentile(during, 0.99)
+        result.upload_max_ms = max(during, default=0.0)
     result.p95_submit_ms = percentile(submit_latencies, 0.95)
     result.error_samples = result.error_samples[:10]
     return result
@@ -313,6 +374,13 @@ def main() -> None:
         "--import-mb", type=float, default=0.0, help="import a prompt file this big a third of the way in"
     )
     parser.add_argument("--import-via", choices=["web", "cli"], default="web")
+    parser.add_argument(
+        "--ranking-upload",
+        type=int,
+        default=0,
+        help="upload a ranking file of this many items a third of the way in",
+    )
+    parser.add_argument("--prompts", type=int, default=100_000, help="prompts stored for --ranking-upload")
     parser.add_argument(
         "--out", default=None, help="default: results/label_load.json, or label_load_import_{web,cli}.json"
     )
@@ -335,7 +403,8 @@ def main() -> None:
                 url = which
             try:
                 r = run_load(url, clients=args.clients, seconds=args.seconds, label=which.split(":", 1)[0],
-                             import_mb=args.import_mb, import_via=args.import_via)  # fmt: skip
+                             import_mb=args.import_mb, import_via=args.import_via,
+                             ranking_upload=args.ranking_upload, prompts=args.prompts)  # fmt: skip
             finally:
                 if pg is not None:
                     pg.stop()
@@ -344,6 +413,8 @@ def main() -> None:
         )
         if r.import_mb:
             ok = ok and r.import_max_ms <= 2000 and r.import_outcome.startswith(("201", "exit 0"))
+        if r.upload_items:
+            ok = ok and r.upload_max_ms <= 2000 and r.upload_outcome == "200"
         print(
             f"{r.database:>9}: {r.clients} labelers x {r.seconds:.0f} s: {r.requests_per_s:.0f} requests/s "
             f"({r.submissions_per_s:.0f} submissions/s), p50 {r.p50_ms:.0f} ms, p95 {r.p95_ms:.0f} ms "
@@ -352,6 +423,9 @@ def main() -> None:
             + (f"; {r.import_mb:g} MB {r.import_via} import in {r.import_seconds:.1f} s ({r.import_outcome}), "
                f"{r.import_requests} labeler requests meanwhile: p99 {r.import_p99_ms:.0f} ms, "
                f"max {r.import_max_ms:.0f} ms" if r.import_mb else "")
+            + (f"; {r.upload_items:,}-item ranking upload against {r.upload_prompts:,} prompts in "
+               f"{r.upload_seconds:.1f} s ({r.upload_outcome}), {r.upload_requests} labeler requests meanwhile: "
+               f"p99 {r.upload_p99_ms:.0f} ms, max {r.upload_max_ms:.0f} ms" if r.upload_items else "")
             + f" -> {'OK' if ok else 'FAILED'}"
         )  # fmt: skip
         results.append(asdict(r))
@@ -359,7 +433,13 @@ def main() -> None:
     out = Path(
         args.out
         or results_dir
-        / (f"label_load_import_{args.import_via}.json" if args.import_mb else "label_load.json")
+        / (
+            f"label_load_import_{args.import_via}.json"
+            if args.import_mb
+            else "label_load_ranking_upload.json"
+            if args.ranking_upload
+            else "label_load.json"
+        )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}

@@ -16,6 +16,7 @@ import torch
 
 from instructrl.datasets.records import Comparison, Demonstration, Message, as_messages, transcript
 from instructrl.errors import UserError
+from instructrl.prompts.intake import user_key
 
 
 @dataclass
@@ -220,13 +221,14 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
 
 def split_by_user(records: Sequence, fraction: float, seed: int) -> tuple[list, list]:
     """Hold out ~`fraction` of records for validation, whole users at a time (records without a user_id
-    count as users of their own), so that no user's prompts are on both sides."""
+    count as users of their own), so that no user's prompts are on both sides; ids are compared as the
+    intake compares them (`user_key`: 'ann' and 'ann\u3164' are one user)."""
     if not 0 < fraction < 1:
         raise UserError(f"val_fraction={fraction} must be between 0 and 1 when no --val-data is given")
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(records):
         uid = getattr(r, "user_id", None)
-        groups.setdefault(f"u:{uid}" if uid is not None else f"r:{i}", []).append(i)
+        groups.setdefault(f"u:{user_key(uid)}" if uid is not None else f"r:{i}", []).append(i)
     keys = sorted(groups)
     order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
     target = max(1, round(fraction * len(records)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from instructrl.datasets.records import Message, PromptRecord, ResponseLabel
 from instructrl.prompts.intake import DroppedPrompt, IntakeReport
@@ -27,22 +27,57 @@ MAX_NAME = 255
 NUL_MESSAGE = "contains a NUL character (\\x00), which cannot be stored; remove it"
 
 
-def no_nul(text: str) -> str:
+def valid_text(text: str) -> str:
+    """Text a client sent, as every schema takes it (`Text`): refused when it holds a NUL, or a lone
+    surrogate (`"\\ud800"` in JSON), which is not a Unicode character: no UTF-8 encoder writes it, so it
+    failed every page, the export and PostgreSQL after being stored (issue 23)."""
+    if text.isascii():  # the common case, at C speed
+        if "\x00" in text:
+            raise ValueError(NUL_MESSAGE)
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"contains U+{ord(text[e.start]):04X} at character {e.start + 1}, a lone surrogate, which is not "
+            f"Unicode text; write the character itself, or both halves of its \\u escape pair"
+        ) from None
     if "\x00" in text:
         raise ValueError(NUL_MESSAGE)
     return text
 
 
-StoredStr = Annotated[str, AfterValidator(no_nul)]
-"""Text that goes into the database."""
+def _checked(value: object) -> object:
+    # before pydantic's own str checks, which refuse some lone surrogates with a message naming no character
+    return valid_text(value) if isinstance(value, str) else value
+
+
+Text = Annotated[str, BeforeValidator(_checked)]
+"""Every text field a client sends (JSON bodies, forms, upload lines): Unicode without NUL characters."""
+
+
+class TextKeys(BaseModel):
+    """A body or upload line whose field names are checked like its text (`valid_text`): pydantic can name
+    neither a field nor its problem when the name is a lone surrogate."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_are_text(cls, data: object) -> object:
+        for key in data if isinstance(data, dict) else ():
+            if isinstance(key, str):
+                try:
+                    valid_text(key)
+                except ValueError as e:
+                    raise ValueError(f"a field's name {e}") from None
+        return data
 
 
 # --- users -------------------------------------------------------------------------------------------
 
 
-class UserCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password: str = Field(min_length=1, max_length=1024)
+class UserCreate(TextKeys):
+    name: Text = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password: Text = Field(min_length=1, max_length=1024)
     """Checked against the deployment's password policy (`Settings.password`) when the user is created."""
     role: Role
     group: Group = "default"
@@ -56,18 +91,20 @@ class UserPublic(ORMModel):
     disabled: bool
 
 
-class PasswordIn(BaseModel):
+class PasswordIn(TextKeys):
     """A new password, set by an admin (checked against the deployment's password policy)."""
 
     model_config = ConfigDict(extra="forbid")
-    password: str = Field(min_length=1, max_length=1024)
+    password: Text = Field(min_length=1, max_length=1024)
 
 
 class SessionsEnded(BaseModel):
     sessions_ended: int
 
 
-class LoginIn(BaseModel):
+class LoginIn(TextKeys):
+    # Not `Text`: a name or password no account can have (a NUL, a lone surrogate) is a failed login (401),
+    # counted towards the lockouts like any other (services.users.authenticate)
     name: str
     password: str
 
@@ -86,11 +123,19 @@ MAX_PROMPT = 100_000
 holds the GIL while it runs, so one 20 MB prompt would stall every request for seconds (~1.5 s per MB)."""
 
 
-class PromptUpload(PromptRecord):
+class MessageIn(Message):
+    """A turn of an uploaded conversation."""
+
+    content: Text = Field(min_length=1)
+
+
+class PromptUpload(PromptRecord, TextKeys):
     """A line of a prompt upload (NUL characters are refused for every field as the file is read)."""
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
-    user_id: str = Field(min_length=1, max_length=MAX_NAME)
+    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT)
+    user_id: Text = Field(min_length=1, max_length=MAX_NAME)
+    # MessageIn is a Message; mypy holds list invariant where pydantic only validates
+    messages: list[MessageIn] | None = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _conversation_fits(self) -> PromptUpload:
@@ -113,30 +158,33 @@ class IntakePublic(ORMModel):
     filename: str
     report: IntakeReport
     dropped: dict[str, list[DroppedPrompt]]
+    """At most the first 100 per reason; `report` counts them all."""
+    status: str
+    """'complete', or 'importing' (still running, or killed midway: not all of `report.kept` is stored)."""
     created_at: datetime
 
 
 # --- tasks -------------------------------------------------------------------------------------------
 
 
-class RankingUploadItem(BaseModel):
+class RankingUploadItem(TextKeys):
     """One line of a pre-generated responses file: K responses to rank for an imported prompt."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt: str = Field(min_length=1)
-    responses: list[str] = Field(min_length=2, max_length=9)
-    model: str = Field(default="uploaded", min_length=1, max_length=MAX_NAME)
+    prompt: Text = Field(min_length=1)
+    responses: list[Text] = Field(min_length=2, max_length=9)
+    model: Text = Field(default="uploaded", min_length=1, max_length=MAX_NAME)
 
 
-class ABUploadItem(BaseModel):
+class ABUploadItem(TextKeys):
     """One line of an A/B file: two models' responses to one imported prompt."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt: str = Field(min_length=1)
-    response_a: str
-    response_b: str
-    model_a: str = Field(min_length=1, max_length=MAX_NAME)
-    model_b: str = Field(min_length=1, max_length=MAX_NAME)
+    prompt: Text = Field(min_length=1)
+    response_a: Text
+    response_b: Text
+    model_a: Text = Field(min_length=1, max_length=MAX_NAME)
+    model_b: Text = Field(min_length=1, max_length=MAX_NAME)
 
 
 class DemonstrationTasksCreate(BaseModel):
@@ -183,14 +231,14 @@ class ResponseLabelIn(ResponseLabel):
     likert: int = Field(ge=1, le=7)
 
 
-class SubmissionCreate(BaseModel):
+class SubmissionCreate(TextKeys):
     """A labeler's answer. `submission_key` is generated by the client once per form: a retried request with
     the same key returns the stored submission instead of storing a second one. Strict types, as the form's
     fields are: "3" or true is not a response index or a score."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    submission_key: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    response: StoredStr | None = Field(default=None, max_length=100_000)
+    submission_key: Text = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    response: Text | None = Field(default=None, max_length=100_000)
     """Demonstration: the response written for the prompt."""
     ranking: list[int] | None = None
     """Ranking: indices of `responses`, best first."""
@@ -198,7 +246,7 @@ class SubmissionCreate(BaseModel):
     """Ranking: Likert 1-7 and metadata flags per response, in `responses` order."""
     preferred: Literal["a", "b", "tie"] | None = None
     """A/B: the displayed response preferred ('a' left, 'b' right) or 'tie'."""
-    note: StoredStr | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
     """Flag the task for review, saying why."""
 
 
@@ -214,27 +262,31 @@ class SubmissionPublic(ORMModel):
 
 
 MAX_ROUND = 1_000_000
+MAX_SEED = 2**31 - 1
+"""The `integer` column's largest value on PostgreSQL (past it: a 500 there, and past 2**63 on SQLite too)."""
+MAX_PATH = 4096
+"""Characters in a checkpoint directory: Linux's PATH_MAX, in bytes (a longer path cannot be opened anyway)."""
 
 
-class CheckpointIn(BaseModel):
+class CheckpointIn(TextKeys):
     """One policy that writes candidates in a generation job."""
 
     model_config = ConfigDict(extra="forbid")
-    checkpoint: StoredStr = Field(min_length=1)
+    checkpoint: Text = Field(min_length=1, max_length=MAX_PATH)
     """A Hugging Face causal LM directory (e.g. an instructrl SFT or PPO run's final/)."""
-    model_name: StoredStr | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    model_name: Text | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     """Name recorded with its responses (default: the directory name)."""
 
 
-class GenerationJobCreate(BaseModel):
+class GenerationJobCreate(TextKeys):
     """Either `checkpoint` (one policy writes all K candidates) or `checkpoints` (the K candidates are split
     between them as evenly as can be, the first ones getting one more, e.g. the current policy and the
     previous one)."""
 
     model_config = ConfigDict(extra="forbid")
-    checkpoint: StoredStr | None = Field(default=None, min_length=1)
+    checkpoint: Text | None = Field(default=None, min_length=1, max_length=MAX_PATH)
     """A Hugging Face causal LM directory (e.g. an instructrl SFT or PPO run's final/)."""
-    model_name: StoredStr | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    model_name: Text | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     """Name recorded with the responses (default: the directory name)."""
     checkpoints: list[CheckpointIn] | None = Field(default=None, min_length=1, max_length=9)
     round: int | None = Field(default=None, ge=1, le=MAX_ROUND)
@@ -246,7 +298,7 @@ class GenerationJobCreate(BaseModel):
     k: int = Field(default=4, ge=2, le=9)
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
     temperature: float = Field(default=1.0, gt=0.0, le=5.0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _one_way_to_name_checkpoints(self) -> GenerationJobCreate:

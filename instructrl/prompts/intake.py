@@ -13,8 +13,9 @@ from users whose data is in the training set." The filters run in that spirit, i
 4. the split: a user already in `prior` keeps their split; new users are shuffled (seeded) and cut
    by the split fractions, so no user crosses splits.
 
-User ids are compared normalised too (`"Ann "`, `ANN`, `ann\u200b` and full-width `ａｎｎ` are one user), so
-neither the cap nor the split can be dodged by respelling an id; the original text is kept for display.
+User ids are compared by `user_key` (`"Ann "`, `ANN`, `ann\u200b`, full-width `ａｎｎ`, Cyrillic `аnn`, small-capital
+`ᴀnn` and `an\u0307n` are one user), so neither the cap nor the split can be dodged by respelling an id; the
+original text is kept for display.
 
 Standard library + pydantic only: the `instructrl demo` pipeline runs it without the web app.
 """
@@ -112,17 +113,58 @@ class IntakeResult(BaseModel):
 
 
 _WS = re.compile(r"\s+")
+# Code points that show nothing: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt; variation
+# selectors, the combining grapheme joiner, Hangul fillers, ...) and the Braille blank. Category Cf alone
+# missed U+034F, U+FE0F, U+3164 and U+2800, and each respelled user id got a cap of its own (issue 23).
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+# Letters that look like a Latin one (after case folding), from Unicode's confusables.txt: Cyrillic, Greek,
+# small capitals, IPA. Only non-ASCII ones: ASCII ids such as 'user1' and 'userl' stay two users.
+_LATIN_LOOK_ALIKES = str.maketrans(
+    {
+        **dict.fromkeys("аɑαᴀ", "a"), **dict.fromkeys("ʙ", "b"), **dict.fromkeys("сᴄϲ", "c"),
+        **dict.fromkeys("ԁᴅ", "d"), **dict.fromkeys("еᴇ", "e"), **dict.fromkeys("ɡɢ", "g"),
+        **dict.fromkeys("һʜ", "h"), **dict.fromkeys("іıɪι", "i"), **dict.fromkeys("јᴊ", "j"),
+        **dict.fromkeys("кᴋκ", "k"), **dict.fromkeys("ӏʟ", "l"), **dict.fromkeys("ᴍ", "m"),
+        **dict.fromkeys("ɴ", "n"), **dict.fromkeys("оᴏοσ", "o"), **dict.fromkeys("рᴘρ", "p"),
+        **dict.fromkeys("ԛ", "q"), **dict.fromkeys("ʀ", "r"), **dict.fromkeys("ѕꜱ", "s"),
+        **dict.fromkeys("ᴛτ", "t"), **dict.fromkeys("ᴜ", "u"), **dict.fromkeys("ᴠ", "v"),
+        **dict.fromkeys("ԝᴡ", "w"), **dict.fromkeys("хχ", "x"), **dict.fromkeys("уүʏγ", "y"),
+        **dict.fromkeys("ᴢ", "z"),
+    }
+)  # fmt: skip
+# Capitals that case folding would turn into letters that look like no Latin one (Greek Ν -> ν).
+_LATIN_CAPITAL_LOOK_ALIKES = str.maketrans(
+    dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧАВЕКМНОРСТХ", "ABEZHIKMNOPTYXABEKMHOPCTX", strict=True))
+)
 
 
 def normalise(text: str) -> str:
-    """The form in which prompts (for duplicates) and user ids (for the cap and split) are compared:
-    invisible format characters (Unicode category Cf: zero-width spaces, joiners, bidi marks, soft hyphens)
-    dropped, look-alikes folded (NFKC: full-width letters, ligatures, NBSP), whitespace runs collapsed,
-    trimmed, case-folded."""
-    if not text.isascii():  # ASCII has no format characters and is its own NFKC form
-        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
-        text = unicodedata.normalize("NFKC", text)
-    return _WS.sub(" ", text).strip().casefold()
+    """The form in which prompts are compared for duplicates: invisible code points (category Cf: zero-width
+    spaces, joiners, bidi marks, soft hyphens; and `_INVISIBLE`) dropped, look-alikes folded (NFKC:
+    full-width letters, ligatures, NBSP), whitespace runs collapsed, trimmed, case-folded."""
+    return _WS.sub(" ", visible(text)).strip().casefold()
+
+
+def visible(text: str) -> str:
+    """`text` in NFKC form without the code points that show nothing (category Cf and `_INVISIBLE`)."""
+    if text.isascii():  # ASCII has no format characters and is its own NFKC form
+        return text
+    text = "".join(c for c in _INVISIBLE.sub("", text) if unicodedata.category(c) != "Cf")
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))  # NFKC can make a filler
+
+
+def user_key(user_id: str) -> str:
+    """The form in which user ids are compared, for the per-user cap and the split (here and wherever
+    user ids are grouped): `normalise`, then accents and other combining marks dropped and non-Latin
+    look-alikes of Latin letters mapped to them (a confusable skeleton, for the common cases)."""
+    if user_id.isascii():
+        return normalise(user_id)
+    key = normalise(unicodedata.normalize("NFKC", user_id).translate(_LATIN_CAPITAL_LOOK_ALIKES))
+    key = "".join(c for c in unicodedata.normalize("NFD", key) if not unicodedata.category(c).startswith("M"))
+    return unicodedata.normalize("NFC", key.translate(_LATIN_LOOK_ALIKES))
 
 
 def assign_splits(users: Sequence[str], settings: IntakeSettings) -> dict[str, Split]:
@@ -148,8 +190,8 @@ def run_intake(
     dropped: dict[str, list[DroppedPrompt]] = {"duplicate": [], "pii": [], "user_cap": []}
     seen_exact = {normalise(p.prompt) for p in prior}
     seen_prefix = {n[: settings.prefix_chars] for n in seen_exact if len(n) >= settings.prefix_chars}
-    per_user = Counter(normalise(p.user_id) for p in prior)
-    prior_split: dict[str, Split] = {normalise(p.user_id): p.split for p in prior}
+    per_user = Counter(user_key(p.user_id) for p in prior)
+    prior_split: dict[str, Split] = {user_key(p.user_id): p.split for p in prior}
 
     survivors: list[tuple[PromptRecord, str, list[str]]] = []
     for rec in records:
@@ -172,7 +214,7 @@ def run_intake(
             dropped["pii"].append(_drop(rec, "pii", ", ".join(kinds)))
             continue
         # 3. per-user cap
-        user = normalise(rec.user_id)
+        user = user_key(rec.user_id)
         if per_user[user] >= settings.max_per_user:
             detail = f"user already has {settings.max_per_user} prompts (the cap)"
             dropped["user_cap"].append(_drop(rec, "user_cap", detail))
@@ -180,7 +222,7 @@ def run_intake(
         per_user[user] += 1
         survivors.append((rec, user, kinds))
 
-    # 4. split by (normalised) user id
+    # 4. split by user (`user_key`)
     new_users = [user for _, user, _ in survivors if user not in prior_split]
     split_of: dict[str, Split] = {**assign_splits(new_users, settings), **prior_split}
     kept = [
@@ -191,7 +233,7 @@ def run_intake(
     splits = {name: SplitCounts() for name in SPLITS}
     for name in SPLITS:
         in_split = [k for k in kept if k.split == name]
-        users = {normalise(k.user_id) for k in in_split}
+        users = {user_key(k.user_id) for k in in_split}
         splits[name] = SplitCounts(prompts=len(in_split), users=len(users))
     report = IntakeReport(
         received=len(records),

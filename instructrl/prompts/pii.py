@@ -9,6 +9,7 @@ Standard library only: the intake runs without the web app.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 
 PII_KINDS = ("email", "phone", "card", "ssn", "street_address", "ip_address")
@@ -76,13 +77,30 @@ def find_pii(text: str) -> list[PIIMatch]:
         add("ip_address", m)
     for m in STREET_ADDRESS.finditer(text):
         add("street_address", m)
+    claimed = _merged_spans(found)
+    claimed_starts = [start for start, _ in claimed]
     for m in PHONE.finditer(text):
         if sum(c.isdigit() for c in m.group(0)) < 7:
             continue
-        if any(f.start < m.end() and m.start() < f.end for f in found):
+        # The last claimed span starting before the match ends overlaps it if it ends after the match
+        # starts. Testing every earlier match instead was quadratic: 100 KB of phone numbers took 4.7-7.5 s.
+        i = bisect_left(claimed_starts, m.end()) - 1
+        if i >= 0 and claimed[i][1] > m.start():
             continue
         add("phone", m)
     return sorted(found, key=lambda f: (f.start, f.kind))
+
+
+def _merged_spans(found: list[PIIMatch]) -> list[tuple[int, int]]:
+    """The (start, end) spans of `found`, overlapping ones merged: disjoint and sorted, so that both the
+    starts and the ends increase."""
+    merged: list[tuple[int, int]] = []
+    for f in sorted(found, key=lambda f: f.start):
+        if merged and f.start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], f.end))
+        else:
+            merged.append((f.start, f.end))
+    return merged
 
 
 def pii_kinds(text: str) -> list[str]:

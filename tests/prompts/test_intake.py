@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from instructrl.datasets.records import PromptRecord
-from instructrl.prompts.intake import IntakeSettings, KeptPrompt, assign_splits, run_intake
+from instructrl.prompts.intake import IntakeSettings, KeptPrompt, assign_splits, run_intake, user_key
 
 
 def recs(*pairs: tuple[str, str]) -> list[PromptRecord]:
@@ -174,3 +174,30 @@ def test_duplicates_are_found_through_invisible_characters_look_alikes_and_nbsp(
     result = run_intake(recs(("Write a poem about cats", "u1"), (variant, "u2")), IntakeSettings())
     assert result.report.dropped_duplicate == 1
     assert result.dropped["duplicate"][0].prompt == variant
+
+
+LOOK_ALIKE_ANNS = [
+    "ann\u034f",  # combining grapheme joiner
+    "ann\ufe0f",  # variation selector
+    "ann\u3164",  # Hangul filler
+    "ann\u2800",  # Braille blank
+    "\u0430nn",  # Cyrillic a
+    "\u1d00nn",  # small capital A
+    "an\u0307n",  # combining dot above
+    "ANN\u200d",  # upper case and a zero-width joiner
+]
+
+
+@pytest.mark.parametrize("variant", LOOK_ALIKE_ANNS)
+def test_look_alike_user_ids_share_the_cap_and_the_split_and_keep_their_spelling(variant):
+    # Each of these had a 200-prompt cap of its own, and "ann\u3164" landed in test while "ann" was in train.
+    prior = [KeptPrompt(prompt="old question", user_id="ann", split="train")]
+    records = recs(("a new question", variant), ("another new question", variant))
+    result = run_intake(records, IntakeSettings(max_per_user=2, train_fraction=0.0), prior=prior)
+    assert result.report.kept == 1 and result.report.dropped_user_cap == 1
+    assert result.kept[0].split == "train" and result.kept[0].user_id == variant
+    assert user_key(variant) == user_key("ann")
+
+
+def test_user_keys_keep_different_ids_apart():
+    assert len({user_key(u) for u in ["ann", "anna", "an", "bnn", "ann1", "a nn", "amn"]}) == 7

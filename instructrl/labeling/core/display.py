@@ -3,7 +3,8 @@
 A file name 'gnp.exe' between RIGHT-TO-LEFT OVERRIDE marks was displayed as 'exe.png'; a zero-width space
 makes two user ids look the same. Every `{{ ... }}` in a template goes through `finalize`, which shows each
 format character (Unicode category Cf: bidi embeddings, overrides and isolates, zero-width characters, the
-BOM, soft hyphens) and each control character other than tab and newlines as a marker like ⟦U+202E⟧.
+BOM, soft hyphens), each control character other than tab and newlines and each lone surrogate (which no
+page could be encoded with) as a marker like ⟦U+202E⟧.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from markupsafe import Markup
 def _invisible() -> re.Pattern[str]:
     # Computed once per process from the running Python's Unicode tables (0.15 s over all code points).
     cf = "".join(re.escape(chr(c)) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf")
-    return re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{cf}]")
+    return re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{cf}]")
 
 
 def visible(text: str) -> str:
-    """`text` with every invisible format or control character (tab and newlines excepted) replaced by its
-    code point in brackets: U+202E becomes ⟦U+202E⟧."""
+    """`text` with every invisible format or control character (tab and newlines excepted) and every lone
+    surrogate replaced by its code point in brackets: U+202E becomes ⟦U+202E⟧."""
     if text.isprintable():  # the common case, at C speed: no Cf or Cc character at all
         return text
     return _invisible().sub(lambda m: f"⟦U+{ord(m.group()):04X}⟧", text)

@@ -12,6 +12,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from instructrl.errors import UserError
+from instructrl.prompts.intake import visible
 
 _hasher = PasswordHasher()  # argon2id with the RFC 9106 low-memory parameters
 
@@ -27,19 +28,36 @@ class PasswordPolicy(BaseModel):
     min_length: int = Field(default=10, ge=8, le=128)
     """Fewest characters (NIST SP 800-63B asks for 8 at least; length matters more than character classes)."""
     refuse_common: bool = True
-    """Refuse the 30,000 most common passwords of zxcvbn's list (from leaked password dumps)."""
+    """Refuse guessable passwords: the 30,000 most common of zxcvbn's list (from leaked password dumps), and
+    any that zxcvbn scores below 3 (fewer than 10^8 guesses: repeats, sequences, keyboard rows, a word and
+    digits; `aaaaaaaaaa` and `admin12345` were accepted before)."""
 
     def check(self, password: str, *, name: str = "") -> None:
-        """A UserError saying what is wrong with `password`; None when it will do."""
-        if len(password) < self.min_length:
-            raise UserError(f"the password must have at least {self.min_length} characters")
-        if not password.strip():
+        """A UserError saying what is wrong with `password`; None when it will do. Judged without the
+        characters that show nothing (12 zero-width spaces were accepted before)."""
+        shown = visible(password)
+        if len(shown) < self.min_length:
+            raise UserError(
+                f"the password must have at least {self.min_length} characters (invisible ones do not count)"
+            )
+        if not shown.strip():
             raise UserError("the password must not be all spaces")
-        folded = password.strip().casefold()
+        folded = shown.strip().casefold()
         if name and folded == name.casefold():
             raise UserError("the password must not be the user name")
         if self.refuse_common and folded in common_passwords():
             raise UserError("that password is among the most common ones; choose another")
+        if self.refuse_common and _guessable(shown):
+            raise UserError(
+                "that password is too easy to guess (a repeat, a sequence, a keyboard row or a common word "
+                "with digits); choose a longer one, e.g. three or four unrelated words"
+            )
+
+
+def _guessable(password: str) -> bool:
+    from zxcvbn import zxcvbn
+
+    return int(zxcvbn(password[:72])["score"]) < 3  # zxcvbn refuses longer ones; 72 is plenty to judge
 
 
 @functools.cache
@@ -72,4 +90,8 @@ def token_hash(token: str) -> str:
 
 
 def tokens_match(a: str | None, b: str | None) -> bool:
-    return bool(a) and bool(b) and hmac.compare_digest(str(a), str(b))
+    """Constant-time equality of two tokens as sent. Compared as bytes: `compare_digest` refuses a str with
+    any non-ASCII character, and a client's 'é' was a 500."""
+    if not a or not b:
+        return False
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))

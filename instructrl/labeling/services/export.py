@@ -7,7 +7,9 @@
     OUT/manifest.json                counts (comparisons per labeling round too)
 
 With a round (`instructrl label export --round N`), only that round's comparisons are written (the
-demonstrations and A/B files are left out); without, all rounds. Each comparison carries its `round` and
+demonstrations and A/B files are left out); without, all rounds. Into a folder holding an earlier export,
+the files of it that this one does not write are removed, so the folder holds what the manifest lists (plus
+any file of another name: only the export's own file names are touched). Each comparison carries its `round` and
 the model that wrote each response (`models`).
 
 Records are built with the schema classes in `instructrl.datasets.records`, so an export that would not
@@ -29,16 +31,29 @@ from sqlalchemy.orm import Session
 
 from instructrl.datasets.io import atomic_write_text, write_jsonl
 from instructrl.datasets.records import ABJudgement, Comparison, Demonstration, ResponseLabel
+from instructrl.errors import UserError
 from instructrl.labeling.models import HELDOUT_GROUP, Assignment, Submission, Task, User, utcnow
 from instructrl.labeling.schemas import ExportSummary
 from instructrl.labeling.services import NotFound
 from instructrl.labeling.services.tasks import rounds
 from instructrl.prompts.intake import SPLITS
 
+FILES = frozenset(
+    [
+        f"{folder}/{name}"
+        for folder in (*SPLITS, "heldout")
+        for name in ("demonstrations.jsonl", "comparisons.jsonl")
+    ]
+    + ["ab.jsonl"]
+)
+"""Every record file an export may write (relative paths)."""
+
 
 def export(*, session: Session, out_dir: Path, round: int | None = None) -> ExportSummary:
     """Every submission, or with `round` the comparisons of that labeling round only (rounds are rankings'
     alone: demonstrations and A/B judgements belong to none)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: not a folder; give a folder to export into (it is created if missing)")
     names = ["comparisons.jsonl"] if round is not None else ["demonstrations.jsonl", "comparisons.jsonl"]
     files: dict[str, list[BaseModel]] = defaultdict(list)
     for folder in (*SPLITS, "heldout"):
@@ -129,6 +144,11 @@ def export(*, session: Session, out_dir: Path, round: int | None = None) -> Expo
     )
     manifest = {"exported_at": utcnow().isoformat(), **summary.model_dump()}
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    # An earlier export's files that this one did not write (`--round` writes no demonstrations or A/B):
+    # removed once the new manifest is in place, so a folder never lacks a file its manifest lists; an
+    # export stopped before this line leaves them, and the next one removes them.
+    for stale in sorted(FILES - counts.keys()):
+        (out_dir / stale).unlink(missing_ok=True)
     return summary
 
 

@@ -51,7 +51,12 @@ def create_generation_job(
 
     for source, k in zip(sources, split_k(job_in.k, len(sources)), strict=True):
         # a directory written by save_pretrained (e.g. an instructrl run's final/) or a Hub id ORG/NAME[@REV]
-        model = resolve_model(source.checkpoint, "checkpoint")
+        try:
+            model = resolve_model(source.checkpoint, "checkpoint")
+        except OSError as e:  # e.g. a name over the file system's 255 bytes
+            raise UserError(
+                f"checkpoint: cannot read that path ({e.strerror}); give a model directory"
+            ) from None
         where = str(Path(model.name).resolve()) if model.is_dir else str(model)
         name = source.model_name or Path(model.name).name
         checkpoints.append({"checkpoint": where, "model_name": name, "k": k})

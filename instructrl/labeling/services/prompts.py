@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from instructrl.datasets.records import PromptRecord
 from instructrl.errors import UserError
 from instructrl.labeling.core.db import write_transaction
-from instructrl.labeling.models import Intake, Prompt, Task
+from instructrl.labeling.models import MAX_DROPPED_LISTED, Intake, Prompt, Task
 from instructrl.labeling.schemas import PromptUpload
 from instructrl.labeling.services import Conflict
 from instructrl.labeling.services.uploads import parse_rows
@@ -105,10 +105,29 @@ def import_prompt_file(
 
     def check_elsewhere(prior: PriorRows) -> _Checked:
         spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=spawn, initializer=os.nice, initargs=(10,)) as pool:
+        server = os.getpid()
+        with ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_child, initargs=(server,)) as pool:
             return pool.submit(_parse_and_check, data, filename, limit, settings, prior).result()
 
     return _import(session=session, check=check_elsewhere, filename=filename, created_by=created_by)
+
+
+ORPHAN_POLL_S = 0.5
+"""How often an intake process checks that the server that started it is still there."""
+
+
+def _start_child(parent: int) -> None:
+    """In the intake process: a lower CPU priority, and exit as soon as the server is gone. After a kill -9
+    of the server it lived on, and with it the resource tracker it holds a pipe to: one was found 25 min
+    later, blocked writing its result to the dead server (issue 23)."""
+    os.nice(10)
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, name="exit-when-orphaned", daemon=True).start()
 
 
 def _parse_and_check(
@@ -122,7 +141,9 @@ def _check(records: list[PromptRecord], settings: IntakeSettings, prior: PriorRo
     result = run_intake(records, settings, prior=kept_before)
     return _Checked(
         report=result.report.model_dump(mode="json"),
-        dropped={k: [d.model_dump(mode="json") for d in v] for k, v in result.dropped.items()},
+        dropped={
+            k: [d.model_dump(mode="json") for d in v[:MAX_DROPPED_LISTED]] for k, v in result.dropped.items()
+        },
         kept=[
             {
                 "text": k.prompt,
@@ -140,7 +161,8 @@ def _import(
     *, session: Session, check: Callable[[PriorRows], _Checked], filename: str, created_by: int | None
 ) -> Intake:
     """1. read the stored prompts and `check` the file against them: CPU only, no lock held;
-    2. store the intake record and its prompts, `IMPORT_BATCH` per transaction;
+    2. store the intake record ('importing') and its prompts, `IMPORT_BATCH` per transaction; the last
+       one marks the record 'complete', so an import killed midway is seen to be incomplete;
     3. if anything fails on the way, remove what this import stored (in batches too), then re-raise.
     While it runs its prompts appear batch by batch (an admin could make tasks of them; those would be
     kept, and the error says how many). Imports in one process queue; one that meets another process's
@@ -165,8 +187,9 @@ def _import(
         )
         intake_id: int | None = None  # once its first batch is committed
         stored = 0
+        starts = range(0, max(len(rows), 1), IMPORT_BATCH)
         try:
-            for start in range(0, max(len(rows), 1), IMPORT_BATCH):
+            for start in starts:
                 if start:
                     time.sleep(BATCH_PAUSE_S)
                 with write_transaction(session):
@@ -180,11 +203,12 @@ def _import(
                     batch = [{**row, "intake_id": intake.id} for row in rows[start : start + IMPORT_BATCH]]
                     if batch:
                         session.execute(insert(Prompt), batch)
+                    if start == starts[-1]:
+                        if _stored(session).prompts - stored - len(batch) != before.prompts:
+                            raise Conflict(busy)  # some it was deduplicated against went
+                        intake.status = "complete"
                 intake_id = intake.id
                 stored += len(batch)
-            if _stored(session).prompts - stored != before.prompts:  # some it was deduplicated against went
-                raise Conflict(busy)
-            session.commit()
         except BaseException as e:
             session.rollback()
             if intake_id is not None:

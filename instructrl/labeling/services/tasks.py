@@ -20,8 +20,17 @@ from sqlalchemy.sql.selectable import ScalarSelect
 
 from instructrl.errors import UserError
 from instructrl.labeling.core.config import AssignmentLimits
-from instructrl.labeling.core.db import writes
-from instructrl.labeling.models import Assignment, GenerationJob, Prompt, Submission, Task, User, utcnow
+from instructrl.labeling.core.db import write_transaction, writes
+from instructrl.labeling.models import (
+    Assignment,
+    GenerationJob,
+    Prompt,
+    Submission,
+    Task,
+    User,
+    text_hash,
+    utcnow,
+)
 from instructrl.labeling.schemas import (
     ABUploadItem,
     AssignmentPublic,
@@ -137,12 +146,27 @@ def prompts_for_generation(*, session: Session, split: str, limit: int, round: i
     )
 
 
-def _find_prompts(*, session: Session, texts: Sequence[str], filename: str) -> dict[str, Prompt]:
-    found: dict[str, Prompt] = {}
-    for text in set(texts):
-        prompt = session.scalar(select(Prompt).where(Prompt.text == text).order_by(Prompt.id).limit(1))
-        if prompt is not None:
-            found[text] = prompt
+LOOKUP_BATCH = 1000
+"""Prompt texts looked up per query by an upload (well under SQLite's 32,766 bound parameters)."""
+
+
+def find_prompts(*, session: Session, texts: Sequence[str], filename: str) -> dict[str, int]:
+    """The id of the (first) stored prompt of each of `texts`, by the indexed `text_hash`, in batched reads
+    outside any write transaction; a UserError naming the lines (1-based) whose prompt is not stored."""
+    wanted = {text_hash(t): t for t in texts}
+    hashes = list(wanted)
+    found: dict[str, int] = {}
+    for start in range(0, len(hashes), LOOKUP_BATCH):
+        rows = session.execute(
+            select(Prompt.id, Prompt.text, Prompt.text_hash)
+            .where(Prompt.text_hash.in_(hashes[start : start + LOOKUP_BATCH]))
+            .order_by(Prompt.id)
+        )
+        for prompt_id, text, digest in rows:
+            if text == wanted[digest]:
+                found.setdefault(text, prompt_id)
+    if session.in_transaction():
+        session.commit()  # end the read snapshot (PostgreSQL would hold it open)
     missing = [i + 1 for i, t in enumerate(texts) if t not in found]
     if missing:
         lines = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -153,7 +177,19 @@ def _find_prompts(*, session: Session, texts: Sequence[str], filename: str) -> d
     return found
 
 
-@writes
+def _store_tasks(*, session: Session, tasks: list[Task], source: str) -> None:
+    """Commit an upload's tasks, whose prompts were looked up before the write transaction began."""
+    session.add_all(tasks)
+    try:
+        session.commit()
+    except IntegrityError:
+        # A prompt went meanwhile (a failed import removes its prompts): no task was stored.
+        session.rollback()
+        raise Conflict(
+            f"{source}: prompts were removed while the tasks were made; upload the file again"
+        ) from None
+
+
 def create_ranking_tasks(
     *,
     session: Session,
@@ -165,22 +201,38 @@ def create_ranking_tasks(
     overlap_labelers: int,
     seed: int,
 ) -> tuple[int, int]:
-    """A ranking task per item (K responses to an imported prompt); returns (created, overlapping)."""
+    """A ranking task per item (K responses to an imported prompt); returns (created, overlapping). The
+    prompts are looked up first; only storing the tasks takes the write lock."""
     for i, item in enumerate(items, start=1):
         if not min_k <= len(item.responses) <= max_k:
             raise UserError(
                 f"{source}:{i}: {len(item.responses)} responses; a ranking task needs {min_k} to {max_k}"
             )
-    prompts = _find_prompts(session=session, texts=[it.prompt for it in items], filename=source)
+    prompt_ids = find_prompts(session=session, texts=[it.prompt for it in items], filename=source)
     replicas = choose_replicas(
         n=len(items), overlap_fraction=overlap_fraction, overlap_labelers=overlap_labelers, seed=seed
     )
+    _store_ranking_tasks(
+        session=session, items=items, prompt_ids=prompt_ids, replicas=replicas, source=source
+    )
+    return len(items), sum(r > 1 for r in replicas)
+
+
+@writes
+def _store_ranking_tasks(
+    *,
+    session: Session,
+    items: Sequence[RankingUploadItem],
+    prompt_ids: dict[str, int],
+    replicas: list[int],
+    source: str,
+) -> None:
     lock_rounds(session=session)
     current_round = max(latest_round(session=session), 1)  # uploaded rankings join the current round
-    session.add_all(
+    tasks = [
         Task(
             kind="ranking",
-            prompt_id=prompts[it.prompt].id,
+            prompt_id=prompt_ids[it.prompt],
             responses=list(it.responses),
             model=it.model,
             response_models=[it.model] * len(it.responses),
@@ -189,12 +241,10 @@ def create_ranking_tasks(
             source=source,
         )
         for it, r in zip(items, replicas, strict=True)
-    )
-    session.commit()
-    return len(items), sum(r > 1 for r in replicas)
+    ]
+    _store_tasks(session=session, tasks=tasks, source=source)
 
 
-@writes
 def create_ab_tasks(
     *,
     session: Session,
@@ -204,14 +254,16 @@ def create_ab_tasks(
     overlap_labelers: int,
     seed: int,
 ) -> tuple[int, int]:
-    prompts = _find_prompts(session=session, texts=[it.prompt for it in items], filename=source)
+    """An A/B task per item; returns (created, overlapping). As `create_ranking_tasks`, the prompts are
+    looked up before the write lock."""
+    prompt_ids = find_prompts(session=session, texts=[it.prompt for it in items], filename=source)
     replicas = choose_replicas(
         n=len(items), overlap_fraction=overlap_fraction, overlap_labelers=overlap_labelers, seed=seed
     )
-    session.add_all(
+    tasks = [
         Task(
             kind="ab",
-            prompt_id=prompts[it.prompt].id,
+            prompt_id=prompt_ids[it.prompt],
             response_a=it.response_a,
             response_b=it.response_b,
             model_a=it.model_a,
@@ -220,8 +272,9 @@ def create_ab_tasks(
             source=source,
         )
         for it, r in zip(items, replicas, strict=True)
-    )
-    session.commit()
+    ]
+    with write_transaction(session):
+        _store_tasks(session=session, tasks=tasks, source=source)
     return len(items), sum(r > 1 for r in replicas)
 
 
@@ -346,6 +399,9 @@ def next_assignment(
 ) -> Assignment | None:
     """The labeler's open assignment of `kind`, else a new one on the oldest task that still needs their
     group; None when there is nothing left to do. TooManyRequests past the labeler's task rate limit."""
+    # One request per labeler at a time (PostgreSQL: a lock on their user row; SQLite's writers are serial
+    # already): 40 parallel requests of one labeler got 4 pending tasks of one kind (issue 23).
+    session.execute(select(User.id).where(User.id == labeler.id).with_for_update())
     _expire_overdue(session=session, limits=limits)
     pending = pending_assignment(session=session, labeler=labeler, kind=kind, limits=limits)
     if pending is not None:

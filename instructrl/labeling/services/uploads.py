@@ -103,7 +103,10 @@ def _has_nul(value: object) -> bool:
 
 def _jsonl_rows(text: str, filename: str) -> list[tuple[int, dict[str, Any]]]:
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines() also splits at U+2028, U+0085 and others that JSON strings
+    # hold as they are (our own exports write them so), which refused valid files (issue 23).
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -113,6 +116,11 @@ def _jsonl_rows(text: str, filename: str) -> list[tuple[int, dict[str, Any]]]:
         except RecursionError:
             raise UserError(
                 f"{filename}:{lineno}: nested too deeply to read (lists or objects inside each other)"
+            ) from None
+        except ValueError as e:  # after JSONDecodeError, a ValueError too: Python's limit on integer digits
+            raise UserError(
+                f"{filename}:{lineno}: a number is too long to read ({e}); write it with at most 4,300 "
+                "digits, or as a string"
             ) from None
         if not isinstance(obj, dict):
             raise UserError(f"{filename}:{lineno}: expected a JSON object, got {type(obj).__name__}")

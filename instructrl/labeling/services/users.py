@@ -48,10 +48,24 @@ def list_users(*, session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.role, User.name)))
 
 
+def _storable(text: str) -> bool:
+    """No NUL (PostgreSQL cannot compare text holding one) and no lone surrogate (no UTF-8 encoder writes
+    one): what every stored name and password is (schemas.valid_text)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def authenticate(*, session: Session, name: str, password: str) -> User | None:
-    # PostgreSQL cannot compare text holding NUL (500 before), and no user name holds one (UserCreate).
-    user = None if "\x00" in name else session.scalar(select(User).where(User.name == name))
-    ok = verify_password(password, user.password_hash if user else None)
+    # A name or password no account can have fails as a wrong one does (500 before on PostgreSQL, and for
+    # lone surrogates on both databases), after the same password check: it takes as long
+    valid = _storable(name) and _storable(password)
+    user = session.scalar(select(User).where(User.name == name)) if valid else None
+    ok = verify_password(password if valid else "", user.password_hash if user else None)
     return user if ok and user is not None and not user.disabled else None
 
 
@@ -66,7 +80,8 @@ def log_in(
 ) -> User | None:
     """The user when the name and password match; None when they do not. TooManyRequests, without
     checking the password, while the account name or the client address is locked out."""
-    subject = name.replace("\x00", "\ufffd").casefold()[:128]  # storable on PostgreSQL, still counted
+    # storable on PostgreSQL (no NUL, no lone surrogate), and still counted
+    subject = name.replace("\x00", "\ufffd").encode("utf-8", "replace").decode().casefold()[:128]
     account, client = ("account", subject), ("address", address[:128])
     wait = _take_attempt(session=session, account=account, client=client, throttle=throttle)
     if wait is not None:
@@ -233,11 +248,18 @@ def set_disabled(*, session: Session, user_id: int, disabled: bool) -> User:
     """Disable (or enable again) an account. Disabling ends its sessions at once and gives its pending
     assignments back to the pool; its submitted work stays."""
     user = get_user(session=session, user_id=user_id)
-    if disabled and user.role == "admin" and not user.disabled:
-        others = session.scalar(
-            select(func.count()).where(User.role == "admin", User.id != user.id, User.disabled.is_(False))
-        )
-        if not others:
+    if disabled and user.role == "admin":
+        # Lock every admin row (PostgreSQL; in id order, so two of these never deadlock) and read them anew:
+        # two admins disabling each other at one moment each saw the other enabled, and left none (issue 23).
+        admins = session.scalars(
+            select(User)
+            .where(User.role == "admin")
+            .order_by(User.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        others = [a for a in admins if a.id != user.id and not a.disabled]
+        if not user.disabled and not others:
             raise Conflict(f"'{user.name}' is the last admin that can log in; enable or add another first")
     user.disabled = disabled
     if disabled:

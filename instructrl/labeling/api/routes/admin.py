@@ -28,6 +28,7 @@ from instructrl.labeling.models import GenerationJob, User
 from instructrl.labeling.schemas import (
     MAX_ROUND,
     ABUploadItem,
+    DemonstrationTasksCreate,
     GenerationJobCreate,
     GenerationJobPublic,
     IntakePublic,
@@ -44,6 +45,11 @@ from instructrl.labeling.services import export as export_service
 from instructrl.labeling.services.uploads import check_size, parse_rows
 
 pages = APIRouter(prefix="/admin", dependencies=[Depends(admin_user), Depends(csrf_protect)])
+
+
+def problems(e: ValidationError) -> str:
+    """A form's validation errors, each as 'field: what is wrong'."""
+    return "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
 
 
 def read_upload(upload: object, settings: Settings) -> tuple[bytes, str]:
@@ -170,19 +176,20 @@ def create_demonstrations(
 ) -> Response:
     try:
         fraction, labelers = _overlap(form, settings)
-        split = form_str(form, "split", "all")
-        if split not in ("all", "train", "validation", "test"):
-            raise UserError(f"split '{split}': choose all, train, validation or test")
-        limit = int(form_str(form, "limit", "100") or 100)
+        fields = {"split": form_str(form, "split", "all"), "limit": form_str(form, "limit").strip() or 100}
+        try:
+            wanted = DemonstrationTasksCreate.model_validate(fields)
+        except ValidationError as e:
+            raise UserError(problems(e)) from None
         created, overlapping = tasks.create_demonstration_tasks(
             session=session,
-            split=split,
-            limit=limit,
+            split=wanted.split,
+            limit=wanted.limit,
             overlap_fraction=fraction,
             overlap_labelers=labelers,
             seed=settings.seed,
         )
-    except (UserError, ValueError) as e:
+    except UserError as e:
         session.rollback()
         return _tasks_page(request, session, settings, error=str(e), status_code=422)
     return _tasks_page(
@@ -267,9 +274,7 @@ def _job_from_form(form: FormDep) -> GenerationJobCreate:
     try:
         return GenerationJobCreate.model_validate(data)
     except ValidationError as e:
-        raise UserError(
-            "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        ) from None
+        raise UserError(problems(e)) from None
 
 
 @pages.post("/jobs")
@@ -385,8 +390,7 @@ def create_user_form(request: Request, form: FormDep, session: SessionDep, setti
             session=session, user_in=UserCreate.model_validate(data), policy=settings.password
         )
     except ValidationError as e:
-        error = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        return _users_page(request, session, error=error, status_code=422)
+        return _users_page(request, session, error=problems(e), status_code=422)
     except UserError as e:
         session.rollback()
         return _users_page(request, session, error=str(e), status_code=status_for(e))
