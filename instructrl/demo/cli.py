@@ -8,9 +8,14 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the whole InstructGPT story on a small built-in world, on a CPU (19.5 min on 2 AVX2 cores; --quick: 76 s)",
+        help="the whole InstructGPT story on a small built-in world, on a CPU (19.5 min on 2 AVX2-only cores in "
+        "fp32, 19.6 min on 2 AMX cores in bf16; --quick: 76 s and 68 s)",
     )
-    p.add_argument("--quick", action="store_true", help="a smaller world and models (76 s on 2 AVX2 cores)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smaller world and models (76 s on 2 AVX2-only cores, 68 s on 2 AMX)",
+    )
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the people and the training")
     p.add_argument(
