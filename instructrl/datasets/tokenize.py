@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from instructrl.datasets.records import Comparison, Demonstration, Message, as_messages, transcript
+from instructrl.datasets.text import user_key
 from instructrl.errors import UserError
-from instructrl.prompts.intake import user_key
 
 
 @dataclass

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from instructrl.datasets.records import PromptRecord
-from instructrl.prompts.intake import IntakeSettings, KeptPrompt, assign_splits, run_intake, user_key
+from instructrl.datasets.text import user_key
+from instructrl.prompts.intake import IntakeSettings, KeptPrompt, assign_splits, run_intake
 
 
 def recs(*pairs: tuple[str, str]) -> list[PromptRecord]:

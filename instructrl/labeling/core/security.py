@@ -11,8 +11,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from instructrl.datasets.text import visible
 from instructrl.errors import UserError
-from instructrl.prompts.intake import visible
 
 _hasher = PasswordHasher()  # argon2id with the RFC 9106 low-memory parameters
 
