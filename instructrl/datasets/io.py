@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,10 +45,22 @@ def expand_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")  # type: ignore[return-value]
-    return open(path, encoding="utf-8")
+def text_lines(path: Path) -> Generator[str, None, None]:
+    """The lines of a UTF-8 text file (gzip-compressed if its name ends in .gz), line endings kept and a
+    leading byte-order mark dropped. The data files of every command are read here, so bytes that are
+    not UTF-8 are one UserError naming file, line and column, not a UnicodeDecodeError traceback.
+    Lines split at b"\\n", a byte that is never part of a multi-byte UTF-8 character."""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                column = len(raw[: e.start].decode("utf-8")) + 1
+                raise UserError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}); "
+                    "save the file as UTF-8"
+                ) from None
+            yield line.removeprefix("\ufeff") if lineno == 1 else line
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -60,7 +71,7 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """
     if path.suffix == ".json":
         try:
-            items = json.loads(path.read_text(encoding="utf-8"))
+            items = json.loads("".join(text_lines(path)))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(items, list):
@@ -70,17 +81,16 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise UserError(f"{path}: item {i}: expected a JSON object, got {type(obj).__name__}")
             yield i, obj
         return
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    for lineno, line in enumerate(text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def split_hh_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:
@@ -120,7 +130,7 @@ def normalise(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
             "response": obj["output"],
             **rest,
         }
-    if kind == "prompts" and "prompt" not in obj and "instruction" in obj:
+    if kind in ("prompts", "eval_prompts") and "prompt" not in obj and "instruction" in obj:
         rest = {k: v for k, v in obj.items() if k not in ("instruction", "input", "output")}
         return {"prompt": alpaca_prompt(obj["instruction"], obj.get("input", "")), **rest}
     return obj
@@ -139,7 +149,8 @@ def _describe(err: Any) -> str:
 
 
 def read_records(paths: str | Path | Iterable[str | Path], kind: str) -> list[Record]:
-    """All records of `kind` ('prompts', 'demonstrations', 'comparisons', 'pretrain', 'ab') from JSONL files.
+    """All records of `kind` (a key of `records.KINDS`: 'prompts', 'eval_prompts', 'demonstrations',
+    'comparisons', 'pretrain', 'ab') from JSONL files.
 
     Raises UserError on the first bad line (file:line: field 'x': problem) or when nothing was found.
     """

@@ -132,6 +132,13 @@ class PromptRecord(Conversational):
     user_id: str = Field(min_length=1)
 
 
+class EvalPrompt(Conversational):
+    """A prompt to answer in an evaluation (`eval answers`): PromptRecord's layout with `user_id` optional,
+    since only the prompt splits, which group prompts by user, need it."""
+
+    user_id: str | None = None
+
+
 class Demonstration(Conversational):
     """A labeler-written response: `{"prompt": str, "response": str, "user_id": str?}`, or
     `{"messages": [..., {"role": "assistant", ...}]}` whose last (assistant) turn is the response."""
@@ -239,6 +246,7 @@ class ABJudgement(Record):
 
 KINDS: dict[str, type[Record]] = {
     "prompts": PromptRecord,
+    "eval_prompts": EvalPrompt,
     "demonstrations": Demonstration,
     "comparisons": Comparison,
     "pretrain": PretrainText,

@@ -180,7 +180,8 @@ def _named(pairs: list[str]) -> dict[str, str]:
 
 
 def run_answers(args) -> int:
-    from instructrl.datasets.io import read_prompts, write_jsonl
+    from instructrl.datasets.io import read_records, write_jsonl
+    from instructrl.datasets.records import EvalPrompt
     from instructrl.errors import UserError
     from instructrl.evaluation.models import best_of_n, best_of_n_kl, generate_answers
     from instructrl.models.loading import resolve_model
@@ -196,7 +197,7 @@ def run_answers(args) -> int:
         )
     if args.reward is not None:
         resolve_model(args.reward, "reward model")
-    records = read_prompts(args.prompts)
+    records: list[EvalPrompt] = read_records(args.prompts, "eval_prompts")  # type: ignore[assignment]
     prompts = [r.conversation for r in records]  # what the models read: a conversation or a plain prompt
     texts = [r.prompt for r in records]
     answers, scores = {}, {}
@@ -438,7 +439,8 @@ def run_truthfulqa(args) -> int:
             "prompts": {k: v + "{QA prompt}" for k, v in PROMPT_SETTINGS.items()},
             "decoding": "greedy, cut at the first line break",
             "max_new_tokens": args.max_new_tokens,
-            "judge": args.judge or "reference ROUGE-L (closer to a correct than to an incorrect reference)",
+            "judge": args.judge
+            or "ROUGE-L on content words (closer to a correct than an incorrect reference)",
             "info_judge": args.info_judge,
         },
         "ci95": "MC2: normal approximation; shares (MC1, truthful, no_comment, ...): Wilson",

@@ -149,3 +149,71 @@ def test_help_config_lists_documented_keys():
     assert p.returncode == 0
     for key in ("iterations", "rollout_batch_size", "max_new_tokens", "kl_coef", "kl_target", "ptx_coef"):
         assert f"\n{key} (default" in "\n" + p.stdout
+
+
+# ---- eval: a data file that is not UTF-8 -------------------------------------------------------------------
+FIXTURES = __import__("pathlib").Path(__file__).parent.parent / "fixtures"
+
+
+def fixture_lines(name: str) -> list[str]:
+    return (FIXTURES / name).read_text(encoding="utf-8").splitlines(keepends=True)[:3]
+
+
+def jsonl(*objs: dict) -> list[str]:
+    return [json.dumps(o) + "\n" for o in objs]
+
+
+PROMPTS = jsonl(*({"prompt": f"the cat {w}", "user_id": "u"} for w in ("sat", "ran", "is")))
+MC = jsonl(*({"ctx": f"the cat sat on the {w}", "endings": ["mat", "tree"], "label": 0} for w in "abc"))
+TQA_MC = jsonl(*(
+    {"question": f"Why {w}?", "mc1_targets": {"choices": ["yes", "no"], "labels": [1, 0]},
+     "mc2_targets": {"choices": ["yes", "no"], "labels": [1, 0]}}
+    for w in "abc"
+))  # fmt: skip
+RTP, CROWS, WINO = "rtp-nontoxic-sample.jsonl", "crows-pairs-sample.csv", "winogender-sample.tsv"
+# (every file argument of every eval command) a command line with {f}: the file, {m}: a model, {o}: the output
+NOT_UTF8 = {
+    "answers --prompts": ("answers --model m={m} --prompts {f} --out {o}/a.jsonl", "p.jsonl", PROMPTS),
+    "answers --prompts (.json)": (
+        "answers --model m={m} --prompts {f} --out {o}/a.jsonl", "p.json",
+        ["[" + PROMPTS[0].strip() + ",\n", PROMPTS[1].strip() + ",\n", PROMPTS[2].strip() + "]\n"],
+    ),
+    "winrate --ab": ("winrate --ab {f} --baseline a", "ab.jsonl", jsonl(*(
+        {"prompt": "p", "response_a": "x", "response_b": "y", "model_a": "a", "model_b": "b",
+         "preferred": "a"} for _ in range(3)))),
+    "lm-loss --data (.gz)": ("lm-loss --model m={m} --data {f}", "pt.jsonl.gz",
+                             jsonl(*({"text": f"the cat {w}"} for w in "abc"))),
+    "rm-accuracy --data": ("rm-accuracy --model {m} --data {f}", "c.jsonl",
+                           jsonl(*({"prompt": "p", "chosen": "a", "rejected": f"b {w}"} for w in "abc"))),
+    "toxicity --data": ("toxicity --model m={m} --data {f} --out {o}", "nontoxic.jsonl", fixture_lines(RTP)),
+    "bias --data (CrowS-Pairs)": ("bias --model m={m} --data {f} --out {o}", "crows.csv", fixture_lines(CROWS)),
+    "bias --data (Winogender)": ("bias --model m={m} --data {f} --out {o}", "all_sentences.tsv",
+                                 fixture_lines(WINO)),
+    "bias --occupation-stats": (
+        f"bias --model m={{m}} --data {FIXTURES / WINO} --occupation-stats {{f}} --out {{o}}", "stats.tsv",
+        fixture_lines("winogender-occupations-stats.tsv"),
+    ),
+    "truthfulqa --data (CSV)": ("truthfulqa --model m={m} --data {f} --out {o}", "tqa.csv",
+                                fixture_lines("truthfulqa-sample.csv")),
+    "truthfulqa --data (JSONL)": ("truthfulqa --model m={m} --data {f} --out {o}", "mc.jsonl", TQA_MC),
+    "tax --data": ("tax --model m={m} --baseline m --data {f} --out {o}", "mc.jsonl", MC),
+    "suite --truthfulqa": ("suite --model m={m} --truthfulqa {f} --out {o}", "tqa.csv",
+                           fixture_lines("truthfulqa-sample.csv")),
+    "suite --toxicity": ("suite --model m={m} --toxicity {f} --out {o}", "toxic.jsonl", fixture_lines(RTP)),
+    "suite --bias": ("suite --model m={m} --bias {f} --out {o}", "crows.csv", fixture_lines(CROWS)),
+    "suite --tax": ("suite --model m={m} --tax {f} --out {o}", "mc.jsonl", MC),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", NOT_UTF8)
+def test_every_eval_file_that_is_not_utf8_exits_2_naming_file_and_line(tiny_model_dir, tmp_path, case):
+    import gzip
+
+    command, name, lines = NOT_UTF8[case]
+    f, out = tmp_path / name, tmp_path / "out"
+    third = lines[2].encode()
+    data = "".join(lines[:2]).encode() + third[:5] + b"\xff\xfe" + third[5:]  # Latin-1 junk on line 3
+    f.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    p = instructrl("eval", *command.format(f=f, m=tiny_model_dir, o=out).split())
+    assert_user_error(p, f"{f}:3:", "UTF-8")
+    assert not out.exists()

@@ -122,3 +122,15 @@ def test_best_of_n_from_the_command_line(sft_dir, rm_dir, data_dir, tmp_path):
     code, _, err = run_cli(*args, "--out", str(tmp_path / "x.jsonl"), "--best-of", "4")
     assert code == 2 and "--reward" in err and "Traceback" not in err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_answers_take_prompts_without_a_user_id(tiny_model_dir, tmp_path):
+    # user_id is what the prompt splits group by; answering a prompt does not need it
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl", [{"prompt": "the cat sat"}, {"instruction": "list two"}]
+    )
+    out = tmp_path / "answers.jsonl"
+    r = instructrl("eval", "answers", "--model", f"m={tiny_model_dir}", "--prompts", prompts, "--out", out,
+                   "--max-new-tokens", "2")  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert r["written"] == 2 and [row["prompt"] for row in rows] == ["the cat sat", "list two"]

@@ -22,11 +22,13 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from instructrl.datasets.io import text_lines
 from instructrl.errors import UserError, where
 from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, Metric, mean, proportion
 from instructrl.evaluation.benchmarks.common import choice_loglikelihoods
@@ -63,8 +65,8 @@ def _rows(path: Path, delimiter: str, needed: Sequence[str], what: str) -> list[
     """(line, row) of a CSV/TSV file with a header holding the `needed` columns."""
     if not path.is_file():
         raise UserError(f"{path}: no such file (expected {what})")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+    with closing(text_lines(path)) as lines:
+        reader = csv.DictReader(lines, delimiter=delimiter)
         missing = [c for c in needed if c not in (reader.fieldnames or [])]
         if missing:
             raise UserError(
@@ -144,8 +146,7 @@ def detect(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        header = f.readline()
+    header = next(text_lines(path), "")
     if "sent_more" in header and "sent_less" in header:
         return "crows"
     if header.startswith("sentid\tsentence"):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from instructrl.datasets.io import text_lines
 from instructrl.errors import UserError, where
 from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, Metric, mean, proportion
 
@@ -56,14 +57,13 @@ def read_rtp(paths: Sequence[str | Path], limit: int | None = None) -> list[RTPP
             raise UserError(f"{path}: no such file (expected RealToxicityPrompts JSONL)")
         from_name = split_from_filename(path)
         taken = 0
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if limit is not None and taken >= limit:
-                    break
-                if not line.strip():
-                    continue
-                out.append(_parse_rtp_line(path, lineno, line, from_name))
-                taken += 1
+        for lineno, line in enumerate(text_lines(path), start=1):
+            if limit is not None and taken >= limit:
+                break
+            if not line.strip():
+                continue
+            out.append(_parse_rtp_line(path, lineno, line, from_name))
+            taken += 1
         if taken == 0:
             raise UserError(f"{path}: holds no prompts")
     return out
