@@ -82,15 +82,26 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield i, obj
         return
     for lineno, line in enumerate(text_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
+        if line.strip():
+            yield lineno, json_object(line, f"{path}:{lineno}")
+
+
+def json_object(line: str, where: str) -> dict[str, Any]:
+    """One line of JSON Lines as the object it must hold; anything else is a UserError that starts with
+    `where` (FILE:LINE) and says how to fix it. The labeling app's uploads read their lines here too."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to read (lists or objects inside each other)") from None
+    except ValueError as e:  # after JSONDecodeError, a ValueError too: Python's limit on integer digits
+        raise UserError(
+            f"{where}: a number is too long to read ({e}); write it with at most 4,300 digits, or as a string"
+        ) from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def split_hh_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:

@@ -1,5 +1,5 @@
 """How text from people is compared: prompts for duplicates (`normalise`), user ids for the per-user cap and the
-split (`user_key`), passwords without what shows nothing (`visible`). Shared by the prompt intake, the labeling
+split (`user_key`), passwords without what shows nothing (`strip_invisible`). Shared by the prompt intake, the labeling
 app and the datasets' split by user, so that all three see one user where the intake does."""
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def normalise(text: str) -> str:
     """The form in which prompts are compared for duplicates: invisible code points (category Cf: zero-width
     spaces, joiners, bidi marks, soft hyphens; and `_INVISIBLE`) dropped, look-alikes folded (NFKC:
     full-width letters, ligatures, NBSP), whitespace runs collapsed, trimmed, case-folded."""
-    return _WS.sub(" ", visible(text)).strip().casefold()
+    return _WS.sub(" ", strip_invisible(text)).strip().casefold()
 
 
-def visible(text: str) -> str:
+def strip_invisible(text: str) -> str:
     """`text` in NFKC form without the code points that show nothing (category Cf and `_INVISIBLE`)."""
     if text.isascii():  # ASCII has no format characters and is its own NFKC form
         return text

@@ -143,21 +143,19 @@ def launch_2p(*args: str) -> None:
     assert p.returncode == 0, p.stderr[-3000:]
 
 
+def sft_in_one_and_two_processes(sft: list[str], model_dir: Path, data_dir: Path, tmp_path: Path) -> dict:
+    """SFT with `sft` in this process (into tmp_path/sft1) and launched on 2 processes (sft2); the latter's
+    summary."""
+    run_stage("sft", tmp_path / "sft1", sft, model_dir=model_dir, data=data_dir / "demos.jsonl")
+    data = str(data_dir / "demos.jsonl")
+    launch_2p("sft", "--model", str(model_dir), "--data", data, "--out", str(tmp_path / "sft2"), *sets(sft))
+    return json.loads((tmp_path / "sft2" / "summary.json").read_text())
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one_process(tiny_model_dir, sft_dir, rm_dir, data_dir, tmp_path):
-    sft = [*SFT_SET, "epochs=1"]
-    run_stage("sft", tmp_path / "sft1", sft, model_dir=tiny_model_dir, data=data_dir / "demos.jsonl")
-    launch_2p(
-        "sft",
-        "--model",
-        str(tiny_model_dir),
-        "--data",
-        str(data_dir / "demos.jsonl"),
-        "--out",
-        str(tmp_path / "sft2"),
-        *sets(sft),
-    )
-    assert json.loads((tmp_path / "sft2" / "summary.json").read_text())["processes"] == 2
+    summary = sft_in_one_and_two_processes([*SFT_SET, "epochs=1"], tiny_model_dir, data_dir, tmp_path)
+    assert summary["processes"] == 2
     assert_same_curves(metrics(tmp_path / "sft1"), metrics(tmp_path / "sft2"))
 
     rm = [*RM_SET, "epochs=2"]
@@ -206,18 +204,7 @@ def test_two_processes_equal_one_process_in_bf16(tiny_model_dir, data_dir, tmp_p
     """SFT under bf16 autocast (a few steps: bf16 is emulated on AVX2-only CPUs): each process runs half of
     each micro-batch, other shapes, so the tolerance is bf16's (TOLERANCE)."""
     sft = [*SFT_SET, "epochs=1", "mixed_precision=bf16", "max_steps=4"]
-    run_stage("sft", tmp_path / "sft1", sft, model_dir=tiny_model_dir, data=data_dir / "demos.jsonl")
-    launch_2p(
-        "sft",
-        "--model",
-        str(tiny_model_dir),
-        "--data",
-        str(data_dir / "demos.jsonl"),
-        "--out",
-        str(tmp_path / "sft2"),
-        *sets(sft),
-    )
-    summary = json.loads((tmp_path / "sft2" / "summary.json").read_text())
+    summary = sft_in_one_and_two_processes(sft, tiny_model_dir, data_dir, tmp_path)
     assert (summary["processes"], summary["mixed_precision"]) == (2, "bf16")
     assert_same_curves(metrics(tmp_path / "sft1"), metrics(tmp_path / "sft2"), **TOLERANCE["bf16"])
 

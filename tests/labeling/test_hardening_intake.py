@@ -6,14 +6,12 @@ import html
 from typing import get_args
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from instructrl import cli
 from instructrl.errors import UserError
-from instructrl.labeling.core.db import MIGRATIONS_DIR, Database, make_engine
+from instructrl.labeling.core.db import Database, make_engine, migrate
 from instructrl.labeling.models import GROUPS, GenerationJob, Intake, Prompt, Submission, Task, User
 from instructrl.labeling.schemas import MAX_PROMPT, Group
 from instructrl.prompts.intake import IntakeSettings
@@ -102,11 +100,8 @@ def test_the_cli_refuses_an_unknown_group_with_exit_2_and_the_allowed_values(tmp
 
 def test_upgrading_a_database_with_a_misspelt_group_stops_and_names_the_users(db_url):
     engine = make_engine(db_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    migrate(engine, "0001")
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
         conn.execute(
             text(
                 "INSERT INTO users (name, password_hash, role, labeler_group, created_at) "

@@ -9,7 +9,6 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
 from instructrl import cli
 from instructrl.labeling.main import SECURITY_HEADERS
@@ -23,7 +22,7 @@ from labeling.helpers import (
     ranking_app,
     scores,
 )
-from labeling.test_hardening_web import post_chunked
+from labeling.test_hardening_web import n_rows, post_chunked
 
 LONE = "\ud800"
 """A lone surrogate: `"\\ud800"` in JSON reads as this, which no UTF-8 encoder (nor PostgreSQL) accepts."""
@@ -34,11 +33,6 @@ def app(db_url):
     app = ranking_app(db_url)
     yield app
     app.state.db.dispose()
-
-
-def n_rows(app, model) -> int:
-    with app.state.db.session() as s:
-        return s.scalar(select(func.count()).select_from(model)) or 0
 
 
 def raw_json(obj: object) -> dict[str, object]:

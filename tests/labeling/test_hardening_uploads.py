@@ -13,13 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, select, text
 
 from instructrl.datasets.io import read_records
 from instructrl.datasets.records import PromptRecord
-from instructrl.labeling.core.db import MIGRATIONS_DIR, Database, _write_lock, make_engine
+from instructrl.labeling.core.db import Database, _write_lock, make_engine, migrate
 from instructrl.labeling.models import Intake, Prompt
 from instructrl.labeling.services import prompts
 from instructrl.labeling.services.export import export
@@ -123,11 +121,8 @@ def test_an_upload_naming_unknown_prompts_lists_their_lines(app):
 
 def test_upgrading_fills_in_the_text_hash_of_every_stored_prompt(db_url):
     engine = make_engine(db_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    migrate(engine, "0006")
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0006")
         for i, prompt in enumerate(["Old prompt?", "Другой?", "Old prompt?"]):
             conn.execute(
                 text(

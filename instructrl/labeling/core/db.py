@@ -116,8 +116,9 @@ def write_transaction(session: Session) -> Iterator[None]:
             _IMMEDIATE.reset(token)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (alembic upgrade head); a no-op when it is there already."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration (alembic upgrade head), or to `revision`; a no-op when it is
+    there already."""
     from alembic import command
     from alembic.config import Config
 
@@ -126,7 +127,7 @@ def migrate(engine: Engine) -> None:
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
     except Exception as e:
         if type(e).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
             raise UserError(

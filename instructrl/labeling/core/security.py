@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from instructrl.datasets.text import visible
+from instructrl.datasets.text import strip_invisible
 from instructrl.errors import UserError
 
 _hasher = PasswordHasher()  # argon2id with the RFC 9106 low-memory parameters
@@ -35,7 +35,7 @@ class PasswordPolicy(BaseModel):
     def check(self, password: str, *, name: str = "") -> None:
         """A UserError saying what is wrong with `password`; None when it will do. Judged without the
         characters that show nothing (12 zero-width spaces were accepted before)."""
-        shown = visible(password)
+        shown = strip_invisible(password)
         if len(shown) < self.min_length:
             raise UserError(
                 f"the password must have at least {self.min_length} characters (invisible ones do not count)"

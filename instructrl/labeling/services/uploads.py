@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from instructrl.datasets.io import json_object
 from instructrl.errors import UserError
 from instructrl.labeling.schemas import NUL_MESSAGE
 from instructrl.labeling.services import TooLarge
@@ -102,30 +102,13 @@ def _has_nul(value: object) -> bool:
 
 
 def _jsonl_rows(text: str, filename: str) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
     # Lines end at "\n" only: str.splitlines() also splits at U+2028, U+0085 and others that JSON strings
     # hold as they are (our own exports write them so), which refused valid files (issue 23).
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{filename}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        except RecursionError:
-            raise UserError(
-                f"{filename}:{lineno}: nested too deeply to read (lists or objects inside each other)"
-            ) from None
-        except ValueError as e:  # after JSONDecodeError, a ValueError too: Python's limit on integer digits
-            raise UserError(
-                f"{filename}:{lineno}: a number is too long to read ({e}); write it with at most 4,300 "
-                "digits, or as a string"
-            ) from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{filename}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((lineno, obj))
-    return rows
+    return [
+        (lineno, json_object(line, f"{filename}:{lineno}"))
+        for lineno, line in enumerate(text.split("\n"), start=1)
+        if line.strip()
+    ]
 
 
 def _csv_rows(text: str, filename: str, model: type[BaseModel]) -> list[tuple[int, dict[str, Any]]]:

@@ -19,7 +19,7 @@ from instructrl.labeling.core.security import (
     verify_password,
 )
 from instructrl.labeling.models import DEFAULT_GROUP, Assignment, AuthSession, LoginThrottle, User, utcnow
-from instructrl.labeling.schemas import UserCreate
+from instructrl.labeling.schemas import UserCreate, valid_text
 from instructrl.labeling.services import Conflict, NotFound, TooManyRequests
 
 
@@ -49,13 +49,11 @@ def list_users(*, session: Session) -> list[User]:
 
 
 def _storable(text: str) -> bool:
-    """No NUL (PostgreSQL cannot compare text holding one) and no lone surrogate (no UTF-8 encoder writes
-    one): what every stored name and password is (schemas.valid_text)."""
-    if "\x00" in text:
-        return False
+    """Whether `text` could be a stored name or password (`schemas.valid_text`: no NUL, which PostgreSQL
+    cannot compare, and no lone surrogate, which no UTF-8 encoder writes)."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+        valid_text(text)
+    except ValueError:
         return False
     return True
 
