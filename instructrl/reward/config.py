@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from instructrl.config import StageConfig
+from instructrl.training.config import ShardableConfig
 
 
-class RMConfig(StageConfig):
+class RMConfig(ShardableConfig):
     """Reward-model training. Defaults follow InstructGPT's RM (Ouyang et al. 2022, Appendix C.2)."""
 
     epochs: int = 1
@@ -26,3 +26,11 @@ class RMConfig(StageConfig):
     normalize: bool = True
     """After training, add a bias so that the reference responses (--norm-data demonstrations, else each
     training comparison's best response) get a mean reward of 0, as the paper did before RL."""
+
+    @model_validator(mode="after")
+    def _shared_prompts_unsharded(self) -> RMConfig:
+        # the shared prompt and its responses run each block twice in one forward; FSDP2 (torch 2.13) then
+        # frees a block's gathered weights that the first pass's backward still needs
+        if self.sharding == "fsdp" and self.share_prompt:
+            raise ValueError("sharding=fsdp needs share_prompt=false (--set share_prompt=false)")
+        return self

@@ -27,9 +27,17 @@ from instructrl.models.scoring import ScalarHead, add_reward_bias, score
 from instructrl.reward.config import RMConfig
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.losses import rank_forward
-from instructrl.training.optim import make_optimizer, planned_steps
+from instructrl.training.optim import planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import attention_implementation, finish, make_accelerator, shard, stage
+from instructrl.training.runtime import (
+    attention_implementation,
+    eval_batches,
+    finish,
+    make_accelerator,
+    shard,
+    stage,
+)
+from instructrl.training.sharding import is_sharded, local_state_bytes, prepare_training
 
 
 @torch.no_grad()
@@ -43,14 +51,21 @@ def evaluate_rankings(
 ):
     """Validation loss (mean over prompts) and pairwise accuracy (over all pairs)."""
     model.eval()
-    idx = shard(range(len(examples)), accelerator.num_processes, accelerator.process_index)
     total = torch.zeros(
         4, dtype=torch.float64, device=accelerator.device
     )  # loss sum, prompts, correct, pairs
-    for s in range(0, len(idx), batch_size):
-        batch = [examples[i] for i in idx[s : s + batch_size]]
+    for batch_idx in eval_batches(
+        len(examples),
+        accelerator.num_processes,
+        accelerator.process_index,
+        batch_size,
+        lockstep=is_sharded(model),
+    ):
+        batch = [examples[i] for i in batch_idx or [0]]  # an empty one is a stand-in pass (eval_batches)
         with accelerator.autocast():
             loss_sum, correct, pairs = rank_forward(model, batch, pad_id, accelerator.device, share_prompt)
+        if not batch_idx:
+            continue
         total += torch.tensor(
             [loss_sum.item(), len(batch), correct, pairs], dtype=torch.float64, device=total.device
         )
@@ -150,7 +165,7 @@ def run_rm(
     rm = add_lora(rm, config, "SEQ_CLS") if config.lora_r else rm
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(rm)
-    model = ScalarHead(rm)
+    model: torch.nn.Module = ScalarHead(rm)
     max_length = min(config.max_length, context_window(start) or config.max_length)
     tok = (tokenizer, config.prompt_template, max_length, config.too_long)
     train, train_stats = tokenize_comparisons(train_c, *tok, weights=weights)
@@ -159,9 +174,10 @@ def run_rm(
     # 2. run directory, optimizer
     run = RunDir(out, accelerator)
     run.start(config)
-    optimizer, scheduler = make_optimizer(model, config, planned_steps(len(train), config))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer, scheduler = prepare_training(
+        accelerator, model, config, planned_steps(len(train), config)
+    )
+    run.checkpoint_sharded(model, optimizer)
 
     # 3. train on all C(K,2) pairs of each prompt at once
     sft_model = str(model_dir) if init_dir is None else start_meta.get("sft_model")
@@ -240,6 +256,8 @@ def run_rm(
         "max_length": max_length,
         "mixed_precision": accelerator.mixed_precision,
         "processes": accelerator.num_processes,
+        "sharding": config.sharding if is_sharded(model) else "none",
+        "process_state_bytes": local_state_bytes(model, optimizer),  # the main process's
         "time_s": time.perf_counter() - t_start,
     }
     run.write_summary(summary)

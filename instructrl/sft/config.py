@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from instructrl.config import StageConfig
+from instructrl.training.config import ShardableConfig
 
 
-class SFTConfig(StageConfig):
+class SFTConfig(ShardableConfig):
     """Supervised fine-tuning. Defaults follow InstructGPT's SFT (Ouyang et al. 2022, Appendix C.1)."""
 
     epochs: int = 16

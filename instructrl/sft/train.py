@@ -22,9 +22,10 @@ from instructrl.models.memory import enable_gradient_checkpointing
 from instructrl.sft.config import SFTConfig
 from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.losses import batch_nll, eval_loss
-from instructrl.training.optim import make_optimizer, planned_steps
+from instructrl.training.optim import planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
 from instructrl.training.runtime import attention_implementation, finish, make_accelerator, stage
+from instructrl.training.sharding import is_sharded, local_state_bytes, prepare_training
 
 
 def lm_task(
@@ -38,7 +39,8 @@ def lm_task(
         )
 
     def micro_loss(model, mb: list[int], norm: float):
-        nll, n = batch_nll(model, [model_examples[i] for i in mb], pad_id, accelerator.device)
+        examples = [model_examples[i] for i in mb]
+        nll, n = batch_nll(model, examples, pad_id, accelerator.device, one_pass=is_sharded(model))
         return nll / norm, {"nll": nll.item(), "tokens": n}
 
     def train_metrics(sums: dict[str, float], norm: float) -> dict[str, float]:
@@ -169,9 +171,10 @@ def train_lm(
         enable_gradient_checkpointing(model)
     run = RunDir(out, accelerator)
     run.start(config)
-    optimizer, scheduler = make_optimizer(model, config, planned_steps(len(train), config))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer, scheduler = prepare_training(
+        accelerator, model, config, planned_steps(len(train), config)
+    )
+    run.checkpoint_sharded(model, optimizer)
 
     # 3. train, keeping the epoch with the lowest validation loss
     meta = {
@@ -207,4 +210,6 @@ def train_lm(
         "val_examples": len(val),
         "mixed_precision": accelerator.mixed_precision,
         "processes": accelerator.num_processes,
+        "sharding": config.sharding if is_sharded(model) else "none",
+        "process_state_bytes": local_state_bytes(model, optimizer),  # the main process's
     }

@@ -8,7 +8,6 @@ split of the same global batch (1x8 = 8x1 micro-batches, 1 process = 2 processes
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from instructrl.training.runtime import (
     micro_batch_size,
     progress,
 )
+from instructrl.training.sharding import clip_grad_norm, gradient_sync
 
 
 @dataclass
@@ -113,11 +113,11 @@ def fit(
             micros = local_micro_batches(batch, world, rank, micro)
             for j, mb in enumerate(micros):
                 sync = j == len(micros) - 1
-                with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
+                with gradient_sync(accelerator, model, sync):
                     loss, mb_sums = task.micro_loss(model, mb, norm)
-                    accelerator.backward(loss * world)
+                    accelerator.backward(loss * world)  # DDP and FSDP2 average over processes
                 add_sums(sums, mb_sums)
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            grad_norm = clip_grad_norm(accelerator, model, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -23,7 +23,8 @@ from instructrl.models.scoring import (
     score_shared_prompts,
     token_logprobs,
 )
-from instructrl.training.runtime import shard
+from instructrl.training.runtime import eval_batches
+from instructrl.training.sharding import is_sharded
 
 # ---- batching -----------------------------------------------------------------------------------------------
 LENGTH_GROUPS = 4
@@ -60,12 +61,18 @@ def length_groups(lengths: Sequence[int], max_rows: int | None = None) -> list[l
 
 # ---- language modelling ----------------------------------------------------------------------------------
 def batch_nll(
-    model: torch.nn.Module, examples: Sequence[Example], pad_id: int, device: torch.device
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    pad_id: int,
+    device: torch.device,
+    one_pass: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Summed negative log-likelihood of the target tokens (from n_prompt on) and their count. Examples of
-    different lengths run in passes by length (length_groups)."""
+    different lengths run in passes by length (length_groups), or in `one_pass` (a sharded model: every
+    process must run as many forward passes as the others)."""
     total, count = torch.zeros((), device=device), 0
-    for group in length_groups([len(e.input_ids) for e in examples]):
+    groups = [list(range(len(examples)))] if one_pass else length_groups([len(e.input_ids) for e in examples])
+    for group in groups:
         part = [examples[i] for i in group]
         ids, mask = pad_right([e.input_ids for e in part], pad_id)  # (b, T)
         targets = torch.zeros_like(mask)
@@ -86,14 +93,17 @@ def eval_loss(
 ) -> float:
     """Mean per-token NLL over `examples`, each process taking a shard, summed across processes."""
     model.eval()
-    idx = shard(range(len(examples)), accelerator.num_processes, accelerator.process_index)
+    sharded = is_sharded(model)
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    for s in range(0, len(idx), batch_size):
+    for batch in eval_batches(
+        len(examples), accelerator.num_processes, accelerator.process_index, batch_size, lockstep=sharded
+    ):
         with accelerator.autocast():
             nll, n = batch_nll(
-                model, [examples[i] for i in idx[s : s + batch_size]], pad_id, accelerator.device
+                model, [examples[i] for i in batch or [0]], pad_id, accelerator.device, sharded
             )
-        total += torch.tensor([nll.item(), n], dtype=torch.float64, device=accelerator.device)
+        if batch:  # an empty one is a stand-in pass (eval_batches)
+            total += torch.tensor([nll.item(), n], dtype=torch.float64, device=accelerator.device)
     if accelerator.num_processes > 1:
         total = accelerator.reduce(total, "sum")
     return (total[0] / total[1].clamp(min=1)).item()

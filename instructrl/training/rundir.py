@@ -24,6 +24,8 @@ from instructrl.models.lora import is_peft, save_merged
 
 C = TypeVar("C", bound=StageConfig)
 
+SHARDED_DIR = "sharded"  # a sharded model's and optimizer's checkpoint, one file per process (DCP)
+
 # Keys a resumed run may change: they change how often and where a run saves and logs, not what it computes.
 RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "report_to"}
 
@@ -65,6 +67,14 @@ class RunDir:
         self.path = Path(out)
         self.accelerator = accelerator
         self.is_main = accelerator.is_main_process
+        self._sharded: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None
+
+    def checkpoint_sharded(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Checkpoints hold this model and optimizer when sharded (accelerate saves only what it prepared):
+        each process writes its shards through torch.distributed.checkpoint into checkpoint/sharded/."""
+        from instructrl.training.sharding import is_sharded
+
+        self._sharded = (model, optimizer) if is_sharded(model) else None
 
     # -- files -----------------------------------------------------------------------------------------
     @property
@@ -121,6 +131,12 @@ class RunDir:
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
+        if self._sharded is not None:
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_state_dict
+
+            model_sd, optim_sd = get_state_dict(*self._sharded)
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / SHARDED_DIR))
         if self.is_main:
             state = {**state, "log_bytes": {f.name: f.stat().st_size for f in self.path.glob("*.jsonl")}}
             atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2))
@@ -145,6 +161,14 @@ class RunDir:
     def load_checkpoint(self) -> dict[str, Any]:
         """Restore everything save_checkpoint saved; cut the JSONL logs back to what they held by then."""
         self.accelerator.load_state(str(self.checkpoint))
+        if self._sharded is not None:
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+            model_sd, optim_sd = get_state_dict(*self._sharded)
+            # in place, into this process's shards
+            dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(self.checkpoint / SHARDED_DIR))
+            set_state_dict(*self._sharded, model_state_dict=model_sd, optim_state_dict=optim_sd)
         state = json.loads((self.checkpoint / "trainer_state.json").read_text())
         self.accelerator.wait_for_everyone()
         if self.is_main:
@@ -157,10 +181,14 @@ class RunDir:
 
     # -- final model -----------------------------------------------------------------------------------
     def save_model(self, model: torch.nn.Module, tokenizer, name: str, meta: dict[str, Any]) -> Path:
-        """Hugging Face format (save_pretrained + tokenizer + instructrl.json), written atomically."""
+        """Hugging Face format (save_pretrained + tokenizer + instructrl.json), written atomically. A sharded
+        model is gathered onto the main process first (every process must call this)."""
+        from instructrl.training.sharding import full_state_dict, is_sharded, save_gathered
+
         acc = self.accelerator
         target = self.path / name
         acc.wait_for_everyone()
+        weights = full_state_dict(model) if is_sharded(model) else None
         if self.is_main:
             tmp = self.path / f"{name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -170,6 +198,8 @@ class RunDir:
             )
             if is_peft(hf_model):
                 save_merged(hf_model, tmp)  # LoRA: merged weights, and the adapter in adapter/
+            elif weights is not None:
+                save_gathered(model, hf_model, weights, tmp)
             else:
                 hf_model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)

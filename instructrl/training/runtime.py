@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from instructrl.config import StageConfig
 from instructrl.errors import UserError
+from instructrl.training.config import ShardableConfig
 
 
 def resolve_mixed_precision(setting: str, cpu: bool) -> str:
@@ -38,7 +39,7 @@ def resolve_mixed_precision(setting: str, cpu: bool) -> str:
 def make_accelerator(config: StageConfig, out: str | Path | None = None) -> Accelerator:
     """The run's Accelerator; with report_to, its trackers log under `out` (started by RunDir.start)."""
     cpu = not torch.cuda.is_available()
-    check_engine(cpu)
+    check_engine(config.sharding if isinstance(config, ShardableConfig) else "none")
     if cpu:
         keep_freed_memory()
     trackers = report_trackers(config.report_to)
@@ -53,29 +54,31 @@ def make_accelerator(config: StageConfig, out: str | Path | None = None) -> Acce
     return accelerator
 
 
-def check_engine(cpu: bool) -> None:
-    """Refuse a sharded engine (FSDP, DeepSpeed ZeRO) asked for through `accelerate launch --config_file`.
+def check_engine(sharding: str) -> None:
+    """Refuse an engine asked for through `accelerate launch --config_file` that instructrl does not run.
 
-    On CPU accelerate 1.x keeps FSDP and DeepSpeed for GPUs and silently runs DDP instead (every process a
-    whole copy; checked with 2 gloo processes: distributed_type MULTI_CPU, a DistributedDataParallel model).
-    On GPUs instructrl's loops are not built for sharded models: RunDir.save_model gathers the weights on
-    one process, each process evaluates its own, unequal, shard of the validation data (sharded forwards
-    must run in step on every process), and PPO trains two models under one optimizer, where accelerate's
-    FSDP2 and DeepSpeed preparation take one model per optimizer.
+    FSDP: instructrl shards with torch's FSDP2 itself (`sharding: fsdp`, training/sharding.py) on CPU and GPUs
+    alike; accelerate 1.x would apply it on GPUs only and on CPU silently run DDP instead (checked with 2
+    gloo processes: distributed_type MULTI_CPU, a DistributedDataParallel model). So configs/accelerate/
+    fsdp.yaml (fsdp_version 2) runs only with `sharding: fsdp`, which also runs under any other launch.
+    DeepSpeed ZeRO has not run anywhere yet (it needs GPUs and the deepspeed package): refused.
     """
-    for var, engine in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
-        if os.environ.get(var, "false").lower() != "true":
-            continue
-        why = (
-            "accelerate runs it on GPUs only, and on this CPU-only machine it would silently run DDP instead"
-            if cpu
-            else "instructrl's stages are not built for sharded models yet (see README, 'Scale')"
-        )
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         raise UserError(
-            f"accelerate launch asked for {engine} ({var}=true): {why}. Launch with "
-            f"--config_file configs/accelerate/ddp.yaml (or --multi_gpu); for memory use lora_r, "
-            f"gradient_checkpointing and, in PPO, frozen_dtype"
+            "accelerate launch asked for DeepSpeed (ACCELERATE_USE_DEEPSPEED=true): instructrl has not run "
+            "DeepSpeed ZeRO anywhere yet, so it refuses it. For parameters, gradients and optimizer state "
+            "split over the processes use torch FSDP2: --set sharding=fsdp (with configs/accelerate/fsdp.yaml, "
+            "ddp.yaml or torchrun); for memory also lora_r, gradient_checkpointing and, in PPO, frozen_dtype"
         )
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        version = os.environ.get("FSDP_VERSION", "1")
+        if sharding != "fsdp" or version != "2":
+            raise UserError(
+                f"accelerate launch asked for FSDP (ACCELERATE_USE_FSDP=true, fsdp_version {version}): "
+                f"instructrl shards with FSDP2 itself, on CPU as on GPUs, where accelerate would run DDP on "
+                f"CPU. Use configs/accelerate/fsdp.yaml (fsdp_version: 2) with --set sharding=fsdp (SFT and "
+                f"the reward model), or configs/accelerate/ddp.yaml for DDP"
+            )
 
 
 TRACKER_DIR = "tensorboard"  # TensorBoard's event files: OUT/tensorboard/instructrl/
@@ -170,6 +173,19 @@ def local_micro_batches(
 
 def shard(items: Sequence[int], world_size: int, rank: int) -> list[int]:
     return list(items[rank::world_size])
+
+
+def eval_batches(n: int, world_size: int, rank: int, batch_size: int, lockstep: bool) -> list[list[int]]:
+    """This process's shard of n evaluation examples in batches. With `lockstep` (a sharded model, whose
+    forward passes gather from every process) every process gets as many batches as the largest shard
+    needs: a shorter shard's last ones are empty, and the process runs a stand-in forward pass for each,
+    counting nothing."""
+    mine = shard(range(n), world_size, rank)
+    batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+    if lockstep:
+        largest = -(-n // world_size)  # ceil
+        batches += [[] for _ in range(-(-largest // batch_size) - len(batches))]
+    return batches
 
 
 class StopSignal:

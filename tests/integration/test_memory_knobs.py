@@ -220,16 +220,21 @@ def test_a_reward_device_that_does_not_exist_is_a_config_error(
     assert not (tmp_path / "ppo").exists()
 
 
-@pytest.mark.parametrize("var", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+@pytest.mark.parametrize(
+    "var, said",
+    [
+        ("ACCELERATE_USE_FSDP", "--set sharding=fsdp"),  # FSDP2 runs through instructrl's own sharding
+        ("ACCELERATE_USE_DEEPSPEED", "has not run DeepSpeed ZeRO anywhere"),
+    ],
+)
 def test_a_sharded_engine_that_accelerate_would_silently_run_as_ddp_is_refused(
-    tiny_model_dir, data_dir, tmp_path, monkeypatch, var
+    tiny_model_dir, data_dir, tmp_path, monkeypatch, var, said
 ):
     # what `accelerate launch --config_file configs/accelerate/fsdp.yaml` (or zero*.yaml) sets in each process
     monkeypatch.setenv(var, "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
     code, _, err = run_cli(
         "sft", "--model", tiny_model_dir, "--data", data_dir / "demos.jsonl", "--out", tmp_path / "sft"
     )
     assert code == 2, err
-    assert var in err and "configs/accelerate/ddp.yaml" in err and "Traceback" not in err
-    if not torch.cuda.is_available():
-        assert "silently run DDP" in err
+    assert var in err and said in err and "ddp.yaml" in err and "Traceback" not in err

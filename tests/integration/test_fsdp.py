@@ -1,0 +1,162 @@
+"""`sharding: fsdp`: the model's parameters, gradients and AdamW state split over processes with torch's
+FSDP2 (on CPU, gloo), giving the same run as one unsharded process, and a final/ any process count loads."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import RM_SET, SFT_SET, make_demos, run_stage, write_jsonl
+from test_invariants import assert_same_curves, metrics, sets
+
+from instructrl.training.runtime import eval_batches
+
+FSDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp.yaml"
+BIN = Path(sys.executable).parent
+
+
+def launch(*command: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    p = subprocess.run([*command], env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
+def launch_two_nodes(args: list[str]) -> None:
+    """`instructrl ARGS` as 2 nodes x 1 process on 127.0.0.1: two torchrun agents meeting at a c10d
+    rendezvous, as on two machines."""
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    nodes = [
+        subprocess.Popen(
+            [
+                str(BIN / "torchrun"),
+                *("--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank)),
+                *("--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"),
+                *("-m", "instructrl", *args),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        _, err = node.communicate(timeout=240)
+        assert node.returncode == 0, err[-3000:]
+
+
+def weights(final: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(final / "model.safetensors")
+
+
+def test_a_shorter_evaluation_shard_runs_stand_in_batches_when_sharded():
+    # 11 examples over 2 processes in batches of 2: shards of 6 and 5, 3 batches each in lockstep
+    assert eval_batches(11, 2, 0, 2, lockstep=True) == [[0, 2], [4, 6], [8, 10]]
+    assert eval_batches(11, 2, 1, 2, lockstep=True) == [[1, 3], [5, 7], [9]]
+    assert eval_batches(9, 2, 1, 2, lockstep=True) == [[1, 3], [5, 7], []]
+    assert eval_batches(9, 2, 1, 2, lockstep=False) == [[1, 3], [5, 7]]
+
+
+@pytest.mark.slow
+def test_sft_sharded_over_two_processes_equals_one_unsharded_process(tiny_model_dir, data_dir, tmp_path):
+    """fp32. 2 micro-batches per process (FSDP2's gradient sync on the last only), a sharded checkpoint
+    saved mid-run, and 33 validation demonstrations: shards of 17 and 16, 2 batches of evaluation and 1."""
+    sft = [*SFT_SET, "epochs=1", "micro_batch_size=4", "checkpoint_every=4"]
+    val = write_jsonl(tmp_path / "val.jsonl", make_demos(33, seed=5))
+    one = run_stage(
+        "sft", tmp_path / "one", sft, model_dir=tiny_model_dir, data=data_dir / "demos.jsonl", val_data=val
+    )
+    data = ["--model", str(tiny_model_dir), "--data", str(data_dir / "demos.jsonl"), "--val-data", str(val)]
+    launch(
+        str(BIN / "accelerate"),
+        "launch",
+        "--config_file",
+        str(FSDP_CONFIG),
+        "-m",
+        "instructrl",
+        "sft",
+        *data,
+        "--out",
+        str(tmp_path / "two"),
+        *sets([*sft, "sharding=fsdp"]),
+    )
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+
+    # the parameters were DTensor shards, each process holding half of them and of their AdamW state
+    assert (two["processes"], two["sharding"], one["sharding"]) == (2, "fsdp", "none")
+    held, whole = two["process_state_bytes"], one["process_state_bytes"]
+    assert (held["param_type"], whole["param_type"]) == ("DTensor", "Tensor")
+    for key in ("params", "grads", "optimizer"):
+        assert held[key] <= 0.6 * whole[key], (key, held, whole)
+
+    # the same losses, validation and final weights, in one Hugging Face folder
+    assert one["val_examples"] == 33
+    assert_same_curves(metrics(tmp_path / "one"), metrics(tmp_path / "two"), rel=1e-5)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
+    a, b = weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final")
+    assert_same_weights(a, b, n_embd=64)
+
+    from transformers import AutoModelForCausalLM
+
+    one_model = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "final")
+    two_model = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "final")
+    assert two_model.config.architectures == ["GPT2LMHeadModel"]
+    ids = torch.arange(40).remainder(one_model.config.vocab_size).view(2, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(two_model(ids).logits, one_model(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], n_embd: int) -> None:
+    """Each tensor within 1e-5 of its norm, but for the attention's key bias: softmax ignores it (it adds
+    the same q.b_k to a query's every logit), so its gradient is 0 but for rounding, which AdamW's
+    normalisation amplifies to steps of lr's size. Splitting the batch over processes sums in another
+    order: 3e-4 of its norm here, as much under DDP (2 processes, the same run: 3.4e-4)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = a[k], b[k]
+        if k.endswith("attn.c_attn.bias"):  # GPT-2's [query | key | value] biases
+            x, y = torch.cat([x[:n_embd], x[2 * n_embd :]]), torch.cat([y[:n_embd], y[2 * n_embd :]])
+        assert (y - x).norm() <= 1e-5 * x.norm(), (k, ((y - x).norm() / x.norm()).item())
+
+
+@pytest.mark.slow
+def test_reward_model_sharded_over_two_processes_equals_one_unsharded_process(
+    tiny_model_dir, data_dir, tmp_path
+):
+    """fp32, launched as 2 nodes of 1 process on this machine (torchrun, c10d rendezvous); the RM's best
+    epoch is gathered from the shards of its ScalarHead into best/, and final/ (normalised from it) loads as
+    a sequence classifier."""
+    rm = [*RM_SET, "epochs=1", "max_steps=6", "micro_batch_size=4", "share_prompt=false"]
+    comparisons = data_dir / "comparisons.jsonl"
+    one = run_stage("rm", tmp_path / "one", rm, model_dir=tiny_model_dir, data=comparisons)
+    rm_args = [
+        "rm",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(comparisons),
+        "--out",
+        str(tmp_path / "two"),
+    ]
+    launch_two_nodes([*rm_args, *sets([*rm, "sharding=fsdp"])])
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert (two["sharding"], two["process_state_bytes"]["param_type"]) == ("fsdp", "DTensor")
+    assert two["process_state_bytes"]["optimizer"] <= 0.6 * one["process_state_bytes"]["optimizer"]
+    assert_same_curves(metrics(tmp_path / "one"), metrics(tmp_path / "two"), rel=1e-5)
+    for key in ("val_loss", "val_accuracy", "bias"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    assert_same_weights(weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final"), n_embd=64)
+
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two" / "final")
+    assert model.config.architectures == ["GPT2ForSequenceClassification"]
