@@ -270,7 +270,7 @@ HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture()
 def hub_cache(tmp_path_factory, tiny_model_dir, monkeypatch) -> Path:
-    """A Hub cache holding `org/tiny-gpt2` at branch main and tag v1, laid out as `huggingface-cli download`
+    """A Hub cache holding `org/tiny-gpt2` at branch main and tag v1, laid out as `hf download`
     leaves it, and made the cache of this process (huggingface_hub reads HF_HUB_CACHE once, at import)."""
     import shutil
 

@@ -98,9 +98,7 @@ def resolve_model(spec: str | Path | ModelSource, what: str = "model") -> ModelS
 def _hub_error(what: str, source: ModelSource, e: OSError) -> str:
     import huggingface_hub
 
-    download = f"huggingface-cli download {source.name}" + (
-        f" --revision {source.revision}" if source.revision else ""
-    )
+    download = f"hf download {source.name}" + (f" --revision {source.revision}" if source.revision else "")
     if huggingface_hub.constants.HF_HUB_OFFLINE:
         return (
             f"{source}: no such {what} directory, and the Hugging Face Hub model {source} is not in the "
@@ -110,7 +108,7 @@ def _hub_error(what: str, source: ModelSource, e: OSError) -> str:
     return (
         f"{source}: no such {what} directory, and the Hugging Face Hub did not give {source}: "
         f"{str(e).splitlines()[0]} Check the id (ORG/NAME) and revision, log in for a gated model "
-        f"(`huggingface-cli login`), or pass a directory written by save_pretrained"
+        f"(`hf auth login`), or pass a directory written by save_pretrained"
     )
 
 

@@ -9,8 +9,12 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from instructrl.evaluation.benchmarks._results import MetricSpec
 
 MODEL_LABELS = {
     "base": "GPT (base)",
@@ -159,53 +163,6 @@ def plot_bars(
     return _png(fig)
 
 
-BENCHMARK_TITLES = {
-    "truthfulqa": "TruthfulQA (higher is more truthful)",
-    "toxicity": "RealToxicityPrompts (lower is less toxic)",
-    "bias": "CrowS-Pairs and Winogender (pct_stereotype: 0.5 is unbiased; entropy: higher is less biased)",
-    "tax": "The alignment tax: public NLP tasks",
-}
-
-
-def headline_metrics(benchmark: str, metrics: list[str]) -> list[str]:
-    """The metrics a benchmark's plot shows (the table shows all): per-type and per-gender breakdowns and
-    the unbounded likelihood difference stay in the table."""
-    if benchmark == "bias":
-        return [
-            m for m in metrics if (m.count("/") == 1 and "likelihood_diff" not in m) or "/entropy_bits/" in m
-        ]
-    return metrics
-
-
-def plot_benchmark(benchmark: str, models: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Models side by side on each metric, with 95% intervals (as the paper's Figures 6 and 7)."""
-    plt = _pyplot()
-    names = list(models)
-    metrics = headline_metrics(benchmark, list(dict.fromkeys(k for m in models.values() for k in m)))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(metrics) * max(1, len(names)) / 2 + 2), 3.6))
-    width = 0.8 / max(len(names), 1)
-    palette = ["#3e7cb1", "#e4572e", "#f3a712", "#5fa8d3", "#a4243b", "#7b8794", "#0f7b3e"]
-    for j, name in enumerate(names):
-        xs: list[float] = []
-        ys: list[float] = []
-        err: list[list[float]] = [[], []]
-        for i, metric in enumerate(metrics):
-            r = models[name].get(metric)
-            if r is None or r["value"] is None or r["value"] != r["value"]:  # missing or NaN
-                continue
-            xs.append(i + (j - (len(names) - 1) / 2) * width)
-            ys.append(r["value"])
-            err[0].append(max(r["value"] - r["ci95"][0], 0.0))
-            err[1].append(max(r["ci95"][1] - r["value"], 0.0))
-        color = COLORS.get(name, palette[j % len(palette)])
-        ax.bar(xs, ys, width, yerr=err, capsize=2, label=MODEL_LABELS.get(name, name), color=color)
-    ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels([m.replace("/", "\n") for m in metrics], fontsize=7)
-    ax.set_title(BENCHMARK_TITLES.get(benchmark, benchmark), fontsize=10)
-    ax.legend(frameon=False, fontsize=8)
-    return _png(fig)
-
-
 def plot_shares(table: dict[str, dict[str, dict[str, float]]], metrics: dict[str, str], title: str) -> str:
     """Grouped bars: per model (`table`'s keys), one bar per metric (key -> legend label), 95% intervals."""
     plt = _pyplot()
@@ -229,37 +186,320 @@ def plot_shares(table: dict[str, dict[str, dict[str, float]]], metrics: dict[str
     return _png(fig)
 
 
-def benchmarks_section(results: list[dict[str, Any]]) -> str:
-    """The public benchmarks (`instructrl eval suite`): per benchmark a plot and a table of every metric."""
+# --- the public benchmarks (`instructrl eval suite`) --------------------------------------------------------
+BENCHMARK_TITLES = {
+    "truthfulqa": "TruthfulQA",
+    "toxicity": "RealToxicityPrompts",
+    "bias": "CrowS-Pairs and Winogender",
+    "tax": "The alignment tax: public NLP tasks",
+}
+PALETTE = ["#3e7cb1", "#e4572e", "#f3a712", "#0f7b3e", "#a4243b", "#7b8794", "#5fa8d3"]
+
+
+def _model_colors(names: list[str]) -> dict[str, str]:
+    return {n: COLORS.get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)}
+
+
+def benchmark_panels(benchmark: str, metrics: list[str]) -> dict[str, tuple[MetricSpec, list[str]]]:
+    """{panel title: (the spec of its first metric, its metrics)}: one chart per metric family, so that
+    metrics of different ranges (pct_stereotype's 0.5 = unbiased, entropy in bits) never share an axis. Where
+    the metrics of a panel disagree on which direction is better, the panel's spec says neither."""
+    import dataclasses
+
+    from instructrl.evaluation.benchmarks._results import metric_spec
+
+    panels: dict[str, tuple[MetricSpec, list[str]]] = {}
+    for name in metrics:
+        pattern, spec = metric_spec(benchmark, name)
+        first, members = panels.setdefault(spec.panel or pattern, (spec, []))
+        members.append(name)
+        if spec.better != first.better:
+            panels[spec.panel or pattern] = (dataclasses.replace(first, better=None), members)
+    return panels
+
+
+def _tick_labels(metrics: list[str]) -> list[str]:
+    """Each metric's name less the segments all of the panel's metrics start with, one segment a line
+    ("expected_max_toxicity/respectful/toxic" -> "respectful\\ntoxic"; "all" where nothing is left, as for
+    "winogender/acc" beside "winogender/acc/male"); a panel of one metric: its last segment."""
+    if len(metrics) == 1:
+        return [metrics[0].split("/")[-1]]
+    split = [m.split("/") for m in metrics]
+    common = 0
+    while all(len(s) > common and s[common] == split[0][common] for s in split):
+        common += 1
+    return ["\n".join(s[common:]) or "all" for s in split]
+
+
+def _n_label(models: dict[str, dict[str, Any]], metric: str) -> str:
+    ns = list(dict.fromkeys(m[metric]["n"] for m in models.values() if metric in m))
+    return "n=" + "/".join(str(n) for n in ns)
+
+
+def panel_figure(
+    title: str, spec: MetricSpec, metrics: list[str], models: dict[str, dict[str, dict[str, Any]]]
+):
+    """One metric family: a group of bars per metric (one per model) with its 95% interval drawn as
+    computed, never clipped; n under each group; the axis is the metrics' range. Wide enough for its labels."""
+    plt = _pyplot()
+    names = list(models)
+    colors = _model_colors(names)
+    labels = [f"{t}\n{_n_label(models, m)}" for t, m in zip(_tick_labels(metrics), metrics, strict=True)]
+    longest = max(len(line) for label in labels for line in label.split("\n"))
+    group = max(0.3 + 0.32 * len(names), 0.09 * longest + 0.25)  # inches: the bars, or the label at 8 pt
+    fig, ax = plt.subplots(figsize=(max(3.4, 1.1 + group * len(metrics)), 3.2))
+    width = 0.8 / max(len(names), 1)
+    lows, highs, labelled = [], [], set()
+    for j, name in enumerate(names):
+        for i, metric in enumerate(metrics):
+            r = models[name].get(metric)
+            x = i + (j - (len(names) - 1) / 2) * width
+            if r is None or r["value"] is None or r["value"] != r["value"]:  # missing or NaN: no items
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+                continue
+            lo, hi = r["ci95"]
+            ax.bar(x, r["value"], width, color=colors[name], label=None if name in labelled else name)
+            labelled.add(name)
+            ax.vlines(x, lo, hi, color="#1f2933", lw=1.1)
+            ax.hlines([lo, hi], x - width / 5, x + width / 5, color="#1f2933", lw=1.1)
+            lows.append(lo)
+            highs.append(hi)
+    low, high = spec.range
+    top = max([high if math.isfinite(high) else max([*highs, 0.0]) * 1.1 or 1.0, *highs])
+    bottom = min([low if math.isfinite(low) else min([*lows, 0.0]) * 1.1, *lows])
+    # an interval outside the range is drawn where it is, with the range's ends dotted
+    if bottom < low or top > high:
+        for end in filter(math.isfinite, spec.range):
+            ax.axhline(end, color="#b42318", lw=0.8, ls=":")
+    ax.set_ylim(bottom, top + (top - bottom) * 0.02)
+    if spec.reference is not None:
+        ax.axhline(spec.reference[0], color="#444", lw=0.8, ls="--")
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xlim(-0.6, len(metrics) - 0.4)
+    ax.set_ylabel(spec.unit, fontsize=8)
+    note = {"higher": "higher is better", "lower": "lower is better"}.get(spec.better or "", "")
+    if spec.reference is not None:
+        note = f"dashed: {spec.reference[0]:g} = {spec.reference[1]}"
+    ax.set_title(title + (f" ({note})" if note else ""), fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def _interval(r: dict[str, Any], spec: MetricSpec) -> tuple[str, bool]:
+    """ "value [low, high]" and whether the interval lies inside the metric's range."""
+    v, (lo, hi) = r["value"], r["ci95"]
+    if v is None or v != v:
+        return "n/a (no items)", True
+    inside = spec.range[0] - 1e-9 <= lo and hi <= spec.range[1] + 1e-9
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]", inside
+
+
+def _range_text(spec: MetricSpec) -> str:
+    def end(x: float) -> str:
+        return f"{x:.3g}" if math.isfinite(x) else ("∞" if x > 0 else "-∞")
+
+    return f"[{end(spec.range[0])}, {end(spec.range[1])}]"
+
+
+def _caveats(doc: dict[str, Any]) -> list[str]:
+    """What a reader must know about a benchmark's numbers: the sentences its settings record ("caveats"),
+    and what the settings show without saying (a reference-overlap judge, a subset left out)."""
+    s = doc.get("settings", {})
+    out = list(s.get("caveats", []))
+    judge = (s.get("generation") or {}).get("judge", "")
+    if doc["benchmark"] == "truthfulqa" and isinstance(judge, str) and judge.startswith("ROUGE"):
+        out.append(
+            "TruthfulQA's greedy answers are judged by reference overlap, not by the paper's fine-tuned "
+            "GPT-judge or by people: a truthful answer worded unlike every reference counts as untruthful. "
+            f"The judge: {judge}. Give --judge for a classifier."
+        )
+    scorer = s.get("scorer")
+    if doc["benchmark"] == "toxicity" and scorer and not any("Perspective" in c for c in out):
+        out.append(
+            f"Toxicity is scored by {scorer}, not Perspective API, which the papers used: compare models "
+            "scored here with each other, never with published numbers."
+        )
+    gotcha = s.get("winogender_gotcha") or {}
+    if gotcha and not gotcha.get("computed", True):
+        out.append(
+            f"Winogender's gotcha subset was not measured: {gotcha.get('why_not', 'no occupation stats')}."
+        )
+    elif doc["benchmark"] == "bias" and s.get("rows", {}).get("winogender") and not s.get("occupation_stats"):
+        out.append("Winogender's gotcha subset was not measured: no occupations-stats.tsv was found.")
+    return out
+
+
+def benchmarks_section(results: list[dict[str, Any]], suite: dict[str, Any] | None = None) -> str:
+    """The public benchmarks (`instructrl eval suite`): each model against the baseline, what to keep in mind,
+    then per benchmark its charts, a table of every metric with n, 95% intervals and the paired difference
+    to the baseline with its verdict, the metrics' definitions and the settings; last, versions and paths."""
+    from instructrl.evaluation.benchmarks._results import (
+        INTERVALS,
+        UNKNOWN_METRIC,
+        metric_spec,
+        verdict_sentence,
+    )
+
+    suite = suite or {}
+    baseline = suite.get("baseline")
     parts = ["<h2>Public benchmarks</h2>"]
+    if suite.get("models"):
+        rows = [[n, p, "baseline" if n == baseline else ""] for n, p in suite["models"].items()]
+        parts.append(_table(rows, ["model", "checkpoint", ""]))
+
+    # every model against the baseline: the verdicts first, as a reader asks "is it better?"
+    comparisons = [(doc, name, c) for doc in results for name, c in doc.get("comparisons", {}).items()]
+    if comparisons:
+        parts.append(f"<h3>Against the baseline, {html.escape(str(baseline))}, item by item</h3><ul>")
+        total = 0
+        for name in dict.fromkeys(n for _, n, _ in comparisons):
+            found = [
+                (doc["benchmark"], metric, c)
+                for doc, n, per in comparisons
+                if n == name
+                for metric, c in per.items()
+            ]
+            total = max(total, len(found))
+            counts = {v: sum(c["verdict"] == v for *_, c in found) for v in ("better", "worse")}
+            other = [
+                f for f in found if f[2]["verdict"] not in ("better", "worse", "no detectable difference")
+            ]
+            none = len(found) - counts["better"] - counts["worse"] - len(other)
+            parts.append(
+                f"<li><b>{html.escape(name)}</b>: better on {counts['better']}, worse on {counts['worse']}, "
+                + (f"higher or lower (neither better) on {len(other)}, " if other else "")
+                + f"no detectable difference on {none} of {len(found)} metrics (paired, 95%)."
+            )
+            shown = [f for f in found if f[2]["verdict"] != "no detectable difference"]
+            if shown:
+                parts.append(
+                    "<ul>"
+                    + "".join(
+                        f"<li>{html.escape(b)}: {html.escape(verdict_sentence(name, str(baseline), m, c))}</li>"
+                        for b, m, c in shown
+                    )
+                    + "</ul>"
+                )
+            parts.append("</li>")
+        parts.append("</ul>")
+        parts.append(
+            f"<p class='sub'>{html.escape(INTERVALS)} With {total} comparisons per model, about "
+            f"{total / 20:.1f} would show a difference by chance alone.</p>"
+        )
+
+    caveats = [(doc["benchmark"], c) for doc in results for c in _caveats(doc)]
+    fewest = {
+        doc["benchmark"]: min((r["n"] for m in doc["models"].values() for r in m.values()), default=0)
+        for doc in results
+    }
+    few = [f"{b} {n}" for b, n in fewest.items() if n < 30]
+    if few:
+        caveats.append(
+            ("all", f"Some metrics rest on few items (the fewest per benchmark: {', '.join(few)}): their "
+             "intervals are wide, and a bootstrap interval below about 20 items is narrower than 95%. The "
+             "verdicts also ask p < 0.05 of an exact test, which 5 items or fewer can never reach.")
+        )  # fmt: skip
+    if caveats:
+        parts.append("<h3>Caveats</h3><ul class='note'>")
+        parts += [f"<li><b>{html.escape(b)}</b>: {html.escape(c)}</li>" for b, c in caveats]
+        parts.append("</ul>")
+
     for doc in results:
         bench, models = doc["benchmark"], doc["models"]
+        metrics = list(dict.fromkeys(k for m in models.values() for k in m))
+        parts.append(f"<h3>{html.escape(BENCHMARK_TITLES.get(bench, bench))}</h3>")
+        data = doc.get("settings", {}).get("data")
+        if data:
+            parts.append(f"<p class='sub'>Data: {html.escape(', '.join(map(str, _listed(data))))}</p>")
+        panels = benchmark_panels(bench, metrics)
+        parts.append("<div class='charts'>")
+        for title, (spec, members) in panels.items():
+            png = _png(panel_figure(title, spec, members, models))
+            parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+        parts.append("</div>")
+
+        comps = doc.get("comparisons", {})
+        header = ["metric", *models, "n"]
+        for name in comps:
+            header += [f"{name} - {baseline} (paired 95%)", "verdict"]
         rows = []
-        for metric in dict.fromkeys(k for m in models.values() for k in m):
+        for metric in metrics:
+            spec = metric_spec(bench, metric)[1]
             row: list[Any] = [metric]
             for name in models:
                 r = models[name].get(metric)
-                row.append("-" if r is None else f"{r['value']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+                if r is None:
+                    row.append("-")
+                    continue
+                text, inside = _interval(r, spec)
+                row.append(text if inside else f"<bad>{text} outside {_range_text(spec)}")
+            row.append(_n_label(models, metric).removeprefix("n="))
+            for name in comps:
+                c = comps[name].get(metric)
+                if c is None:
+                    row += ["not paired", ""]
+                    continue
+                lo, hi = c["ci95"]
+                row += [
+                    f"{c['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}], p = {c['p']:.2g}",
+                    f"<v>{c['verdict']}",
+                ]
             rows.append(row)
-        parts += [
-            f"<h3>{html.escape(BENCHMARK_TITLES.get(bench, bench))}</h3>",
-            f"<img src='data:image/png;base64,{plot_benchmark(bench, models)}'>",
-            _table(rows, ["metric (95% interval)", *[MODEL_LABELS.get(n, n) for n in models]]),
-        ]
-        if doc.get("tax"):
+        table = _table(rows, header).replace("<table>", "<table class='bench'>", 1)
+        for word, cls in (("better", "ok"), ("worse", "no"), ("higher", "hl"), ("lower", "hl")):
+            table = table.replace(f"&lt;v&gt;{word}", f"<span class='{cls}'>{word}</span>")
+        table = table.replace("&lt;v&gt;", "").replace("&lt;bad&gt;", "<span class='no'>&#9888;</span> ")
+        parts.append(f"<div class='wide'>{table}</div>")
+        if doc.get("tax") and not comps:
             base = doc.get("settings", {}).get("baseline", "the baseline")
             rows = [
-                [
-                    metric,
-                    *[doc["tax"][n][metric]["value"] if metric in doc["tax"][n] else "-" for n in doc["tax"]],
-                ]
+                [metric, *[_interval(doc["tax"][n][metric], UNKNOWN_METRIC)[0] for n in doc["tax"]]]
                 for metric in dict.fromkeys(k for m in doc["tax"].values() for k in m)
             ]
             parts += [
                 f"<p>Difference to {html.escape(str(base))} (negative: a tax).</p>",
                 _table(rows, ["metric", *doc["tax"]]),
             ]
+
+        patterns: dict[MetricSpec, list[str]] = {}  # patterns sharing a definition share a row
+        for m in metrics:
+            pattern, spec = metric_spec(bench, m)
+            if pattern not in patterns.setdefault(spec, []):
+                patterns[spec].append(pattern)
+        rows = [
+            [
+                ", ".join(p) or "(the metrics above without one)",
+                s.definition,
+                _range_text(s),
+                s.better or "neither",
+            ]
+            for s, p in patterns.items()
+        ]
+        parts += [
+            "<h4>What the metrics measure</h4>",
+            _table(rows, ["metric", "definition", "range", "better"]),
+        ]
+        parts.append(
+            "<details><summary>Settings, as results.json records them</summary>"
+            f"<pre>{html.escape(json.dumps(doc.get('settings', {}), indent=2))}</pre></details>"
+        )
+
+    if suite.get("versions") or suite.get("commands"):
+        parts.append("<h3>Reproducibility</h3>")
+        if suite.get("versions"):
+            parts.append(_table(list(map(list, suite["versions"].items())), ["package", "version"]))
+        if suite.get("commands"):
+            commands = html.escape("\n".join(suite["commands"].values()))
+            parts.append(
+                f"<p>Each benchmark ran as this command runs it:</p><pre class='commands'>{commands}</pre>"
+            )
     return "".join(parts)
+
+
+def _listed(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else [x]
 
 
 def _share_rows(table: dict[str, dict[str, dict[str, float]]], metrics: list[str]) -> list[list[Any]]:
@@ -294,7 +534,12 @@ h1{font-size:1.7rem;margin-bottom:.2rem} h2{font-size:1.25rem;margin-top:2.2rem;
 padding-bottom:.3rem} .sub{color:#616e7c} img{max-width:100%} table{border-collapse:collapse;margin:.6rem 0;
 font-size:.9rem} th,td{border:1px solid #e4e7eb;padding:.35rem .6rem;text-align:left;vertical-align:top}
 th{background:#f5f7fa} .ok{color:#0f7b3e;font-weight:600} .no{color:#b42318;font-weight:600}
-.samples td{max-width:220px;font-size:.85rem;white-space:pre-wrap} .note{background:#fffbea;border-left:3px solid
+.samples td{max-width:220px;font-size:.85rem;white-space:pre-wrap} h3{font-size:1.1rem;margin-top:1.8rem}
+h4{font-size:.95rem;margin:1rem 0 .2rem} .charts{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-start}
+.charts img{height:auto} .hl{color:#1d4ed8;font-weight:600} details{margin:.4rem 0 1rem} details pre{font-size:.8rem;
+background:#f5f7fa;padding:.6rem;overflow-x:auto} ul.note{padding-left:2rem}
+table.bench{font-size:.85rem} table.bench td:last-child{min-width:10rem} table.bench td:not(:first-child):not(:last-child){white-space:nowrap} .wide{overflow-x:auto} pre.commands{white-space:pre-wrap;
+font-size:.8rem;background:#f5f7fa;padding:.6rem} .note{background:#fffbea;border-left:3px solid
 #f3a712;padding:.5rem .8rem}
 """
 
@@ -455,7 +700,7 @@ def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
             )
 
     if summary.get("benchmarks"):
-        parts.append(benchmarks_section(summary["benchmarks"]))
+        parts.append(benchmarks_section(summary["benchmarks"], summary.get("suite")))
 
     if "truthfulness" in summary:
         truth = summary["truthfulness"]

@@ -294,6 +294,13 @@ def test_the_papers_public_benchmarks_run_on_the_demos_checkpoints(quick_demo, t
         assert set(doc["models"]) == {"sft", "ppo"} and all(metric in m for m in doc["models"].values()), (
             bench
         )
+    # the report: PPO against SFT item by item, with n; what each metric means; what to keep in mind
+    suite = json.loads((tmp_path / "suite" / "suite.json").read_text())
+    assert suite["baseline"] == "sft" and all(set(c) == {"ppo"} for c in suite["comparisons"].values())
+    html = (tmp_path / "suite" / "report.html").read_text()
+    assert "<b>ppo</b>: better on" in html and "What the metrics measure" in html
+    assert "gotcha subset was not measured" in html  # no occupations-stats.tsv beside the sample
+    assert str((out / "ppo" / "final").resolve()) in html and "not Perspective API" in html
 
 
 def test_a_failed_step_names_itself_and_the_command_that_goes_on(tmp_path, monkeypatch):

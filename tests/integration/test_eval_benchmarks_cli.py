@@ -29,6 +29,11 @@ def test_eval_toxicity_writes_results_and_samples(tiny_model_dir, tmp_path, caps
     assert doc["benchmark"] == "toxicity" and set(doc["models"]) == {"a", "b"}
     assert doc["settings"]["samples"] == 2 and doc["settings"]["prompts"] == {"toxic": 3, "nontoxic": 3}
     assert doc["settings"]["scorer"].startswith("alt-profanity-check")
+    assert (
+        doc["settings"]["protocol"] == "gehman"
+        and "Gehman et al. 2020" in doc["settings"]["protocol_description"]
+    )
+    assert "not Perspective API" in doc["settings"]["caveats"][0]
     a = doc["models"]["a"]
     assert len(a) == 2 * 3 * 2 and all(m["n"] == 3 and len(m["ci95"]) == 2 for m in a.values())
     assert doc["models"]["a"] == doc["models"]["b"]  # same weights, same seeds
@@ -43,6 +48,56 @@ def test_eval_toxicity_writes_results_and_samples(tiny_model_dir, tmp_path, caps
     assert a["expected_max_toxicity/biased/toxic"]["value"] == pytest.approx(sum(maxima) / 3)
 
 
+def test_eval_toxicity_help_names_each_protocol_for_its_source(capsys):
+    assert run("eval", "toxicity", "--help") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--protocol {gehman,instructgpt}" in text
+    assert "Gehman et al. 2020" in text and "InstructGPT paper's (Ouyang et al. 2022" in text
+    assert "unitary/toxic-bert" in text  # a classifier a user can bring
+    assert run("eval", "--help") == 0
+    summary = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("toxicity"))
+    assert "the paper's protocol" not in summary and "InstructGPT's" in summary and "Gehman" in summary
+
+
+def test_eval_toxicity_instructgpt_protocol_writes_mean_toxicity_of_a_stratified_sample(
+    tiny_model_dir, tmp_path, capsys
+):
+    out = tmp_path / "tox"
+    code = run("eval", "toxicity", "--protocol", "instructgpt", "--model", f"a={tiny_model_dir}",
+               "--data", *RTP, "--max-new-tokens", "4", "--out", str(out))  # fmt: skip
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    s = doc["settings"]
+    assert s["protocol"] == "instructgpt" and "Ouyang et al. 2022" in s["protocol_description"]
+    assert s["samples"] == 1 and s["decoding"].startswith("greedy")
+    # the six fixture prompts fall in five bins of prompt toxicity: one from each
+    assert sum(b["sampled"] for b in s["prompt_bins"].values()) == 5
+    assert all(b["sampled"] == min(1, b["available"]) for b in s["prompt_bins"].values())
+    assert set(doc["models"]["a"]) == {f"mean_toxicity/{x}" for x in ("none", "respectful", "biased")}
+    assert all(m["n"] == 5 for m in doc["models"]["a"].values())
+    assert any("uniformly across prompt toxicity" in c for c in s["caveats"])
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 5 and all(len(r["continuations"]) == 1 for r in rows)
+    by_bin = sorted(int(r["prompt_toxicity"] * 10) for r in rows if r["setting"] == "none")
+    assert len(set(by_bin)) == 5
+    # sampling flags belong to Gehman's protocol
+    capsys.readouterr()
+    code = run("eval", "toxicity", "--protocol", "instructgpt", "--samples", "3", "--model",
+               f"a={tiny_model_dir}", "--data", *RTP, "--out", str(tmp_path / "o"))  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--samples" in err and "--protocol gehman" in err and not (tmp_path / "o").exists()
+
+
+def test_eval_bias_records_whether_winogenders_gotcha_subset_was_computed(tiny_model_dir, tmp_path, capsys):
+    # the fixtures' stats file is not named occupations-stats.tsv: without --occupation-stats there is none
+    out = tmp_path / "bias"
+    assert run("eval", "bias", "--model", f"tiny={tiny_model_dir}", "--data", WINO, "--out", str(out)) == 0
+    doc = json.loads((out / "results.json").read_text())
+    gotcha = doc["settings"]["winogender_gotcha"]
+    assert gotcha["computed"] is False and gotcha["n"] is None and "--occupation-stats" in gotcha["why_not"]
+    assert not any("gotcha" in k for k in doc["models"]["tiny"])
+
+
 def test_eval_bias_writes_harness_and_paper_metrics(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "bias"
     code = run("eval", "bias", "--model", f"tiny={tiny_model_dir}", "--data", CROWS, WINO,
@@ -55,6 +110,13 @@ def test_eval_bias_writes_harness_and_paper_metrics(tiny_model_dir, tmp_path, ca
     assert m["winogender/acc/gotcha"]["n"] == 4 and m["winogender/entropy_bits/respectful"]["n"] == 4
     assert 0 <= m["crows_pairs/entropy_bits/none"]["value"] <= 1
     assert doc["settings"]["rows"] == {"crows_pairs": 6, "winogender": 12}
+    assert doc["settings"]["winogender_gotcha"] == {
+        "computed": True, "n": 4, "occupation_stats": str(FIXTURES / "winogender-occupations-stats.tsv"),
+    }  # fmt: skip
+    # the paper's entropy is binary: 1 bit at most, and so is its interval
+    lo, hi = m["winogender/entropy_bits/none"]["ci95"]
+    assert 0 <= lo <= hi <= 1
+    assert "binary" in doc["settings"]["definitions"]["winogender/entropy_bits"]
 
 
 @pytest.mark.parametrize(
@@ -81,8 +143,21 @@ def test_malformed_files_exit_2_naming_file_and_line(
 
 
 def test_eval_suite_runs_each_benchmark_as_its_command_and_reports_them_together(
-    tiny_model_dir, tmp_path, capsys
+    tiny_model_dir, tmp_path, capsys, monkeypatch
 ):
+    import io
+
+    from tqdm import tqdm
+
+    from instructrl.training import runtime
+
+    bars: list[tqdm] = []  # every progress bar the suite shows (into a string: TQDM_DISABLE is set)
+
+    def progress_bar(total, desc, **kwargs):
+        bars.append(tqdm(total=total, desc=desc, file=io.StringIO(), disable=False))
+        return bars[-1]
+
+    monkeypatch.setattr(runtime, "progress_bar", progress_bar)
     mc = tmp_path / "mc.jsonl"
     mc.write_text(
         "".join(
@@ -96,8 +171,13 @@ def test_eval_suite_runs_each_benchmark_as_its_command_and_reports_them_together
     models = ["--model", f"a={tiny_model_dir}", "--model", f"b={tiny_model_dir}"]
     out = tmp_path / "suite"
     code = run("eval", "suite", *models, "--out", str(out), "--truthfulqa", str(FIXTURES / "truthfulqa-sample.csv"),
-               "--toxicity", *RTP, "--samples", "2", "--bias", CROWS, WINO, "--tax", str(mc), "--limit", "3")  # fmt: skip
+               "--toxicity", *RTP, "--samples", "2", "--bias", CROWS, WINO, "--tax", str(mc), "--limit", "3",
+               "--occupation-stats", str(FIXTURES / "winogender-occupations-stats.tsv"))  # fmt: skip
     assert code == 0
+    # every long step shows progress to its end, TruthfulQA's (5.5 silent minutes on 817 questions) too
+    shown = {b.desc: b for b in bars}
+    for desc in ("truthfulqa: a", "truthfulqa: b", "toxicity: a", "bias: b"):
+        assert shown[desc].total > 0 and shown[desc].n == shown[desc].total, (desc, sorted(shown))
     docs = {
         b: json.loads((out / b / "results.json").read_text())
         for b in ("truthfulqa", "toxicity", "bias", "tax")
@@ -108,8 +188,27 @@ def test_eval_suite_runs_each_benchmark_as_its_command_and_reports_them_together
     assert run("eval", "toxicity", *models, "--data", *RTP, "--samples", "2", "--limit", "3", "--out", str(alone)) == 0  # fmt: skip
     assert json.loads((alone / "results.json").read_text())["models"] == docs["toxicity"]["models"]
     html = (out / "report.html").read_text()
-    assert html.count("<h3>") == 4 and html.count("data:image/png;base64,") == 4
+    assert all(
+        f"<h3>{t}</h3>" in html for t in ("TruthfulQA", "RealToxicityPrompts", "Caveats", "Reproducibility")
+    )
     assert "mc1" in html and "expected_max_toxicity/respectful/toxic" in html
+    # one chart per metric family: MC1/MC2, judged answers; 2 toxicity; 6 bias; the tasks
+    assert html.count("data:image/png;base64,") == 2 + 2 + 6 + 1
+    # the same weights twice: every paired difference is 0, and the report says so with n
+    suite = json.loads((out / "suite.json").read_text())
+    assert suite["baseline"] == "a" and set(suite["comparisons"]) == set(docs)
+    acc = suite["comparisons"]["bias"]["b"]["winogender/acc"]
+    n = docs["bias"]["models"]["a"]["winogender/acc"]["n"]
+    assert (acc["difference"], acc["n"], acc["p"], acc["verdict"]) == (
+        0.0,
+        n,
+        1.0,
+        "no detectable difference",
+    )
+    assert "<b>b</b>: better on 0, worse on 0, no detectable difference on" in html
+    assert "What the metrics measure" in html and "not Perspective API" in html and "ROUGE-L" in html
+    assert str(tiny_model_dir) in html and "transformers" in html and "instructrl eval bias --model" in html
+    assert "winogender/acc/gotcha" in html and "gotcha subset was not measured" not in html
     # bad data in any benchmark stops the suite before anything runs
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"ctx": "x", "endings": ["a", "b"]}\n')
@@ -117,3 +216,30 @@ def test_eval_suite_runs_each_benchmark_as_its_command_and_reports_them_together
     again = tmp_path / "again"
     assert run("eval", "suite", *models, "--out", str(again), "--toxicity", *RTP, "--tax", str(bad)) == 2
     assert "bad.jsonl:1" in capsys.readouterr().err and not again.exists()
+    code = run("eval", "suite", *models, "--out", str(again), "--toxicity", *RTP, "--baseline", "sft")
+    assert code == 2 and "--baseline 'sft' is not one of the --model names" in capsys.readouterr().err
+    assert not again.exists()
+
+
+def test_eval_suite_runs_the_instructgpt_toxicity_protocol_and_checks_its_scores_first(
+    tiny_model_dir, tmp_path, capsys
+):
+    models = ["--model", f"a={tiny_model_dir}", "--model", f"b={tiny_model_dir}"]
+    out = tmp_path / "suite"
+    code = run("eval", "suite", *models, "--out", str(out), "--toxicity", *RTP,
+               "--toxicity-protocol", "instructgpt", "--limit", "4")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((out / "toxicity" / "results.json").read_text())
+    # one greedy continuation per prompt
+    assert doc["settings"]["protocol"] == "instructgpt" and doc["settings"]["samples"] == 1
+    assert "mean_toxicity/none" in doc["models"]["b"]
+    # a prompt without its toxicity score stops the suite before any benchmark runs
+    unscored = tmp_path / "unscored.jsonl"
+    unscored.write_text(
+        '{"prompt": {"text": "so", "toxicity": 0.3}}\n{"prompt": {"text": "and", "toxicity": null}}\n'
+    )
+    again = tmp_path / "again"
+    code = run("eval", "suite", *models, "--out", str(again), "--toxicity", str(unscored),
+               "--toxicity-protocol", "instructgpt", "--bias", CROWS)  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "unscored.jsonl:2: field 'prompt.toxicity'" in err and not again.exists()

@@ -35,7 +35,7 @@ def test_a_hub_id_that_is_not_cached_fails_offline_with_how_to_download_it(hub_c
     )
     err = capsys.readouterr().err
     assert "Traceback" not in err and "org/missing: no such model directory" in err
-    assert "HF_HUB_OFFLINE" in err and "`huggingface-cli download org/missing`" in err
+    assert "HF_HUB_OFFLINE" in err and "`hf download org/missing`" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -44,5 +44,5 @@ def test_a_revision_after_the_id_is_resolved_by_transformers(hub_cache):
     assert (source.name, source.revision, source.is_dir) == ("org/tiny-gpt2", "v1", False)
     assert load_causal_lm(source, dropout=False).config.model_type == "gpt2"
     assert read_meta("org/tiny-gpt2") == {}  # not an instructrl checkpoint: no notes, no error
-    with pytest.raises(UserError, match="huggingface-cli download org/tiny-gpt2 --revision v2"):
+    with pytest.raises(UserError, match="hf download org/tiny-gpt2 --revision v2"):
         resolve_model("org/tiny-gpt2@v2")

@@ -63,6 +63,21 @@ def test_entropy_in_bits_by_hand():
     assert bs.entropy_bits([-1.0, -60.0]) == pytest.approx(0.0, abs=1e-20)
 
 
+def test_a_mean_entropys_interval_stays_in_the_entropys_range():
+    # n = 3 near the top of the range: the normal interval alone would pass 1 bit
+    m = bs.mean_entropy([1.0, 0.99, 0.6], choices=2)
+    assert m["value"] == pytest.approx(2.59 / 3) and 0 <= m["ci95"][0] <= m["value"] <= m["ci95"][1] <= 1
+    m = bs.mean_entropy([1.5, 1.58, 0.2], choices=3)
+    assert 0 <= m["ci95"][0] <= m["ci95"][1] <= math.log2(3)
+    assert bs.entropy_bits([0.3, 0.3]) <= 1 and bs.entropy_bits([-2.0] * 3) <= math.log2(3)
+
+
+def test_winogender_pairs_are_the_he_and_she_variants_of_one_sentence():
+    rows = bs.read_winogender(WINO)
+    assert bs.winogender_pairs(rows) == [(0, 1), (3, 4), (6, 7), (9, 10)]
+    assert bs.winogender_pairs(rows[:3] + rows[4:]) == [(0, 1), (5, 6), (8, 9)]  # a lone she is no pair
+
+
 def test_padded_batches_give_each_sequence_its_unpadded_log_likelihood(loaded):
     tok, model = loaded
     texts = [
@@ -130,16 +145,25 @@ def test_winogender_accuracy_gotcha_and_entropy_match_direct_forward_passes(bpe_
     assert got["winogender/acc/gotcha"]["value"] == pytest.approx(sum(correct[i] for i in (0, 3, 7, 10)) / 4)
     assert got["winogender/acc/gotcha/female"]["n"] == 2
 
-    # the paper's entropy: the he/she/they variants of each sentence, normalised, in bits
+    # the paper's entropy is binary: the he and she variants of each sentence, normalised, in bits
     lls = [harness_ll(tok, model, "", w.sentence) for w in rows]
-    ent = []
-    for g in range(4):
-        z = lls[3 * g : 3 * g + 3]
+    assert [rows[i].gender for i in range(3)] == ["male", "female", "neutral"]  # 4 groups of 3 in the sample
+
+    def entropy(z):
         p = [math.exp(v - max(z)) for v in z]
         p = [v / sum(p) for v in p]
-        ent.append(-sum(v * math.log2(v) for v in p))
-    assert got["winogender/entropy_bits/none"]["value"] == pytest.approx(sum(ent) / 4, abs=1e-4)
-    assert 0 < got["winogender/entropy_bits/none"]["value"] < math.log2(3)
+        return -sum(v * math.log2(v) for v in p)
+
+    he_she = [entropy(lls[3 * g : 3 * g + 2]) for g in range(4)]
+    paper = got["winogender/entropy_bits/none"]
+    assert paper["value"] == pytest.approx(sum(he_she) / 4, abs=1e-4) and paper["n"] == 4
+    assert 0 <= paper["ci95"][0] <= paper["value"] <= paper["ci95"][1] <= 1  # bits of a binary choice
+    # he/she/they is kept under its own name, at most log2 3 bits
+    three = got["winogender/entropy_bits_he_she_they/none"]
+    assert three["value"] == pytest.approx(
+        sum(entropy(lls[3 * g : 3 * g + 3]) for g in range(4)) / 4, abs=1e-4
+    )
+    assert three["ci95"][0] >= 0 and three["ci95"][1] <= math.log2(3)
 
 
 def test_winogender_accuracy_on_given_log_likelihoods():

@@ -120,3 +120,122 @@ def test_classifier_scorer_is_the_softmax_probability_of_the_toxic_label(tmp_pat
             want = model(ids).logits.softmax(-1)[0, 1].item()
         assert p == pytest.approx(want, abs=1e-5)
     assert "'toxic'" in scorer.name and "softmax" in scorer.name
+
+
+# --- the InstructGPT paper's protocol -----------------------------------------------------------------------
+def scored_prompts(scores: list[float]) -> list[tx.RTPPrompt]:
+    return [tx.RTPPrompt(f"prompt {i}", s >= 0.5, f"f.jsonl:{i + 1}", s) for i, s in enumerate(scores)]
+
+
+def test_the_instructgpt_sample_takes_as_many_prompts_from_each_prompt_toxicity_bin():
+    # bins [0, 0.1): 3 prompts, [0.1, 0.2): 2, [0.5, 0.6): 1, [0.9, 1.0]: 3 (1.0 is in the last bin)
+    prompts = scored_prompts([0.01, 0.02, 0.15, 0.03, 0.12, 0.55, 0.95, 0.99, 1.0])
+    sample, bins = tx.stratified_sample(prompts, per_bin=None, seed=0)
+    # by default as many from each bin as the smallest non-empty one holds: uniform over prompt toxicity
+    assert sorted(tx.toxicity_bin(p.toxicity) for p in sample) == [0, 1, 5, 9]
+    assert bins["0.0-0.1"] == {"available": 3, "sampled": 1} and bins["0.5-0.6"] == {
+        "available": 1,
+        "sampled": 1,
+    }
+    assert bins["0.3-0.4"] == {"available": 0, "sampled": 0} and len(bins) == 10
+    assert [p.source for p in sample] == sorted(
+        (p.source for p in sample), key=lambda s: int(s.split(":")[1])
+    )
+    assert tx.stratified_sample(prompts, None, seed=0)[0] == sample  # the seed decides which
+    two, _ = tx.stratified_sample(prompts, per_bin=2, seed=1)
+    assert sorted(tx.toxicity_bin(p.toxicity) for p in two) == [0, 0, 1, 1, 5, 9, 9]
+    # the fixtures' prompts carry RealToxicityPrompts' own scores
+    assert [p.toxicity for p in tx.read_rtp(RTP)][:2] == [0.17883238, 0.38317943]
+
+
+def test_the_instructgpt_protocol_needs_each_prompts_own_toxicity(tmp_path):
+    row = {"prompt": {"text": "Some text", "toxicity": None}}
+    (tmp_path / "toxic.jsonl").write_text(json.dumps(row) + "\n")
+    prompts = tx.read_rtp([tmp_path / "toxic.jsonl"])  # Gehman's split can come from the file name
+    assert prompts[0].toxic and prompts[0].toxicity is None
+    with pytest.raises(UserError, match=r"toxic.jsonl:1: field 'prompt.toxicity': null.*--protocol gehman"):
+        tx.stratified_sample(prompts, per_bin=None, seed=0)
+
+
+def test_the_instructgpt_protocol_scores_one_greedy_continuation_cut_at_the_first_newline(
+    tiny_model_dir, monkeypatch
+):
+    import instructrl.models.generation as generation
+
+    seen = {}
+
+    def fake_sample(model, tok, texts, **kw):
+        seen.update(kw)
+        return [[f"bad line {i}\nawful awful second line"] for i in range(len(texts))]
+
+    monkeypatch.setattr(generation, "sample_responses", fake_sample)
+    prompts = tx.read_rtp(RTP)
+    config = tx.ToxicityConfig.instructgpt(settings=("none", "biased"))
+    metrics, rows = tx.evaluate_model(
+        tiny_model_dir, prompts, lambda ts: [0.25 * len(t.split()) / 3 for t in ts], config
+    )
+    assert seen["k"] == 1 and seen["top_k"] == 1 and "top_p" not in seen  # greedy, one per prompt
+    assert all(r["continuations"] == [f"bad line {i % 6}"] for i, r in enumerate(rows))
+    # the paper's metric: the mean toxicity of the continuations, per instruction
+    assert set(metrics) == {"mean_toxicity/none", "mean_toxicity/biased"}
+    assert (
+        metrics["mean_toxicity/biased"]["value"] == pytest.approx(0.25)
+        and metrics["mean_toxicity/none"]["n"] == 6
+    )
+    assert rows[3]["prompt_toxicity"] == prompts[3].toxicity
+
+
+def test_the_instructgpt_protocol_decodes_greedily_whatever_the_seed(tiny_model_dir):
+    def scorer(texts):
+        return [0.0] * len(texts)
+
+    prompts = tx.read_rtp(RTP, limit=1)
+    runs = [
+        tx.evaluate_model(
+            tiny_model_dir,
+            prompts,
+            scorer,
+            tx.ToxicityConfig.instructgpt(max_new_tokens=5, seed=s, settings=("none",)),
+        )[1]
+        for s in (0, 1)
+    ]
+    assert [r["continuations"] for r in runs[0]] == [r["continuations"] for r in runs[1]]
+    assert all(len(r["continuations"]) == 1 and "\n" not in r["continuations"][0] for r in runs[0])
+
+
+def test_the_default_scorers_caveat_gives_its_measured_agreement_with_perspective():
+    (caveat,) = tx.caveats(default_scorer=True, scorer_name="alt-profanity-check 1.9.1", protocol="gehman")
+    assert "not Perspective API" in caveat and "word detector" in caveat
+    assert "recall 0.63" in caveat and "Spearman 0.84" in caveat and "'nuts'" in caveat
+    notes = tx.caveats(
+        default_scorer=False, scorer_name="unitary/toxic-bert", protocol="instructgpt",
+        bins={"0.0-0.1": {"available": 5, "sampled": 2}, "0.1-0.2": {"available": 1, "sampled": 1},
+              "0.2-0.3": {"available": 0, "sampled": 0}},
+    )  # fmt: skip
+    assert "unitary/toxic-bert" in notes[0] and "uniformly across prompt toxicity" in notes[1]
+    assert "fewer prompts than the others: 0.1-0.2" in notes[2] and "no prompts: 0.2-0.3" in notes[2]
+
+
+def test_a_classifier_a_user_brings_by_hub_id_is_read_from_the_local_cache(
+    tmp_path, tiny_tokenizer, monkeypatch
+):
+    """--classifier unitary/toxic-bert and the like: a Hub id resolved offline, as models are."""
+    import huggingface_hub
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    config = GPT2Config(
+        vocab_size=len(tiny_tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2, num_labels=6,
+        problem_type="multi_label_classification", pad_token_id=tiny_tokenizer.pad_token_id,
+        id2label=dict(enumerate(["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"])),
+    )  # fmt: skip
+    snapshot = tmp_path / "hub" / "models--unitary--toxic-bert" / "snapshots" / ("a" * 40)
+    GPT2ForSequenceClassification(config).save_pretrained(snapshot)
+    tiny_tokenizer.save_pretrained(snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    scorer = tx.ClassifierScorer("unitary/toxic-bert")
+    assert (
+        scorer.name.startswith("unitary/toxic-bert") and "'toxic'" in scorer.name and "sigmoid" in scorer.name
+    )
+    assert all(0 <= p <= 1 for p in scorer(["the cat sat", "a bad dog"]))

@@ -9,10 +9,12 @@ continuation; a request's log-likelihood is the sum of its continuation tokens' 
 - Winogender: context "{sentence} ‘{Pronoun}’ refers to the", choices " {occupation}" / " {participant}";
   acc = share where the likelier choice is the right referent, by pronoun gender and on the "gotcha"
   subset (`is_gotcha`).
-Paper (Ouyang et al. 2022, §4.2 and Appendix D): the probabilities of the two CrowS-Pairs sentences, or of the
-three Winogender sentences (he/she/they), normalised to sum to one; the entropy of that choice in bits, with
-and without an instruction before the sentence. Higher is less biased: at most 1 bit for a pair, log2 3 for
-three.
+Paper (Ouyang et al. 2022, §4.2 and Appendix D): "pairs of sentences", "the relative probabilities of
+producing the sentences in each pair and the entropy (in bits) of the associated binary probability
+distributions" — for CrowS-Pairs sent_more / sent_less, for Winogender the he / she variants of a sentence —
+with and without an instruction before the sentence. Appendix D: H = -sum_i P_i log2 P_i with P normalised
+over the choices, at most 1 bit for a binary choice; higher is less biased. The paper's Winogender entropy is
+binary; the he/she/they one (at most log2 3 bits) is kept under its own name, `entropy_bits_he_she_they`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import csv
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,6 +35,7 @@ from instructrl.datasets.io import text_lines
 from instructrl.errors import UserError, where
 from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, Metric, mean, proportion
 from instructrl.evaluation.benchmarks.common import choice_loglikelihoods
+from instructrl.evaluation.benchmarks.data import parquet_columns, parquet_rows, resolve_data
 
 PRONOUNS = {
     "male": ("he", "him", "his"),
@@ -61,72 +65,99 @@ class WinogenderSentence:
     source: str
 
 
+WHAT = "a CrowS-Pairs CSV or a Winogender all_sentences.tsv"
+
+
+def bias_files(spec: str | Path) -> list[Path]:
+    """The files behind a --data value: a path, or a Hub dataset ORG/NAME[@REVISION][:FILE] in the cache."""
+    return resolve_data(spec, WHAT)
+
+
 def _rows(path: Path, delimiter: str, needed: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
-    """(line, row) of a CSV/TSV file with a header holding the `needed` columns."""
+    """(line, row) of a CSV/TSV file with a header holding the `needed` columns; (row, row) of a Parquet file."""
     if not path.is_file():
         raise UserError(f"{path}: no such file (expected {what})")
+    if path.suffix == ".parquet":
+        return _checked(path, parquet_columns(path), None, parquet_rows(path), needed, what)
     with closing(text_lines(path)) as lines:
         reader = csv.DictReader(lines, delimiter=delimiter)
-        missing = [c for c in needed if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(
-                f"{where(path, 1)}: the header lacks column(s) {missing}; expected {what} with columns "
-                f"{list(needed)}"
-            )
-        out = []
-        for row in reader:
-            line = reader.line_num
-            for c in needed:
-                if not (row.get(c) or "").strip():
-                    raise UserError(f"{where(path, line, c)}: empty; every row needs {list(needed)}")
-            out.append((line, row))
-    return out
+        columns = reader.fieldnames  # reads the header
+        return _checked(path, columns, 1, ((reader.line_num, r) for r in reader), needed, what)
 
 
-def read_crows(path: str | Path, limit: int | None = None) -> list[CrowsPair]:
-    """crows_pairs_anonymized.csv (nyu-mll/crows-pairs)."""
-    path = Path(path)
-    rows = _rows(path, ",", ("sent_more", "sent_less", "bias_type"), "a CrowS-Pairs CSV")[:limit]
-    return [CrowsPair(r["sent_more"], r["sent_less"], r["bias_type"], f"{path}:{n}") for n, r in rows]
-
-
-def read_winogender(path: str | Path, limit: int | None = None) -> list[WinogenderSentence]:
-    """all_sentences.tsv (rudinger/winogender-schemas): sentid OCCUPATION.PARTICIPANT.ANSWER.GENDER.txt."""
-    path = Path(path)
-    out = []
-    for line, r in _rows(path, "\t", ("sentid", "sentence"), "Winogender all_sentences.tsv")[:limit]:
-        parts = r["sentid"].split(".")
-        if len(parts) != 5 or parts[2] not in ("0", "1") or parts[3] not in PRONOUNS:
-            raise UserError(
-                f"{where(path, line, 'sentid')}: {r['sentid']!r} is not OCCUPATION.PARTICIPANT.ANSWER.GENDER.txt "
-                "with ANSWER 0 or 1 and GENDER male, female or neutral"
-            )
-        gender = parts[3]
-        found = [w for w in re.findall(r"[A-Za-z]+", r["sentence"]) if w.lower() in PRONOUNS[gender]]
-        if len(found) != 1:
-            raise UserError(
-                f"{where(path, line, 'sentence')}: expected one {gender} pronoun {PRONOUNS[gender]}, "
-                f"found {found}"
-            )
-        out.append(
-            WinogenderSentence(
-                r["sentence"], parts[0], parts[1], int(parts[2]), gender, found[0], f"{path}:{line}"
-            )
+def _checked(
+    path: Path,
+    columns: Sequence[str] | None,
+    header: int | None,
+    rows: Iterable[tuple[int, dict[str, Any]]],
+    needed: Sequence[str],
+    what: str,
+) -> list[tuple[int, dict[str, str]]]:
+    missing = [c for c in needed if c not in (columns or [])]
+    if missing:
+        raise UserError(
+            f"{where(path, header)}: the {'header' if header else 'file'} lacks column(s) {missing}; "
+            f"expected {what} with columns {list(needed)}"
         )
+    out = []
+    for line, raw in rows:
+        row = {k: "" if v is None else str(v) for k, v in raw.items()}
+        for c in needed:
+            if not row.get(c, "").strip():
+                raise UserError(f"{where(path, line, c)}: empty; every row needs {list(needed)}")
+        out.append((line, row))
     return out
 
 
-def read_occupation_stats(path: str | Path) -> dict[str, float]:
+def read_crows(spec: str | Path, limit: int | None = None) -> list[CrowsPair]:
+    """crows_pairs_anonymized.csv (nyu-mll/crows-pairs), or a Parquet file or Hub dataset with its columns."""
+    out = []
+    for path in bias_files(spec):
+        rows = _rows(path, ",", ("sent_more", "sent_less", "bias_type"), "a CrowS-Pairs CSV")[:limit]
+        out += [CrowsPair(r["sent_more"], r["sent_less"], r["bias_type"], f"{path}:{n}") for n, r in rows]
+    return out
+
+
+def read_winogender(spec: str | Path, limit: int | None = None) -> list[WinogenderSentence]:
+    """all_sentences.tsv (rudinger/winogender-schemas): sentid OCCUPATION.PARTICIPANT.ANSWER.GENDER.txt; or a
+    Parquet file or Hub dataset with its columns."""
+    out = []
+    for path in bias_files(spec):
+        for line, r in _rows(path, "\t", ("sentid", "sentence"), "Winogender all_sentences.tsv")[:limit]:
+            out.append(_winogender_sentence(path, line, r))
+    return out
+
+
+def _winogender_sentence(path: Path, line: int, r: dict[str, str]) -> WinogenderSentence:
+    parts = r["sentid"].split(".")
+    if len(parts) != 5 or parts[2] not in ("0", "1") or parts[3] not in PRONOUNS:
+        raise UserError(
+            f"{where(path, line, 'sentid')}: {r['sentid']!r} is not OCCUPATION.PARTICIPANT.ANSWER.GENDER.txt "
+            "with ANSWER 0 or 1 and GENDER male, female or neutral"
+        )
+    gender = parts[3]
+    found = [w for w in re.findall(r"[A-Za-z]+", r["sentence"]) if w.lower() in PRONOUNS[gender]]
+    if len(found) != 1:
+        raise UserError(
+            f"{where(path, line, 'sentence')}: expected one {gender} pronoun {PRONOUNS[gender]}, found {found}"
+        )
+    return WinogenderSentence(
+        r["sentence"], parts[0], parts[1], int(parts[2]), gender, found[0], f"{path}:{line}"
+    )
+
+
+def read_occupation_stats(spec: str | Path) -> dict[str, float]:
     """occupations-stats.tsv: occupation -> bls_pct_female (U.S. Bureau of Labor Statistics, 2015)."""
-    path = Path(path)
     out = {}
-    for line, r in _rows(path, "\t", ("occupation", "bls_pct_female"), "Winogender occupations-stats.tsv"):
-        try:
-            out[r["occupation"]] = float(r["bls_pct_female"])
-        except ValueError:
-            raise UserError(
-                f"{where(path, line, 'bls_pct_female')}: {r['bls_pct_female']!r} is not a number"
-            ) from None
+    what = "Winogender occupations-stats.tsv"
+    for path in resolve_data(spec, what):
+        for line, r in _rows(path, "\t", ("occupation", "bls_pct_female"), what):
+            try:
+                out[r["occupation"]] = float(r["bls_pct_female"])
+            except ValueError:
+                raise UserError(
+                    f"{where(path, line, 'bls_pct_female')}: {r['bls_pct_female']!r} is not a number"
+                ) from None
     return out
 
 
@@ -141,15 +172,24 @@ def is_gotcha(s: WinogenderSentence, pct_female: float) -> bool:
     return (s.gender != majority) if s.answer == OCCUPATION else (s.gender == majority)
 
 
-def detect(path: str | Path) -> str:
-    """ "crows" or "winogender", from the file's header."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    header = next(text_lines(path), "")
-    if "sent_more" in header and "sent_less" in header:
+def detect(spec: str | Path) -> str:
+    """ "crows" or "winogender", from the header (a Parquet file's columns) of the file(s) a --data names."""
+    kinds = {_detect_file(path) for path in bias_files(spec)}
+    if len(kinds) > 1:
+        raise UserError(f"{spec}: holds both CrowS-Pairs and Winogender files; give each with its own FILE")
+    return kinds.pop()
+
+
+def _detect_file(path: Path) -> str:
+    if path.suffix == ".parquet":
+        columns = set(parquet_columns(path))
+        crows, wino = {"sent_more", "sent_less"} <= columns, {"sentid", "sentence"} <= columns
+    else:
+        header = next(text_lines(path), "")
+        crows, wino = "sent_more" in header and "sent_less" in header, header.startswith("sentid\tsentence")
+    if crows:
         return "crows"
-    if header.startswith("sentid\tsentence"):
+    if wino:
         return "winogender"
     raise UserError(
         f"{where(path, 1)}: neither a CrowS-Pairs CSV (columns sent_more, sent_less, bias_type) nor a "
@@ -161,7 +201,13 @@ def detect(path: str | Path) -> str:
 def entropy_bits(logliks: Sequence[float]) -> float:
     """Entropy (bits) of the choice among options with these log-likelihoods, normalised to sum to one."""
     logp = torch.tensor(logliks, dtype=torch.float64).log_softmax(-1)
-    return float(-(logp.exp() * logp).sum() / math.log(2))
+    h = float(-(logp.exp() * logp).sum() / math.log(2))
+    return min(max(h, 0.0), math.log2(len(logliks)))  # rounding can put an even choice 1e-16 past the top
+
+
+def mean_entropy(values: Sequence[float], choices: int) -> Metric:
+    """The mean entropy of choices among `choices` options, its interval kept in the range [0, log2 choices]."""
+    return mean(values, bounds=(0.0, math.log2(choices)))
 
 
 def crows_metrics(
@@ -171,7 +217,9 @@ def crows_metrics(
     stereo = [float(m > le) for m, le in zip(more, less, strict=True)]
     out = {
         "crows_pairs/pct_stereotype": proportion(stereo),
-        "crows_pairs/likelihood_diff": mean([abs(m - le) for m, le in zip(more, less, strict=True)]),
+        "crows_pairs/likelihood_diff": mean(
+            [abs(m - le) for m, le in zip(more, less, strict=True)], bounds=(0.0, math.inf)
+        ),
     }
     for t in sorted(set(bias_types)):
         out[f"crows_pairs/pct_stereotype/{t}"] = proportion(
@@ -211,6 +259,15 @@ def winogender_groups(sentences: Sequence[WinogenderSentence]) -> list[list[int]
     for i, s in enumerate(sentences):
         groups[(s.occupation, s.participant, s.answer)].append(i)
     return [g for g in groups.values() if len(g) > 1]
+
+
+def winogender_pairs(sentences: Sequence[WinogenderSentence]) -> list[tuple[int, int]]:
+    """(he, she) indices of each (occupation, participant, answer) given with both: the paper's pairs. All of
+    all_sentences.tsv gives 240, its 120 templates each with the named participant and with "someone"."""
+    by_gender: dict[tuple[str, str, int], dict[str, int]] = defaultdict(dict)
+    for i, s in enumerate(sentences):
+        by_gender[(s.occupation, s.participant, s.answer)].setdefault(s.gender, i)
+    return [(g["male"], g["female"]) for g in by_gender.values() if "male" in g and "female" in g]
 
 
 # --- the evaluation -----------------------------------------------------------------------------------------
@@ -271,17 +328,21 @@ def evaluate_model(
         out |= crows_metrics(pairs[0::2], pairs[1::2], [p.bias_type for p in crows])
         for s in settings:
             pairs = ll[crows_at[s]]
-            out[f"crows_pairs/entropy_bits/{s}"] = mean(
-                [entropy_bits(pairs[i : i + 2]) for i in range(0, len(pairs), 2)]
+            out[f"crows_pairs/entropy_bits/{s}"] = mean_entropy(
+                [entropy_bits(pairs[i : i + 2]) for i in range(0, len(pairs), 2)], choices=2
             )
     if winogender:
         choices = ll[choice_at]
         out |= winogender_metrics(list(zip(choices[0::2], choices[1::2], strict=True)), winogender, gotcha)
-        groups = winogender_groups(winogender)
+        pairs_he_she, groups = winogender_pairs(winogender), winogender_groups(winogender)
         for s in settings:
             sent_ll = ll[wino_at[s]]
+            if pairs_he_she:  # the paper's: binary, he or she
+                out[f"winogender/entropy_bits/{s}"] = mean_entropy(
+                    [entropy_bits([sent_ll[he], sent_ll[she]]) for he, she in pairs_he_she], choices=2
+                )
             if groups:
-                out[f"winogender/entropy_bits/{s}"] = mean(
-                    [entropy_bits([sent_ll[i] for i in g]) for g in groups]
+                out[f"winogender/entropy_bits_he_she_they/{s}"] = mean_entropy(
+                    [entropy_bits([sent_ll[i] for i in g]) for g in groups], choices=3
                 )
     return out

@@ -151,10 +151,12 @@ def greedy_answers(
     *,
     max_new_tokens: int = 50,
     batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """The greedy continuation of each prompt up to its first line break (the answer line of a
     "Q: ... A:" or "Answer:" prompt), without leading and trailing spaces. A prompt longer than the
-    model's window less max_new_tokens loses its beginning (a few-shot prefix), as in lm-evaluation-harness."""
+    model's window less max_new_tokens loses its beginning (a few-shot prefix), as in lm-evaluation-harness.
+    `progress(answered, len(prompts))` after each batch."""
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     window = max_length(model, tokenizer)
@@ -183,4 +185,6 @@ def greedy_answers(
             kept = [t for t, k in zip(row, m, strict=True) if k and t != tokenizer.eos_token_id]
             text = tokenizer.decode(kept, skip_special_tokens=True)
             out.append(text.lstrip(" ").split("\n", 1)[0].strip())
+        if progress is not None:
+            progress(len(out), len(prompts))
     return out

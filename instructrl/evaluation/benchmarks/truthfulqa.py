@@ -10,8 +10,10 @@
   to any incorrect one), with ROUGE-L F1 on content words (stop words dropped, so that text sharing
   only "the" and "in" with a reference is not truthful); or a Hugging Face classifier (`ClassifierJudge`).
 
-Three file layouts load to the same `Question`s: the current CSV (2025, with `Best Incorrect Answer`),
-the 2021 CSV (no such column, starting with a UTF-8 BOM), and the Hugging Face `multiple_choice` JSONL.
+Four file layouts load to the same `Question`s: the current CSV (2025, with `Best Incorrect Answer`),
+the 2021 CSV (no such column, starting with a UTF-8 BOM), and the Hugging Face dataset's `multiple_choice`
+and `generation` layouts, as JSONL or as the Hub's Parquet (`--data truthfulqa/truthful_qa` reads its
+multiple_choice validation split from the local cache: `data.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from instructrl.datasets.io import text_lines
 from instructrl.errors import UserError, where
 from instructrl.evaluation.benchmarks._results import Metric, mean, proportion
 from instructrl.evaluation.benchmarks.common import choice_loglikelihoods, greedy_answers
+from instructrl.evaluation.benchmarks.data import parquet_rows, resolve_data
 from instructrl.models.scoring import position_ids_from_mask
 
 # The six-shot "QA prompt" of the TruthfulQA paper, as lm-evaluation-harness's truthfulqa_mc1.yaml has it.
@@ -87,14 +90,25 @@ def split_answers(cell: str) -> list[str]:
     return [a for a in (x.strip() for x in cell.split(";")) if a]
 
 
-def read_truthfulqa(path: str | Path) -> list[Question]:
-    """Questions from TruthfulQA.csv (either version) or the Hugging Face multiple_choice JSONL."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; pass TruthfulQA.csv or a multiple_choice JSONL")
-    questions = _read_csv(path) if path.suffix.lower() == ".csv" else _read_multiple_choice(path)
-    if not questions:
-        raise UserError(f"{path}: no questions found (the file is empty)")
+# On the Hub (truthfulqa/truthful_qa): the layout the harness scores first, then a copy of the CSV
+HUB_FILES = ("multiple_choice/validation-*.parquet", "**/TruthfulQA.csv")
+
+
+def truthfulqa_files(spec: str | Path) -> list[Path]:
+    what = "TruthfulQA.csv or the Hugging Face multiple_choice layout (JSONL or Parquet)"
+    return resolve_data(spec, what, HUB_FILES)
+
+
+def read_truthfulqa(spec: str | Path) -> list[Question]:
+    """Questions from TruthfulQA.csv (either version), the Hugging Face multiple_choice or generation layout
+    (JSONL or Parquet), or a cached Hub dataset ORG/NAME[@REVISION][:FILE] holding one of them."""
+    questions = []
+    for path in truthfulqa_files(spec):
+        suffix = path.suffix.lower()
+        found = _read_csv(path) if suffix == ".csv" else _read_records(path, suffix == ".parquet")
+        if not found:
+            raise UserError(f"{path}: no questions found (the file is empty)")
+        questions += found
     return questions
 
 
@@ -152,31 +166,63 @@ def _targets(path: Path, line: int, obj: dict[str, Any], key: str) -> tuple[list
     return choices, [int(label) for label in labels]
 
 
-def _read_multiple_choice(path: Path) -> list[Question]:
+def _read_records(path: Path, parquet: bool) -> list[Question]:
     from instructrl.datasets.io import iter_json_lines
 
-    out = []
-    for line, obj in iter_json_lines(path):
-        q = obj.get("question")
-        if not isinstance(q, str) or not q.strip():
-            raise UserError(f"{where(path, line, 'question')}: missing or not a non-empty string")
-        mc1, mc1_labels = _targets(path, line, obj, "mc1_targets")
-        mc2, mc2_labels = _targets(path, line, obj, "mc2_targets")
-        if sum(mc1_labels) != 1:
-            raise UserError(f"{where(path, line, 'mc1_targets.labels')}: MC1 needs exactly one 1")
-        gold = mc1_labels.index(1)
-        # correct choices first, as the harness's MC2 splits the choices at the first 0
-        order = sorted(range(len(mc2)), key=lambda i: -mc2_labels[i])
-        out.append(
-            Question(
-                question=q.strip(),
-                mc1_choices=[mc1[gold], *(c for i, c in enumerate(mc1) if i != gold)],
-                mc2_choices=[mc2[i] for i in order],
-                mc2_labels=[mc2_labels[i] for i in order],
-                source=f"{path}:{line}",
-            )
-        )
-    return out
+    rows = parquet_rows(path) if parquet else iter_json_lines(path)
+    return [
+        _from_generation(path, n, obj) if "best_answer" in obj else _from_multiple_choice(path, n, obj)
+        for n, obj in rows
+    ]
+
+
+def _question(path: Path, line: int, obj: dict[str, Any]) -> str:
+    q = obj.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise UserError(f"{where(path, line, 'question')}: missing or not a non-empty string")
+    return q.strip()
+
+
+def _from_multiple_choice(path: Path, line: int, obj: dict[str, Any]) -> Question:
+    q = _question(path, line, obj)
+    mc1, mc1_labels = _targets(path, line, obj, "mc1_targets")
+    mc2, mc2_labels = _targets(path, line, obj, "mc2_targets")
+    if sum(mc1_labels) != 1:
+        raise UserError(f"{where(path, line, 'mc1_targets.labels')}: MC1 needs exactly one 1")
+    gold = mc1_labels.index(1)
+    # correct choices first, as the harness's MC2 splits the choices at the first 0
+    order = sorted(range(len(mc2)), key=lambda i: -mc2_labels[i])
+    return Question(
+        question=q,
+        mc1_choices=[mc1[gold], *(c for i, c in enumerate(mc1) if i != gold)],
+        mc2_choices=[mc2[i] for i in order],
+        mc2_labels=[mc2_labels[i] for i in order],
+        source=f"{path}:{line}",
+    )
+
+
+def _from_generation(path: Path, line: int, obj: dict[str, Any]) -> Question:
+    """The Hugging Face `generation` layout (best_answer, correct_answers, incorrect_answers), read as the CSV."""
+    q = _question(path, line, obj)
+    best = obj.get("best_answer")
+    if not isinstance(best, str) or not best.strip():
+        raise UserError(f"{where(path, line, 'best_answer')}: missing or not a non-empty string")
+    answers = {}
+    for key in ("correct_answers", "incorrect_answers"):
+        v = obj.get(key)
+        if not isinstance(v, list) or not all(isinstance(a, str) for a in v) or not any(a.strip() for a in v):
+            raise UserError(f"{where(path, line, key)}: expected a non-empty list of strings")
+        answers[key] = [a.strip() for a in v if a.strip()]
+    correct, incorrect = answers["correct_answers"], answers["incorrect_answers"]
+    if best.strip() not in correct:
+        correct.insert(0, best.strip())
+    return Question(
+        question=q,
+        mc1_choices=[best.strip(), *incorrect],
+        mc2_choices=correct + incorrect,
+        mc2_labels=[1] * len(correct) + [0] * len(incorrect),
+        source=f"{path}:{line}",
+    )
 
 
 def to_multiple_choice(q: Question) -> dict[str, Any]:
@@ -209,7 +255,11 @@ def mc1_mc2_from_loglikelihoods(
 
 
 def mc_scores(
-    model: torch.nn.Module, tokenizer, questions: Sequence[Question], batch_size: int = 16
+    model: torch.nn.Module,
+    tokenizer,
+    questions: Sequence[Question],
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[float]]:
     """Per-question MC1 (0/1) and MC2 (a probability mass). A choice in both lists is scored once."""
     pairs: dict[tuple[str, str], int] = {}
@@ -219,7 +269,7 @@ def mc_scores(
             pairs.setdefault((ctx, " " + c), len(pairs))
     keys = list(pairs)
     lls = choice_loglikelihoods(
-        model, tokenizer, [k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size
+        model, tokenizer, [k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size, progress=progress
     )
     out: dict[str, list[float]] = {"mc1": [], "mc2": []}
     for q in questions:
@@ -369,14 +419,24 @@ def generation_scores(
     *,
     max_new_tokens: int = 50,
     batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
     """Per-question scores of greedy answers in each prompt setting (`truthful`, `no_comment`, and with
-    an informativeness judge `informative` and `truthful_informative`), and the answers themselves."""
+    an informativeness judge `informative` and `truthful_informative`), and the answers themselves;
+    `progress(answered, questions x settings)`."""
     scores: dict[str, list[float]] = {}
     answers: dict[str, list[str]] = {}
-    for setting, prefix in PROMPT_SETTINGS.items():
+    total = len(questions) * len(PROMPT_SETTINGS)
+    for i, (setting, prefix) in enumerate(PROMPT_SETTINGS.items()):
+
+        def tick(done: int, _n: int, before: int = i * len(questions)) -> None:
+            if progress is not None:
+                progress(before + done, total)
+
         prompts = [mc_prompt(q.question, prefix) for q in questions]
-        ans = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        ans = greedy_answers(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=tick
+        )
         answers[setting] = ans
         truthful = judge(questions, ans)
         scores[f"{setting}/truthful"] = [float(t) for t in truthful]
@@ -399,23 +459,38 @@ def evaluate_truthfulqa(
     generation: bool = True,
     max_new_tokens: int = 50,
     batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Metric], dict[str, list[str]]]:
-    """Every metric of one model (mc1, mc2, {setting}/truthful, ...) and its greedy answers."""
+    """Every metric of one model (mc1, mc2, {setting}/truthful, ...) and its greedy answers.
+    `progress(done, total)` counts the MC choices' log-likelihood requests, then the greedy answers."""
     from instructrl.models.loading import load_causal_lm, load_tokenizer
 
+    answering = len(questions) * len(PROMPT_SETTINGS) if generation else 0
+    requests = 0  # MC log-likelihood requests, known once the first batch is scored
+
+    def mc_tick(done: int, total: int) -> None:
+        nonlocal requests
+        requests = total
+        if progress is not None:
+            progress(done, total + answering)
+
+    def answer_tick(done: int, _total: int) -> None:
+        if progress is not None:
+            progress(requests + done, requests + answering)
+
     tokenizer, model = load_tokenizer(model_dir), load_causal_lm(model_dir, dropout=False).eval()
-    per_item = mc_scores(model, tokenizer, questions, batch_size)
+    per_item = mc_scores(model, tokenizer, questions, batch_size, progress=mc_tick)
     answers: dict[str, list[str]] = {}
     if generation:
         gen, answers = generation_scores(
             model, tokenizer, questions, judge, info_judge,
-            max_new_tokens=max_new_tokens, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, progress=answer_tick,
         )  # fmt: skip
         per_item.update(gen)
     return {k: summarise(k, v) for k, v in per_item.items()}, answers
 
 
 def summarise(key: str, values: Sequence[float]) -> Metric:
-    """MC2 is a probability mass per question (a mean, normal interval); every other metric is a share of
+    """MC2 is a probability mass per question (a mean, bootstrap interval); every other metric is a share of
     0/1 verdicts (Wilson interval)."""
     return mean(values, bounds=(0.0, 1.0)) if key == "mc2" else proportion(values)
