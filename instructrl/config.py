@@ -18,6 +18,11 @@ from instructrl.errors import UserError
 
 C = TypeVar("C", bound="StageConfig")
 
+DEFAULT_PROMPT_TEMPLATE = "{prompt}\n"
+"""The stages' prompt template, and so a checkpoint's when it saved none (a Hub model, a folder from
+elsewhere): the format SFT would train that model in. The newline ends the prompt, so that a plain language
+model answers it rather than continuing its last sentence (models.checkpoint)."""
+
 
 class StageConfig(BaseModel):
     """Keys every stage has. Stage configs subclass this."""
@@ -56,7 +61,7 @@ class StageConfig(BaseModel):
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Gradient-norm clipping."""
-    prompt_template: str = "{prompt}\n"
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     """How a prompt is turned into model input; the response follows it directly. Must contain {prompt}."""
     lora_r: int = Field(default=0, ge=0)
     """LoRA rank (Hu et al. 2021, through peft); 0: off, every weight trains. With LoRA the frozen weights get

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from instructrl.models.checkpoint import CheckpointMeta
+
 SHIPPED = Path(__file__).parent / "base"
 MODEL_FILES = (
     "config.json",
@@ -37,9 +39,10 @@ INPUT_FILES = (
     "data/pretrain_heldout.jsonl",
 )
 """Files of a demo run that pretraining reads, by path under the run's directory."""
-RUN_ONLY = ("mixed_precision", "checkpoint_every", "log_every", "report_to")
+RUN_ONLY = ("mixed_precision", "sharding", "checkpoint_every", "log_every", "report_to")
 """Pretraining config keys that do not change the trained weights (mixed_precision does in bf16; the
-shipped weights are fp32's, and are used whatever the run's precision: see shipped_base)."""
+shipped weights are fp32's, and are used whatever the run's precision: see shipped_base; sharding changes how
+processes hold the weights, not what they learn: equal within 1e-5 in fp32, tests/integration/test_fsdp.py)."""
 
 
 def sha256(path: Path) -> str:
@@ -93,9 +96,8 @@ def install(folder: Path, final: Path, base_model: Path) -> dict[str, Any]:
     final.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
         shutil.copyfile(folder / name, final / name)
-    (final / "instructrl.json").write_text(
-        json.dumps({**meta["instructrl"], "base_model": str(base_model), "shipped": str(folder)}, indent=2)
-    )
+    notes = CheckpointMeta.parse(meta["instructrl"], f"{folder / 'base.json'}: instructrl")
+    notes.model_copy(update={"base_model": str(base_model), "shipped": str(folder)}).write(final)
     return {**meta["summary"], "shipped": True, "trained_on": meta["trained_on"]}
 
 
@@ -114,9 +116,7 @@ def write(run: Path, config: dict[str, Any], block_size: int, seed: int, quick: 
         "inputs": pretraining_inputs(run, config, block_size),
         "weights_sha256": sha256(final / "model.safetensors"),
         "summary": summary,
-        "instructrl": {
-            k: v for k, v in json.loads((final / "instructrl.json").read_text()).items() if k != "base_model"
-        },
+        "instructrl": {k: v for k, v in CheckpointMeta.read(final).as_dict().items() if k != "base_model"},
         "trained_on": {
             "cpu": _cpu_name() or platform.machine(),
             "torch": torch.__version__,

@@ -132,7 +132,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--prompt-format",
         choices=["model", "raw"],
         default="model",
-        help="model: the checkpoint's saved prompt template (raw text if it has none); raw: the text alone",
+        help="model: the checkpoint's saved prompt template (the stages' default '{prompt}\\n' if it has "
+        "none); raw: the text alone",
     )
     t.add_argument(
         "--classifier",

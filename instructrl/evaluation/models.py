@@ -11,14 +11,9 @@ import torch
 
 from instructrl.datasets.records import Comparison
 from instructrl.datasets.tokenize import Prompt, pack_texts, tokenize_comparisons
+from instructrl.models.checkpoint import CheckpointMeta
 from instructrl.models.generation import sample_responses
-from instructrl.models.loading import (
-    context_window,
-    load_causal_lm,
-    load_reward_model,
-    load_tokenizer,
-    read_meta,
-)
+from instructrl.models.loading import context_window, load_causal_lm, load_reward_model, load_tokenizer
 from instructrl.training.losses import batch_nll
 
 
@@ -73,7 +68,7 @@ def generate_answers_k(
 ) -> list[list[str]]:
     """k sampled responses per prompt; sample j of prompt i uses seed (seed, i, j) whatever the batching."""
     tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir, dropout=False).eval()
-    template = prefix + read_meta(model_dir).get("prompt_template", "{prompt}\n")
+    template = prefix + CheckpointMeta.read(model_dir).prompt_template
     with autocast(mixed_precision):
         return sample_responses(
             model,
@@ -124,7 +119,7 @@ def score_responses(
     from instructrl.models.scoring import score
 
     tok, model = load_tokenizer(reward_dir), load_reward_model(reward_dir).eval()
-    template = read_meta(reward_dir).get("prompt_template", "{prompt}\n")
+    template = CheckpointMeta.read(reward_dir).prompt_template
     window = context_window(reward_dir) or 512
     seqs = []
     for p, rs in zip(prompts, responses, strict=True):
@@ -197,7 +192,7 @@ def rm_accuracy(model_dir: str | Path, comparisons: Sequence[Comparison], batch_
     from instructrl.training.losses import rank_forward
 
     tok, model = load_tokenizer(model_dir), load_reward_model(model_dir).eval()
-    template = read_meta(model_dir).get("prompt_template", "{prompt}\n")
+    template = CheckpointMeta.read(model_dir).prompt_template
     examples, _ = tokenize_comparisons(comparisons, tok, template, context_window(model_dir) or 512, "skip")
     correct = pairs = 0
     for s in range(0, len(examples), batch_size):

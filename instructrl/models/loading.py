@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import warnings
@@ -25,7 +24,6 @@ RESIDUAL_DROPOUT_KEYS = (
     "residual_dropout",
     "dropout",
 )
-META_FILE = "instructrl.json"
 
 
 def quiet_transformers() -> None:
@@ -110,21 +108,6 @@ def _hub_error(what: str, source: ModelSource, e: OSError) -> str:
         f"{str(e).splitlines()[0]} Check the id (ORG/NAME) and revision, log in for a gated model "
         f"(`hf auth login`), or pass a directory written by save_pretrained"
     )
-
-
-def read_meta(path: str | Path | ModelSource) -> dict:
-    """instructrl's own notes saved next to a checkpoint (stage, prompt template); {} for other models."""
-    source = resolve_model(path)
-    found: str | Path | None = Path(source.name) / META_FILE
-    if not source.is_dir:
-        found = transformers.utils.cached_file(
-            source.name,
-            META_FILE,
-            **source.kwargs(),
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-        )
-    return json.loads(Path(found).read_text()) if found is not None and Path(found).is_file() else {}
 
 
 def load_tokenizer(path: str | Path | ModelSource) -> transformers.PreTrainedTokenizerBase:

@@ -40,14 +40,9 @@ from accelerate.utils import gather_object
 from instructrl.datasets.io import read_pretrain, read_prompts
 from instructrl.datasets.tokenize import Example, prompt_ids, split_by_user, stop_ids, tokenize_texts
 from instructrl.errors import UserError
+from instructrl.models.checkpoint import CheckpointMeta
 from instructrl.models.generation import decode_responses, generate, left_pad, mix_seed, response_mask
-from instructrl.models.loading import (
-    context_window,
-    load_causal_lm,
-    load_reward_model,
-    load_tokenizer,
-    read_meta,
-)
+from instructrl.models.loading import context_window, load_causal_lm, load_reward_model, load_tokenizer
 from instructrl.models.lora import add_lora
 from instructrl.models.memory import (
     enable_gradient_checkpointing,
@@ -181,7 +176,7 @@ class PPOSetup:
     ptx_val: list[Example]  # held-out pretraining sequences: the alignment tax, before and after
     skipped_too_long: int
     iterations: int
-    meta: dict[str, Any]
+    meta: CheckpointMeta  # what final/, kept/ and value/ note in their instructrl.json
 
     @property
     def unwrapped_policy(self) -> torch.nn.Module:
@@ -232,8 +227,9 @@ def setup_ppo(
     continued from an earlier round's policy keeps the SFT model as its reference (ChatGPT's loop). Default:
     the policy's own start, `policy_dir`."""
     changed_keys = changed_keys or set()
-    if "prompt_template" not in changed_keys and "prompt_template" in read_meta(policy_dir):
-        config.prompt_template = read_meta(policy_dir)["prompt_template"]
+    policy_meta = CheckpointMeta.find(policy_dir)
+    if "prompt_template" not in changed_keys and policy_meta is not None:
+        config.prompt_template = policy_meta.prompt_template
     if config.ptx_coef > 0 and pretrain_data is None:
         raise UserError("ptx_coef > 0 (PPO-ptx) needs --pretrain-data text.jsonl")
     config = resolve_config(out, config, resume, changed_keys)
@@ -324,27 +320,27 @@ def setup_ppo(
 
     run = RunDir(out, accelerator)
     run.start(config)
-    rm_meta = read_meta(reward_dir) if reward_fn is None else {}
-    meta = {
-        "stage": "ppo",
-        "prompt_template": config.prompt_template,
-        "sft_model": str(reference_dir),
-        "reward_model": str(reward_dir),
-        "ptx_coef": config.ptx_coef,
-        "lora_r": config.lora_r,
-        "round": rm_meta.get("round"),
+    rm_meta = CheckpointMeta.read(reward_dir) if reward_fn is None else CheckpointMeta()
+    meta = CheckpointMeta(
+        stage="ppo",
+        prompt_template=config.prompt_template,
+        sft_model=str(reference_dir),
+        reward_model=str(reward_dir),
+        ptx_coef=config.ptx_coef,
+        lora_r=config.lora_r,
+        round=rm_meta.round,
         # which models this policy descends from, round by round (ChatGPT's loop continues from the last)
-        "lineage": [
-            *read_meta(policy_dir).get("lineage", []),
+        lineage=[
+            *(policy_meta.lineage if policy_meta else []),
             {
                 "stage": "ppo",
-                "round": rm_meta.get("round"),
+                "round": rm_meta.round,
                 "policy_init": str(policy_dir),
                 "reference": str(reference_dir),
                 "reward_model": str(reward_dir),
             },
         ],
-    }
+    )
     return PPOSetup(
         config=config,
         accelerator=accelerator,
@@ -807,7 +803,7 @@ def consider_keeping(s: PPOSetup, state: dict[str, Any], iteration: int, metrics
     kept = state.get("kept")
     if kept is not None and metrics["score_mean"] <= kept["score_mean"]:
         return
-    s.run.save_model(s.policy, s.tokenizer, "kept", {**s.meta, "iteration": iteration})
+    s.run.save_model(s.policy, s.tokenizer, "kept", s.meta.model_copy(update={"iteration": iteration}))
     state["kept"] = {
         "iteration": iteration,
         "score_mean": metrics["score_mean"],
@@ -916,11 +912,11 @@ def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
         acc.wait_for_everyone()
         final = next(e for e in state["evaluations"] if e["iteration"] == kept["iteration"])
     else:
-        run.save_model(s.policy, s.tokenizer, "final", {**s.meta, "iteration": s.iterations})
+        run.save_model(s.policy, s.tokenizer, "final", s.meta.model_copy(update={"iteration": s.iterations}))
         final = {"iteration": s.iterations, **last}
     if acc.is_main_process:
         shutil.rmtree(run.path / "kept", ignore_errors=True)
-    run.save_model(s.value_model, s.tokenizer, "value", {**s.meta, "stage": "ppo-value"})
+    run.save_model(s.value_model, s.tokenizer, "value", s.meta.model_copy(update={"stage": "ppo-value"}))
     run.remove_checkpoint()
     initial = state["initial"]
     summary = {

@@ -20,7 +20,8 @@ from instructrl.datasets.tokenize import (
     tokenize_comparisons,
 )
 from instructrl.errors import UserError
-from instructrl.models.loading import context_window, load_reward_model, load_tokenizer, read_meta
+from instructrl.models.checkpoint import CheckpointMeta
+from instructrl.models.loading import context_window, load_reward_model, load_tokenizer
 from instructrl.models.lora import ADAPTER_DIR, add_lora
 from instructrl.models.memory import enable_gradient_checkpointing
 from instructrl.models.scoring import ScalarHead, add_reward_bias, score
@@ -144,9 +145,10 @@ def run_rm(
         )
     start = model_dir if init_dir is None else init_dir
     assert start is not None
-    start_meta = read_meta(start)
-    if "prompt_template" not in changed_keys and "prompt_template" in start_meta:
-        config.prompt_template = start_meta["prompt_template"]  # the SFT model's own format
+    saved = CheckpointMeta.find(start)
+    if "prompt_template" not in changed_keys and saved is not None:
+        config.prompt_template = saved.prompt_template  # the SFT model's own format
+    start_meta = saved or CheckpointMeta()
     config = resolve_config(out, config, resume, changed_keys)
     accelerator = make_accelerator(config, out)
 
@@ -180,19 +182,19 @@ def run_rm(
     run.checkpoint_sharded(model, optimizer)
 
     # 3. train on all C(K,2) pairs of each prompt at once
-    sft_model = str(model_dir) if init_dir is None else start_meta.get("sft_model")
-    meta: dict[str, Any] = {
-        "stage": "rm",
-        "prompt_template": config.prompt_template,
-        "sft_model": sft_model,
-        "round": latest_round,
-        "lora_r": config.lora_r,
+    sft_model = str(model_dir) if init_dir is None else start_meta.sft_model
+    meta = CheckpointMeta(
+        stage="rm",
+        prompt_template=config.prompt_template,
+        sft_model=sft_model,
+        round=latest_round,
+        lora_r=config.lora_r,
         # the reward models this one continues, round by round
-        "lineage": [
-            *start_meta.get("lineage", []),
+        lineage=[
+            *start_meta.lineage,
             {"stage": "rm", "round": latest_round, "init": str(start), "comparisons": len(train_c)},
         ],
-    }
+    )
     result = fit(
         rm_task(train, val, tokenizer.pad_token_id, accelerator, config.share_prompt),
         accelerator=accelerator,
@@ -227,7 +229,9 @@ def run_rm(
         seqs = [s[:max_length] for s in seqs]
         bias = -mean_reward(best, seqs, tokenizer.pad_token_id, accelerator)
         where = add_reward_bias(best, bias)
-        meta.update(reward_bias=bias, reward_bias_stored_in=where, reward_bias_reference=reference)
+        meta = meta.model_copy(
+            update=dict(reward_bias=bias, reward_bias_stored_in=where, reward_bias_reference=reference)
+        )
     run.save_model(best, tokenizer, "final", meta)
     if accelerator.is_main_process:
         import shutil

@@ -16,6 +16,7 @@ from instructrl.datasets.tokenize import (
     split_by_user,
     tokenize_demonstrations,
 )
+from instructrl.models.checkpoint import CheckpointMeta
 from instructrl.models.loading import context_window, load_causal_lm, load_tokenizer
 from instructrl.models.lora import add_lora
 from instructrl.models.memory import enable_gradient_checkpointing
@@ -177,12 +178,9 @@ def train_lm(
     run.checkpoint_sharded(model, optimizer)
 
     # 3. train, keeping the epoch with the lowest validation loss
-    meta = {
-        "stage": stage,
-        "prompt_template": config.prompt_template,
-        "base_model": str(model_dir),
-        "lora_r": config.lora_r,
-    }
+    meta = CheckpointMeta(
+        stage=stage, prompt_template=config.prompt_template, base_model=str(model_dir), lora_r=config.lora_r
+    )
     result = fit(
         lm_task(train, val, tokenizer.pad_token_id, accelerator),
         accelerator=accelerator,

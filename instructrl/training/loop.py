@@ -19,6 +19,7 @@ from accelerate import Accelerator
 
 from instructrl.config import StageConfig
 from instructrl.errors import UserError
+from instructrl.models.checkpoint import CheckpointMeta
 from instructrl.training.rundir import RunDir
 from instructrl.training.runtime import (
     Stopped,
@@ -72,7 +73,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     tokenizer: Any,
-    meta: dict[str, Any],
+    meta: CheckpointMeta,
     desc: str,
 ) -> dict[str, Any]:
     """Train; returns {'best_metric', 'best_step', 'steps', 'best_dir', 'last_metrics'}."""

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from instructrl.config import StageConfig, dump_config
 from instructrl.datasets.io import atomic_write_text
 from instructrl.errors import UserError
-from instructrl.models.loading import META_FILE
+from instructrl.models.checkpoint import CheckpointMeta
 from instructrl.models.lora import is_peft, save_merged
 
 C = TypeVar("C", bound=StageConfig)
@@ -180,7 +180,7 @@ class RunDir:
         return state
 
     # -- final model -----------------------------------------------------------------------------------
-    def save_model(self, model: torch.nn.Module, tokenizer, name: str, meta: dict[str, Any]) -> Path:
+    def save_model(self, model: torch.nn.Module, tokenizer, name: str, meta: CheckpointMeta) -> Path:
         """Hugging Face format (save_pretrained + tokenizer + instructrl.json), written atomically. A sharded
         model is gathered onto the main process first (every process must call this)."""
         from instructrl.training.sharding import full_state_dict, is_sharded, save_gathered
@@ -203,7 +203,7 @@ class RunDir:
             else:
                 hf_model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
+            meta.write(tmp)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

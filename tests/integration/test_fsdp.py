@@ -3,6 +3,7 @@ FSDP2 (on CPU, gloo), giving the same run as one unsharded process, and a final/
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import RM_SET, SFT_SET, make_demos, run_stage, write_jsonl
-from test_invariants import assert_same_curves, metrics, sets
+from test_invariants import assert_same_curves, metrics, sets, wait_for_lines
 
 from instructrl.training.runtime import eval_batches
 
@@ -66,16 +67,26 @@ def test_a_shorter_evaluation_shard_runs_stand_in_batches_when_sharded():
     assert eval_batches(9, 2, 1, 2, lockstep=False) == [[1, 3], [5, 7]]
 
 
-@pytest.mark.slow
-def test_sft_sharded_over_two_processes_equals_one_unsharded_process(tiny_model_dir, data_dir, tmp_path):
-    """fp32. 2 micro-batches per process (FSDP2's gradient sync on the last only), a sharded checkpoint
-    saved mid-run, and 33 validation demonstrations: shards of 17 and 16, 2 batches of evaluation and 1."""
-    sft = [*SFT_SET, "epochs=1", "micro_batch_size=4", "checkpoint_every=4"]
-    val = write_jsonl(tmp_path / "val.jsonl", make_demos(33, seed=5))
-    one = run_stage(
-        "sft", tmp_path / "one", sft, model_dir=tiny_model_dir, data=data_dir / "demos.jsonl", val_data=val
-    )
-    data = ["--model", str(tiny_model_dir), "--data", str(data_dir / "demos.jsonl"), "--val-data", str(val)]
+# fp32; 2 micro-batches per process (FSDP2's gradient sync on the last only), a sharded checkpoint every 4 of
+# the 12 steps, and 33 validation demonstrations: shards of 17 and 16, 2 batches of evaluation and 1
+SHARDED_SFT = [*SFT_SET, "epochs=1", "micro_batch_size=4", "checkpoint_every=4"]
+
+
+@pytest.fixture(scope="module")
+def sft_paths(tiny_model_dir, data_dir, tmp_path_factory) -> dict[str, Path]:
+    val = write_jsonl(tmp_path_factory.mktemp("val") / "val.jsonl", make_demos(33, seed=5))
+    return {"model": tiny_model_dir, "data": data_dir / "demos.jsonl", "val": val}
+
+
+def sft_args(paths: dict[str, Path], out: Path) -> list[str]:
+    data = ["--model", str(paths["model"]), "--data", str(paths["data"]), "--val-data", str(paths["val"])]
+    return ["sft", *data, "--out", str(out), *sets([*SHARDED_SFT, "sharding=fsdp"])]
+
+
+@pytest.fixture(scope="module")
+def sharded_sft(sft_paths, tmp_path_factory) -> Path:
+    """The sharded SFT run, 2 processes under `accelerate launch --config_file configs/accelerate/fsdp.yaml`."""
+    out = tmp_path_factory.mktemp("sharded-sft") / "two"
     launch(
         str(BIN / "accelerate"),
         "launch",
@@ -83,13 +94,22 @@ def test_sft_sharded_over_two_processes_equals_one_unsharded_process(tiny_model_
         str(FSDP_CONFIG),
         "-m",
         "instructrl",
-        "sft",
-        *data,
-        "--out",
-        str(tmp_path / "two"),
-        *sets([*sft, "sharding=fsdp"]),
+        *sft_args(sft_paths, out),
     )
-    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    return out
+
+
+@pytest.mark.slow
+def test_sft_sharded_over_two_processes_equals_one_unsharded_process(sft_paths, sharded_sft, tmp_path):
+    one = run_stage(
+        "sft",
+        tmp_path / "one",
+        SHARDED_SFT,
+        model_dir=sft_paths["model"],
+        data=sft_paths["data"],
+        val_data=sft_paths["val"],
+    )
+    two = json.loads((sharded_sft / "summary.json").read_text())
 
     # the parameters were DTensor shards, each process holding half of them and of their AdamW state
     assert (two["processes"], two["sharding"], one["sharding"]) == (2, "fsdp", "none")
@@ -100,19 +120,45 @@ def test_sft_sharded_over_two_processes_equals_one_unsharded_process(tiny_model_
 
     # the same losses, validation and final weights, in one Hugging Face folder
     assert one["val_examples"] == 33
-    assert_same_curves(metrics(tmp_path / "one"), metrics(tmp_path / "two"), rel=1e-5)
+    assert_same_curves(metrics(tmp_path / "one"), metrics(sharded_sft), rel=1e-5)
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
-    a, b = weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final")
+    a, b = weights(tmp_path / "one" / "final"), weights(sharded_sft / "final")
     assert_same_weights(a, b, n_embd=64)
 
     from transformers import AutoModelForCausalLM
 
     one_model = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "final")
-    two_model = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "final")
+    two_model = AutoModelForCausalLM.from_pretrained(sharded_sft / "final")
     assert two_model.config.architectures == ["GPT2LMHeadModel"]
     ids = torch.arange(40).remainder(one_model.config.vocab_size).view(2, 20)
     with torch.no_grad():
         torch.testing.assert_close(two_model(ids).logits, one_model(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sharded_sft_stopped_by_sigterm_resumes_to_the_same_run(sft_paths, sharded_sft, tmp_path):
+    """torchrun this time. SIGTERM to the launcher reaches both processes; they stop together at a step's
+    end, each writing its shards of the model and AdamW state (torch.distributed.checkpoint), and the
+    resumed run loads them back: the same losses and final weights as the run never stopped, bit for bit."""
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "instructrl"]
+    args = sft_args(sft_paths, tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    stopped = subprocess.Popen([*torchrun, *args], env=env, stderr=subprocess.PIPE, text=True)
+    wait_for_lines(tmp_path / "run" / "metrics.jsonl", 2, stopped)
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate(timeout=120)
+    assert stopped.returncode != 0 and "continue with --resume" in err, err[-3000:]
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert 2 <= state["step"] < 12 and not (tmp_path / "run" / "final").exists()
+    assert len(list((tmp_path / "run" / "checkpoint" / "sharded").glob("*.distcp"))) == 2  # one per process
+
+    launch(*torchrun, *args, "--resume")
+    assert metrics(tmp_path / "run") == metrics(sharded_sft)
+    a, b = weights(sharded_sft / "final"), weights(tmp_path / "run" / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (sharded_sft, tmp_path / "run")]
+    assert summaries[0]["val_loss"] == summaries[1]["val_loss"]
+    assert not (tmp_path / "run" / "checkpoint").exists()
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], n_embd: int) -> None:

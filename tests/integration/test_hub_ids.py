@@ -8,7 +8,8 @@ from conftest import make_demos, write_jsonl
 
 from instructrl.cli import main
 from instructrl.errors import UserError
-from instructrl.models.loading import load_causal_lm, read_meta, resolve_model
+from instructrl.models.checkpoint import CheckpointMeta
+from instructrl.models.loading import load_causal_lm, resolve_model
 
 
 def instructrl(*args: str) -> int:
@@ -43,6 +44,6 @@ def test_a_revision_after_the_id_is_resolved_by_transformers(hub_cache):
     source = resolve_model("org/tiny-gpt2@v1")
     assert (source.name, source.revision, source.is_dir) == ("org/tiny-gpt2", "v1", False)
     assert load_causal_lm(source, dropout=False).config.model_type == "gpt2"
-    assert read_meta("org/tiny-gpt2") == {}  # not an instructrl checkpoint: no notes, no error
+    assert CheckpointMeta.find("org/tiny-gpt2") is None  # not an instructrl checkpoint: no notes, no error
     with pytest.raises(UserError, match="hf download org/tiny-gpt2 --revision v2"):
         resolve_model("org/tiny-gpt2@v2")

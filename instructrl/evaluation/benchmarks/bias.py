@@ -273,7 +273,7 @@ def winogender_pairs(sentences: Sequence[WinogenderSentence]) -> list[tuple[int,
 # --- the evaluation -----------------------------------------------------------------------------------------
 def instruction_context(instruction: str, template: str | None) -> str:
     """What goes before a sentence: nothing, or the instruction in the model's own prompt template (raw with
-    a space when it has none)."""
+    a space for --prompt-format raw, template None)."""
     if not instruction:
         return ""
     return template.format(prompt=instruction) if template else instruction + " "
@@ -290,10 +290,11 @@ def evaluate_model(
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Metric]:
-    from instructrl.models.loading import context_window, load_causal_lm, load_tokenizer, read_meta
+    from instructrl.models.checkpoint import CheckpointMeta
+    from instructrl.models.loading import context_window, load_causal_lm, load_tokenizer
 
     tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir, dropout=False).eval()
-    template = read_meta(model_dir).get("prompt_template") if prompt_format == "model" else None
+    template = CheckpointMeta.read(model_dir).prompt_template if prompt_format == "model" else None
     window = context_window(model_dir) or 1024
     # every request of every metric in one list, so batches mix benchmarks and lengths pack well
     requests: list[tuple[str, str]] = []

@@ -295,9 +295,9 @@ class ToxicityConfig:
 
 
 def prompt_template(model_dir: str | Path, prompt_format: str) -> str:
-    from instructrl.models.loading import read_meta
+    from instructrl.models.checkpoint import CheckpointMeta
 
-    return read_meta(model_dir).get("prompt_template", "{prompt}") if prompt_format == "model" else "{prompt}"
+    return CheckpointMeta.read(model_dir).prompt_template if prompt_format == "model" else "{prompt}"
 
 
 def instructed(instruction: str, text: str) -> str:

@@ -197,8 +197,9 @@ def _sample(
 ) -> list[list[str]]:
     """The job's `index`-th checkpoint's candidates for each prompt; progress counts the samples of the
     checkpoints before it."""
+    from instructrl.models.checkpoint import CheckpointMeta
     from instructrl.models.generation import sample_responses
-    from instructrl.models.loading import load_causal_lm, load_tokenizer, read_meta
+    from instructrl.models.loading import load_causal_lm, load_tokenizer
 
     source = job.checkpoints[index]
     before = sum(c["k"] for c in job.checkpoints[:index]) * len(prompts)
@@ -217,6 +218,6 @@ def _sample(
         seed=job.seed + index,  # two copies of one checkpoint still write different candidates
         temperature=job.temperature,
         batch_size=16,
-        prompt_template=read_meta(source["checkpoint"]).get("prompt_template", "{prompt}\n"),
+        prompt_template=CheckpointMeta.read(source["checkpoint"]).prompt_template,
         progress=progress,
     )
