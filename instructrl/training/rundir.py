@@ -158,8 +158,26 @@ class RunDir:
         """The `state` saved with the checkpoint, without restoring anything."""
         return json.loads((self.checkpoint / "trainer_state.json").read_text())
 
+    def _check_sharding_matches(self) -> None:
+        """A sharded checkpoint (sharding=fsdp on several processes) holds the model and optimizer only as
+        DCP shards, an unsharded one only as accelerate's files: each resumes only as it was written. Any
+        number of processes above one reads the shards (torch.distributed.checkpoint reshards)."""
+        shards = len(list((self.checkpoint / SHARDED_DIR).glob("*.distcp")))
+        if shards and self._sharded is None:
+            raise UserError(
+                f"{self.checkpoint} was written by a run sharded over {shards} processes (sharding=fsdp) and "
+                f"this one runs unsharded on 1 process: resume it on 2 or more processes "
+                f"(torchrun --nproc-per-node N, or accelerate launch --num_processes N)"
+            )
+        if not shards and self._sharded is not None:
+            raise UserError(
+                f"{self.checkpoint} was written by one unsharded process and this run is sharded over "
+                f"{self.accelerator.num_processes}: resume it on 1 process, or start a new run"
+            )
+
     def load_checkpoint(self) -> dict[str, Any]:
         """Restore everything save_checkpoint saved; cut the JSONL logs back to what they held by then."""
+        self._check_sharding_matches()
         self.accelerator.load_state(str(self.checkpoint))
         if self._sharded is not None:
             import torch.distributed.checkpoint as dcp

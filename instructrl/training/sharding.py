@@ -75,7 +75,9 @@ def shard_model(model: nn.Module, accelerator: Accelerator) -> nn.Module:
 
     mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
     policy = mixed_precision_policy(accelerator.mixed_precision)
-    model.to(accelerator.device)
+    # no model.to(device) first: fully_shard moves each unit's parameters and buffers (the root's: all the
+    # rest) to the mesh's device as it shards them, so a GPU holds one whole block at a time, never the
+    # whole model (not run on a GPU yet; each process still loads the whole model into host memory)
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)

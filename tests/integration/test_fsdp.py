@@ -14,6 +14,7 @@ import torch
 from conftest import RM_SET, SFT_SET, make_demos, run_stage, write_jsonl
 from test_invariants import assert_same_curves, metrics, sets, wait_for_lines
 
+from instructrl.errors import UserError
 from instructrl.training.runtime import eval_batches
 
 FSDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp.yaml"
@@ -152,6 +153,18 @@ def test_sharded_sft_stopped_by_sigterm_resumes_to_the_same_run(sft_paths, shard
     assert 2 <= state["step"] < 12 and not (tmp_path / "run" / "final").exists()
     assert len(list((tmp_path / "run" / "checkpoint" / "sharded").glob("*.distcp"))) == 2  # one per process
 
+    # one process cannot hold the shards as they were written: a clear error, nothing changed
+    with pytest.raises(UserError, match="resume it on 2 or more processes"):
+        run_stage(
+            "sft",
+            tmp_path / "run",
+            [*SHARDED_SFT, "sharding=fsdp"],
+            model_dir=sft_paths["model"],
+            data=sft_paths["data"],
+            val_data=sft_paths["val"],
+            resume=True,
+        )
+
     launch(*torchrun, *args, "--resume")
     assert metrics(tmp_path / "run") == metrics(sharded_sft)
     a, b = weights(sharded_sft / "final"), weights(tmp_path / "run" / "final")
@@ -172,6 +185,17 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
         if k.endswith("attn.c_attn.bias"):  # GPT-2's [query | key | value] biases
             x, y = torch.cat([x[:n_embd], x[2 * n_embd :]]), torch.cat([y[:n_embd], y[2 * n_embd :]])
         assert (y - x).norm() <= 1e-5 * x.norm(), (k, ((y - x).norm() / x.norm()).item())
+
+
+def test_ppo_refuses_sharding_with_a_clear_message():
+    from instructrl.config import load_config
+    from instructrl.ppo.config import PPOConfig
+
+    with pytest.raises(
+        UserError, match="sharding=fsdp is built for SFT and the reward model, not yet for PPO"
+    ):
+        load_config(PPOConfig, None, ["sharding=fsdp"])
+    assert load_config(PPOConfig, None, ["sharding=none"]).sharding == "none"
 
 
 @pytest.mark.slow
