@@ -18,7 +18,7 @@ COMMAND_MODULES = [
     "instructrl.sft.cli",  # sft
     "instructrl.reward.cli",  # rm
     "instructrl.ppo.cli",  # ppo
-    "instructrl.pipeline.cli",  # round
+    "instructrl.pipeline.cli",  # pipeline, round
     "instructrl.evaluation.cli",  # eval
     "instructrl.labeling.cli",  # label
     "instructrl.demo.cli",  # demo

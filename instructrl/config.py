@@ -112,7 +112,7 @@ class StageConfig(BaseModel):
 
 def read_yaml_mapping(path: str | Path, expected: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     """A YAML config file that holds a mapping (an empty file is an empty one), and the line of each key at
-    the top level and one level down, e.g. {("rm",): 1, ("rm", "lr"): 2}, for error messages."""
+    every depth (a list item by its index), e.g. {("rm",): 1, ("rm", "lr"): 2}, for error messages."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
@@ -126,11 +126,18 @@ def read_yaml_mapping(path: str | Path, expected: str) -> tuple[dict[str, Any], 
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: expected {expected}, got {type(loaded).__name__}")
     lines: dict[tuple[str, ...], int] = {}
-    node = yaml.compose(text)
-    for k, v in node.value if isinstance(node, yaml.MappingNode) else []:
-        lines[(k.value,)] = k.start_mark.line + 1
-        for k2, _ in v.value if isinstance(v, yaml.MappingNode) else []:
-            lines[(k.value, k2.value)] = k2.start_mark.line + 1
+
+    def walk(node: yaml.Node | None, key: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                lines[(*key, k.value)] = k.start_mark.line + 1
+                walk(v, (*key, k.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[(*key, str(i))] = v.start_mark.line + 1
+                walk(v, (*key, str(i)))
+
+    walk(yaml.compose(text), ())
     return loaded, lines
 
 

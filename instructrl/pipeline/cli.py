@@ -1,4 +1,8 @@
-"""`instructrl round`: one round of the loop — the reward model retrained on every round's rankings, PPO
+"""`instructrl pipeline`: the whole method from one YAML file, resumable step by step (pipeline/run.py).
+
+  instructrl pipeline --config examples/pipeline.yaml
+
+`instructrl round`: one round of the loop — the reward model retrained on every round's rankings, PPO
 continued from the last policy with its KL to SFT — so that a team's loop is: label in the app -> export ->
 one command -> label again.
 
@@ -12,6 +16,52 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    register_pipeline(sub)
+    register_round(sub)
+
+
+def register_pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pipeline",
+        help="SFT -> R rounds of RM and PPO -> evaluation -> report from one YAML; rerun to resume",
+        description="The whole method on a team's labels, step by step; rerunning the same command resumes: "
+        "finished steps are skipped, an interrupted stage continues from its checkpoint. "
+        "See examples/pipeline.yaml and --help-config.",
+    )
+    p.add_argument("--config", required=True, help="the pipeline's YAML (examples/pipeline.yaml)")
+    p.add_argument("--out", help="the pipeline's directory (overrides the config's 'out')")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one key, e.g. --set sft.epochs=2 --set ppo.iterations=50",
+    )  # fmt: skip
+    p.add_argument(
+        "--help-config", action=_DescribePipeline, nargs=0, help="list every key of the config, then exit"
+    )
+    p.set_defaults(func=run_pipeline_command)
+
+
+class _DescribePipeline(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from instructrl.pipeline.config import describe_pipeline
+
+        print(describe_pipeline())
+        parser.exit(0)
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    from instructrl.pipeline.config import load_pipeline_config
+    from instructrl.pipeline.run import run_pipeline
+    from instructrl.training.cli import stopped_exit
+
+    overrides = [*args.overrides, *([f"out={args.out}"] if args.out else [])]
+    config = load_pipeline_config(args.config, overrides)
+    with stopped_exit():
+        report = run_pipeline(config)
+    print(f"wrote {config.out / 'report.md'} ({len(report.rounds)} rounds)")
+    return 0
+
+
+def register_round(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "round",
         help="one round of the loop: RM retrained on every round's rankings, PPO continued (ChatGPT's loop)",

@@ -21,6 +21,7 @@ a finished step (its summary.json written) is not run again.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,17 @@ def read_round(path: str | Path) -> RoundRecord:
 
 def write_round(path: str | Path, record: RoundRecord) -> None:
     atomic_write_text(Path(path) / "round.json", record.model_dump_json(indent=2))
+
+
+def resumable(run: Path) -> bool:
+    """Whether a stage's directory holds a checkpoint to continue from (`--resume`). One stopped before its
+    first checkpoint holds only its start (config.yaml, a few metrics lines): it is removed, and the stage
+    starts over as it would have, rather than appending a second start to its logs."""
+    if any((run / d / "trainer_state.json").is_file() for d in ("checkpoint", "checkpoint.old")):
+        return True
+    if run.is_dir() and not (run / "summary.json").exists():
+        shutil.rmtree(run)
+    return False
 
 
 def accumulate_comparisons(out: Path, round_: int, new: Any, earlier: str | None) -> Path:
@@ -115,7 +127,7 @@ def retrain_reward_model(
             norm_data=norm_data,
             out=run,
             config=config.rm.model_copy(),
-            resume=resume and (run / "config.yaml").exists(),
+            resume=resume and resumable(run),
             changed_keys=config.changed.get("rm", set()),
         )
     if val_data is not None:
@@ -153,7 +165,7 @@ def continue_policy(
         pretrain_data=pretrain_data,
         out=run,
         config=config.ppo.model_copy(),
-        resume=resume and (run / "config.yaml").exists(),
+        resume=resume and resumable(run),
         changed_keys=config.changed.get("ppo", set()),
     )
 

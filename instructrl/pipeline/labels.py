@@ -1,0 +1,137 @@
+"""Where the pipeline's human data comes from: one interface, `LabelSource`, whatever collects the labels.
+
+    exported   the labeling app's exports (`instructrl label export`), one folder per round: implemented
+    database   the app's database: start round N's generation job from the policies, wait for its rankings
+    demo       the demo's simulated labelers
+
+The pipeline asks a source for the demonstrations once, for the PPO prompts once, and for each round's
+rankings with the policies that round's answers should come from; a source that collects rankings (the
+database, the demo) starts their generation there and returns once they are ranked, a source of files
+(exported) has them already and ignores the policies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, NamedTuple, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from instructrl.errors import UserError
+
+
+class Demonstrations(NamedTuple):
+    train: Path
+    validation: Path | None
+    """None: SFT splits its validation demonstrations off by user id."""
+
+
+class Prompts(NamedTuple):
+    train: Path
+    validation: Path | None
+    """None: PPO splits its held-out prompts off."""
+
+
+class RoundLabels(NamedTuple):
+    comparisons: Path
+    """This round's new rankings (the earlier rounds' come with the previous round's directory)."""
+    validation: Path | None
+    """This round's held-out rankings: the RM's accuracy on them before and after retraining."""
+
+
+class LabelSource(Protocol):
+    @property
+    def rounds(self) -> int:
+        """How many rounds of rankings the pipeline runs."""
+        ...
+
+    def check(self) -> None:
+        """Read what exists already, so that bad data stops the pipeline before any training."""
+        ...
+
+    def demonstrations(self) -> Demonstrations: ...
+
+    def prompts(self) -> Prompts: ...
+
+    def round_labels(self, round_: int, *, policy: Path, previous_policy: Path | None) -> RoundLabels:
+        """Round `round_`'s rankings, of answers from `policy` (SFT in round 1, round N - 1's policy later)
+        and `previous_policy` (the one before it; None in round 1)."""
+        ...
+
+
+class ExportedLabels(BaseModel):
+    """The labeling app's exports: `instructrl label export --out DEMOS` once for the demonstrations, and
+    `instructrl label export --round N --out ROUND_N` for each round's rankings."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    source: Literal["exported"] = "exported"
+    """Where the human data comes from; 'exported' is the one source so far (the app's database and the
+    demo's simulated labelers are to come)."""
+    demonstrations: Path
+    """An export folder holding train/demonstrations.jsonl (and validation/demonstrations.jsonl, which SFT
+    then validates on; without it SFT splits validation demonstrations off by user id)."""
+    rounds: list[Path] = Field(min_length=1)
+    """One export folder per round (`label export --round N`), in order: train/comparisons.jsonl, and
+    validation/comparisons.jsonl for the RM's accuracy on that round's rankings. Their number is the
+    number of rounds."""
+    prompts: Path
+    """PPO's prompts, JSONL (those imported into the app with `instructrl label import-prompts`)."""
+    val_prompts: Path | None = None
+    """PPO's held-out prompts (empty: split off from `prompts`)."""
+
+    def open(self) -> ExportedFiles:
+        return ExportedFiles(self)
+
+
+class ExportedFiles:
+    """`LabelSource` over export folders: every round's rankings are there before the pipeline starts,
+    ranked on whichever policies the team sampled them from."""
+
+    def __init__(self, config: ExportedLabels):
+        self.config = config
+
+    @property
+    def rounds(self) -> int:
+        return len(self.config.rounds)
+
+    def check(self) -> None:
+        from instructrl.datasets.io import read_comparisons, read_demonstrations, read_prompts
+
+        demos = self.demonstrations()
+        read_demonstrations([demos.train, *([demos.validation] if demos.validation else [])])
+        prompts = self.prompts()
+        read_prompts([prompts.train, *([prompts.validation] if prompts.validation else [])])
+        for n in range(1, self.rounds + 1):
+            labels = self._round(n)
+            read_comparisons([labels.comparisons, *([labels.validation] if labels.validation else [])])
+
+    def demonstrations(self) -> Demonstrations:
+        return Demonstrations(*_split_files(self.config.demonstrations, "demonstrations.jsonl"))
+
+    def prompts(self) -> Prompts:
+        for file in (self.config.prompts, self.config.val_prompts):
+            if file is not None and not file.is_file():
+                raise UserError(f"{file}: no such prompts file (data.prompts / data.val_prompts)")
+        return Prompts(self.config.prompts, self.config.val_prompts)
+
+    def round_labels(self, round_: int, *, policy: Path, previous_policy: Path | None) -> RoundLabels:
+        return self._round(round_)  # exported already: whoever exported them chose the policies
+
+    def _round(self, round_: int) -> RoundLabels:
+        return RoundLabels(*_split_files(self.config.rounds[round_ - 1], "comparisons.jsonl"))
+
+
+def _split_files(folder: Path, name: str) -> tuple[Path, Path | None]:
+    """An export folder's train/NAME (required, not empty) and validation/NAME (None if missing or empty:
+    the app writes every split's file, an empty one where a split has no labels)."""
+    if not folder.is_dir():
+        raise UserError(
+            f"{folder}: no such export folder; write it with `instructrl label export --out {folder}`"
+        )
+    train, validation = folder / "train" / name, folder / "validation" / name
+    if not train.is_file() or train.stat().st_size == 0:
+        raise UserError(
+            f"{train}: missing or empty; is {folder} an `instructrl label export` folder with labels in it?"
+        )
+    return train, validation if validation.is_file() and validation.stat().st_size > 0 else None
