@@ -139,6 +139,10 @@ def generate(
             attention_mask=attention_mask,
             generation_config=config,
             logits_processor=LogitsProcessorList([sampler]),
+            # each process samples its own rows and stops when they have ended: transformers would keep an
+            # FSDP-sharded model's processes generating until all have (a collective per token); instructrl
+            # gathers a sharded policy whole for its rollouts instead (training/sharding.py: gathered)
+            synced_gpus=False,
             **cache,
         )
     finally:

@@ -4,10 +4,10 @@ from typing import Literal
 
 from pydantic import field_validator, model_validator
 
-from instructrl.config import StageConfig
+from instructrl.training.config import ShardableConfig
 
 
-class PPOConfig(StageConfig):
+class PPOConfig(ShardableConfig):
     """PPO / PPO-ptx against a reward model (Ouyang et al. 2022, section 3.5 and Appendix C.3)."""
 
     iterations: int = 100
@@ -92,9 +92,6 @@ class PPOConfig(StageConfig):
     reward_device: str | None = None
     """Device of the frozen reward model, e.g. cuda:1, to free the training GPU (empty: the run's device);
     sequences go there to be scored and the scores come back."""
-    sharding: Literal["none", "fsdp"] = "none"
-    """How the processes of a distributed run hold the models: 'none' (DDP, every process whole copies) only,
-    for now. 'fsdp' (torch's FSDP2, built for SFT and the reward model) is refused for PPO."""
     log_rollouts: bool = True
     """Write every episode (prompt, response, score, KL) to rollouts.jsonl."""
     checkpoint_every: int = 10
@@ -108,18 +105,6 @@ class PPOConfig(StageConfig):
                 "top_p < 1 is refused for PPO: rollouts would come from the nucleus-truncated distribution "
                 "while the log-probs, the PPO ratio and the KL use the full softmax (off-policy updates, a "
                 "biased KL). Sample PPO rollouts with top_p=1"
-            )
-        return v
-
-    @field_validator("sharding")
-    @classmethod
-    def _not_sharded(cls, v: str) -> str:
-        if v == "fsdp":
-            raise ValueError(
-                "sharding=fsdp is built for SFT and the reward model, not yet for PPO (its rollouts would "
-                "generate from a sharded policy, and the policy and value model train under one optimizer). "
-                "Run PPO unsharded (DDP: accelerate launch --config_file configs/accelerate/ddp.yaml); for "
-                "memory use lora_r, gradient_checkpointing and frozen_dtype"
             )
         return v
 

@@ -85,6 +85,15 @@ from instructrl.training.runtime import (
     shard,
     stage,
 )
+from instructrl.training.sharding import (
+    clip_grad_norm,
+    gathered,
+    gradient_sync,
+    is_sharded,
+    local_state_bytes,
+    shard_model,
+    wants_sharding,
+)
 
 EVAL_STREAM = 0xE7A1  # seeds of evaluation samples never collide with rollout seeds
 NORM_STREAM = 0x5C0E  # nor do those of the samples that set the reward's normalisation
@@ -158,16 +167,15 @@ class PPOSetup:
     run: RunDir
     tokenizer: Any
     stops: list[int]  # token ids that end a response: EOS and the chat template's end-of-turn token
-    policy: torch.nn.Module  # π_θ, prepared for training (DDP-wrapped with several processes)
+    policy: torch.nn.Module  # π_θ, prepared for training (DDP-wrapped or, with sharding=fsdp, FSDP2-sharded)
     # π_SFT, frozen; None with LoRA, where it is the policy with its adapters off (`reference`)
     ref_policy: torch.nn.Module | None
-    value_model: torch.nn.Module  # V_φ, starts as the reward model; prepared for training
+    value_model: torch.nn.Module  # V_φ, starts as the reward model; prepared for training as the policy is
     reward_model: torch.nn.Module | None  # r_ψ, frozen; None when reward_fn scores instead
     reward_fn: RewardFn | None
     reward_norm: RewardNorm
-    optimizer: (
-        torch.optim.Optimizer
-    )  # one AdamW, a parameter group for the policy and one for the value model
+    # one AdamW, a parameter group for the policy and one for the value model (their shards, when sharded)
+    optimizer: torch.optim.Optimizer
     scheduler: Any
     kl_ctl: FixedKLController | AdaptiveKLController
     train: Prompts
@@ -181,6 +189,22 @@ class PPOSetup:
     @property
     def unwrapped_policy(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.policy)
+
+    @property
+    def sharded(self) -> bool:
+        return is_sharded(self.policy)
+
+    @property
+    def trained(self) -> torch.nn.Module:
+        """The policy and the value model as one module, whose parameters are the optimizer's (a sharded
+        checkpoint's state dict, the memory record)."""
+        return torch.nn.ModuleDict({"policy": self.policy, "value": self.value_model})
+
+    def whole(self) -> contextlib.AbstractContextManager[None]:
+        """Sharded policy and value model gathered whole for the `with`'s rollouts and scoring: generation stops
+        when a process's own rows have ended, so its forward passes could not run in lockstep with the other
+        processes'. A no-op when unsharded. Every process enters it together."""
+        return gathered(self.policy, self.value_model)
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
@@ -293,14 +317,24 @@ def setup_ppo(
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
         enable_gradient_checkpointing(value_rm)
-    value_model = ScalarHead(value_rm)
+    value_model: torch.nn.Module = ScalarHead(value_rm)
 
     iterations = config.iterations
     steps_per_iteration = config.epochs * config.minibatches
     if config.max_steps is not None:
         iterations = min(iterations, max(1, config.max_steps // steps_per_iteration))
+    # sharding=fsdp: each trained model sharded on its own (its blocks, then its root), before the optimizer
+    # is built, which then holds the shards. The frozen reference and RM stay whole on every process: they
+    # have no gradients or optimizer state to split, and each process scores its own episodes, with no
+    # forward passes in lockstep (frozen_dtype halves them). bf16 is autocast's, as unsharded: FSDP2's bf16
+    # weights (norms and embeddings too) put the SFT policy 4.5e-4 nats per episode from its own reference.
+    sharded = wants_sharding(config, accelerator)
+    if sharded:
+        policy = shard_model(policy, accelerator, autocast=True)
+        value_model = shard_model(value_model, accelerator, autocast=True)
     # One optimizer for both models: under fp16 loss scaling, accelerate unscales every optimizer in each
     # clip_grad_norm_ and resets its record at each step, so a second optimizer's gradients were unscaled twice.
+    # Sharded, its parameters are the two models' DTensor shards, each model's a group of its own.
     optimizer, scheduler = make_optimizer(
         [
             {"params": list(policy.parameters()), "lr": config.lr},
@@ -309,7 +343,8 @@ def setup_ppo(
         config,
         iterations * steps_per_iteration,
     )
-    policy, value_model, optimizer = accelerator.prepare(policy, value_model, optimizer)
+    if not sharded:
+        policy, value_model, optimizer = accelerator.prepare(policy, value_model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
     kl_ctl: FixedKLController | AdaptiveKLController
@@ -319,6 +354,7 @@ def setup_ppo(
         kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
 
     run = RunDir(out, accelerator)
+    run.checkpoint_sharded(torch.nn.ModuleDict({"policy": policy, "value": value_model}), optimizer)
     run.start(config)
     rm_meta = CheckpointMeta.read(reward_dir) if reward_fn is None else CheckpointMeta()
     meta = CheckpointMeta(
@@ -406,20 +442,21 @@ def normalise_reward(s: PPOSetup) -> RewardNorm:
     rows = torch.randperm(len(s.train.queries), generator=g)[:n].tolist()
     mine = shard(rows, acc.num_processes, acc.process_index)
     raw: list[float] = []
-    for start in range(0, len(mine), c.forward_batch_size):
-        chunk = mine[start : start + c.forward_batch_size]
-        # with LoRA the reference is the policy, adapters off, for every pass of the call: only scores are read
-        with s.reference() as ref:
-            r = sample_and_score(
-                s,
-                queries=[s.train.queries[i] for i in chunk],
-                prompts=[s.train.texts[i] for i in chunk],
-                seeds=[mix_seed(c.seed, NORM_STREAM, i) for i in chunk],
-                episodes=chunk,
-                with_values=False,
-                sampler=ref,
-            )
-        raw += r.raw_scores.tolist()
+    with s.whole():  # this process's shard of the prompts may be the shorter one
+        for start in range(0, len(mine), c.forward_batch_size):
+            chunk = mine[start : start + c.forward_batch_size]
+            # with LoRA the reference is the policy, adapters off, for every pass of the call: only scores are read
+            with s.reference() as ref:
+                r = sample_and_score(
+                    s,
+                    queries=[s.train.queries[i] for i in chunk],
+                    prompts=[s.train.texts[i] for i in chunk],
+                    seeds=[mix_seed(c.seed, NORM_STREAM, i) for i in chunk],
+                    episodes=chunk,
+                    with_values=False,
+                    sampler=ref,
+                )
+            raw += r.raw_scores.tolist()
     if acc.num_processes > 1:
         raw = gather_object(raw)
     t = torch.tensor(raw, dtype=torch.float64)
@@ -450,7 +487,8 @@ def sample_and_score(
     sampler: torch.nn.Module | None = None,
 ) -> Rollout:
     """This process's episodes: responses from the policy (or from `sampler`, e.g. the reference for the
-    reward's normalisation) and every no-grad forward pass PPO needs."""
+    reward's normalisation) and every no-grad forward pass PPO needs. Sharded models are called inside
+    `s.whole()`."""
     c, acc, tok = s.config, s.accelerator, s.tokenizer
     clock = Clock()
     policy = s.unwrapped_policy
@@ -548,14 +586,15 @@ def ppo_iteration(s: PPOSetup, it: int, step: int) -> tuple[dict[str, float], Ro
     # 1.-2. sample prompts, generate, score ---------------------------------------------------------------
     prompt_of = rollout_prompts(s, it)  # (B,) the training prompt of each episode
     mine = shard(range(len(prompt_of)), acc.num_processes, acc.process_index)  # this process's episodes
-    local = sample_and_score(
-        s,
-        queries=[s.train.queries[prompt_of[j]] for j in mine],
-        prompts=[s.train.texts[prompt_of[j]] for j in mine],
-        seeds=[mix_seed(c.seed, it, j) for j in mine],
-        episodes=mine,
-        timings=timings,
-    )
+    with s.whole():
+        local = sample_and_score(
+            s,
+            queries=[s.train.queries[prompt_of[j]] for j in mine],
+            prompts=[s.train.texts[prompt_of[j]] for j in mine],
+            seeds=[mix_seed(c.seed, it, j) for j in mine],
+            episodes=mine,
+            timings=timings,
+        )
     # 3. every process gets the whole batch ---------------------------------------------------------------
     r = gather_rollout(local, acc, s.tokenizer.pad_token_id)
     clock.mark("rollout")
@@ -649,7 +688,9 @@ def ppo_update(
     """One optimizer step of the policy and the value model on global minibatch rows `mb`.
 
     Every process holds the whole rollout, takes every world-th row of the minibatch, and normalises the
-    losses by the global token counts, so the step is the same for any number of processes.
+    losses by the global token counts, so the step is the same for any number of processes. Sharded, every
+    process runs as many forward and backward passes as the others (each gathers from all of them): its rows
+    in passes of `micro` in order, not by length, and stand-in PPO-ptx passes where its share is shorter.
     """
     c, acc = s.config, s.accelerator
     policy, value_model = s.policy, s.value_model
@@ -660,24 +701,36 @@ def ppo_update(
     mask = r.mask.float()  # (B, R)
     norm = mask[mb].sum().item()  # response tokens in the global minibatch
     mine = mb[rank::world]
-    lengths = (r.query_mask[mine].sum(-1) + r.mask[mine].sum(-1)).tolist()
-    micros = [[mine[i] for i in g] for g in length_groups(lengths, micro)]  # passes of rows of similar length
+    if s.sharded:
+        micros = [mine[i : i + micro] for i in range(0, len(mine), micro)]
+    else:  # passes of rows of similar length
+        lengths = (r.query_mask[mine].sum(-1) + r.mask[mine].sum(-1)).tolist()
+        micros = [[mine[i] for i in g] for g in length_groups(lengths, micro)]
     ptx_norm = float(sum(len(e.input_ids) - 1 for e in ptx_examples))  # their target tokens
     ptx_mine = ptx_examples[rank::world]
     ptx_micros = [ptx_mine[i : i + micro] for i in range(0, len(ptx_mine), micro)]
+    if s.sharded:  # as many passes as the largest share needs; an empty one is a stand-in (eval_batches)
+        largest = -(-len(ptx_examples) // world)  # ceil
+        ptx_micros += [[] for _ in range(-(-largest // micro) - len(ptx_micros))]
+
+    def autocast() -> contextlib.AbstractContextManager[None]:  # prepared models autocast their own forward
+        return acc.autocast() if s.sharded else contextlib.nullcontext()
+
     sums: dict[str, float] = {}
 
     for j, rows in enumerate(micros):
         last = j == len(micros) - 1
-        with contextlib.ExitStack() as ctx:  # sync gradients on each model's last backward only
-            if not last:
-                ctx.enter_context(acc.no_sync(value_model))
-            if not (last and not ptx_micros):
-                ctx.enter_context(acc.no_sync(policy))
-            ids, attn, p, n = r.trimmed(rows)  # (b, p + n); prepared models autocast their own forward
-            logits = response_logits(policy, ids, attn, n) / c.temperature  # (b, n, V)
+        # sync gradients on each model's last backward only
+        with (
+            gradient_sync(acc, value_model, last),
+            gradient_sync(acc, policy, last and not ptx_micros),
+        ):
+            ids, attn, p, n = r.trimmed(rows)  # (b, p + n)
+            with autocast():
+                logits = response_logits(policy, ids, attn, n)  # (b, n, V)
+                new_values = values(value_model, ids, attn)[:, p - 1 : p + n - 1]  # (b, n)
+            logits = logits.float() / c.temperature  # (b, n, V)
             new_logprobs = token_logprobs(logits, r.response[rows, :n])  # (b, n)
-            new_values = values(value_model, ids, attn)[:, p - 1 : p + n - 1]  # (b, n)
             m = mask[rows, :n]  # (b, n)
             pg_loss, pg_stats = policy_loss(
                 new_logprobs, r.logprobs[rows, :n], advantages[rows, :n], m, c.cliprange, norm
@@ -705,12 +758,19 @@ def ppo_update(
     if ptx_examples:  # every process reports the keys, also one whose share of the batch is empty
         add_sums(sums, {"ptx_nll": 0.0, "ptx_tokens": 0.0})
     for j, examples in enumerate(ptx_micros):
-        with acc.no_sync(policy) if j < len(ptx_micros) - 1 else contextlib.nullcontext():
-            nll, n = batch_nll(policy, examples, s.tokenizer.pad_token_id, acc.device)
-            acc.backward(c.ptx_coef * nll / ptx_norm * world)
-        add_sums(sums, {"ptx_nll": nll.item(), "ptx_tokens": n})
+        with gradient_sync(acc, policy, j == len(ptx_micros) - 1):
+            with autocast():
+                nll, n = batch_nll(
+                    policy, examples or ptx_examples[:1], s.tokenizer.pad_token_id, acc.device, s.sharded
+                )
+            acc.backward(c.ptx_coef * nll / ptx_norm * world * (1.0 if examples else 0.0))
+        if examples:
+            add_sums(sums, {"ptx_nll": nll.item(), "ptx_tokens": n})
 
-    policy_norm, value_norm = clip_grad_norms(acc, [policy, value_model], c.max_grad_norm)
+    if s.sharded:  # fp16's loss scaling is refused with sharding: nothing to unscale
+        policy_norm, value_norm = (clip_grad_norm(acc, m, c.max_grad_norm) for m in (policy, value_model))
+    else:
+        policy_norm, value_norm = clip_grad_norms(acc, [policy, value_model], c.max_grad_norm)
     s.optimizer.step()
     s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
@@ -747,33 +807,34 @@ def evaluate(s: PPOSetup, tag: str) -> dict[str, float]:
     mine = shard(range(len(s.val.queries)), acc.num_processes, acc.process_index)
     totals = torch.zeros(5, dtype=torch.float64, device=acc.device)  # score, raw score, kl, length, count
     samples = []
-    for start in range(0, len(mine), c.forward_batch_size):
-        rows = mine[start : start + c.forward_batch_size]
-        r = sample_and_score(
-            s,
-            queries=[s.val.queries[i] for i in rows],
-            prompts=[s.val.texts[i] for i in rows],
-            seeds=[mix_seed(c.seed, EVAL_STREAM, i) for i in rows],
-            episodes=rows,
-            with_values=False,
-        )
-        kl = ((r.logprobs - r.ref_logprobs) * r.mask).sum(-1)  # (b,)
-        totals += torch.tensor(
-            [
-                r.scores.sum().item(),
-                r.raw_scores.sum().item(),
-                kl.sum().item(),
-                r.mask.sum().item(),
-                len(rows),
-            ],
-            dtype=torch.float64,
-            device=totals.device,
-        )
-        texts = decode_responses(s.tokenizer, r.response, s.stops)
-        samples += [
-            {"prompt": s.val.texts[i], "response": t, "score": sc, "kl": k}
-            for i, t, sc, k in zip(rows, texts, r.scores.tolist(), kl.tolist(), strict=True)
-        ]
+    with s.whole():  # this process's shard of the prompts may be the shorter one
+        for start in range(0, len(mine), c.forward_batch_size):
+            rows = mine[start : start + c.forward_batch_size]
+            r = sample_and_score(
+                s,
+                queries=[s.val.queries[i] for i in rows],
+                prompts=[s.val.texts[i] for i in rows],
+                seeds=[mix_seed(c.seed, EVAL_STREAM, i) for i in rows],
+                episodes=rows,
+                with_values=False,
+            )
+            kl = ((r.logprobs - r.ref_logprobs) * r.mask).sum(-1)  # (b,)
+            totals += torch.tensor(
+                [
+                    r.scores.sum().item(),
+                    r.raw_scores.sum().item(),
+                    kl.sum().item(),
+                    r.mask.sum().item(),
+                    len(rows),
+                ],
+                dtype=torch.float64,
+                device=totals.device,
+            )
+            texts = decode_responses(s.tokenizer, r.response, s.stops)
+            samples += [
+                {"prompt": s.val.texts[i], "response": t, "score": sc, "kl": k}
+                for i, t, sc, k in zip(rows, texts, r.scores.tolist(), kl.tolist(), strict=True)
+            ]
     if acc.num_processes > 1:
         totals = acc.reduce(totals, "sum")
         samples = gather_object(samples)
@@ -943,6 +1004,8 @@ def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
         "skipped_too_long": s.skipped_too_long,
         "mixed_precision": acc.mixed_precision,
         "processes": acc.num_processes,
+        "sharding": c.sharding if s.sharded else "none",
+        "process_state_bytes": local_state_bytes(s.trained, s.optimizer),  # the main process's
         "time_s": time.perf_counter() - t_start,
     }
     if s.ptx_val:

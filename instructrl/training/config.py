@@ -1,4 +1,4 @@
-"""Config keys of the stages whose model may be sharded over processes (SFT and the reward model)."""
+"""Config keys of the stages whose trained models may be sharded over processes (SFT, the reward model, PPO)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from instructrl.config import StageConfig
 
 
 class ShardableConfig(StageConfig):
-    """A stage config with the `sharding` key; SFTConfig and RMConfig build on it."""
+    """A stage config with the `sharding` key; SFTConfig, RMConfig and PPOConfig build on it."""
 
     sharding: Literal["none", "fsdp"] = "none"
     """How the processes of a distributed run hold the trained model. 'none': DDP, every process a whole copy.

@@ -71,10 +71,11 @@ class RunDir:
 
     def checkpoint_sharded(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Checkpoints hold this model and optimizer when sharded (accelerate saves only what it prepared):
-        each process writes its shards through torch.distributed.checkpoint into checkpoint/sharded/."""
+        each process writes its shards through torch.distributed.checkpoint into checkpoint/sharded/. `model`
+        may hold several sharded models (PPO's policy and value model in a ModuleDict) under one optimizer."""
         from instructrl.training.sharding import is_sharded
 
-        self._sharded = (model, optimizer) if is_sharded(model) else None
+        self._sharded = (model, optimizer) if any(is_sharded(m) for m in model.modules()) else None
 
     # -- files -----------------------------------------------------------------------------------------
     @property

@@ -76,8 +76,8 @@ def check_engine(sharding: str) -> None:
             raise UserError(
                 f"accelerate launch asked for FSDP (ACCELERATE_USE_FSDP=true, fsdp_version {version}): "
                 f"instructrl shards with FSDP2 itself, on CPU as on GPUs, where accelerate would run DDP on "
-                f"CPU. Use configs/accelerate/fsdp.yaml (fsdp_version: 2) with --set sharding=fsdp (SFT and "
-                f"the reward model), or configs/accelerate/ddp.yaml for DDP"
+                f"CPU. Use configs/accelerate/fsdp.yaml (fsdp_version: 2) with --set sharding=fsdp (SFT, the "
+                f"reward model, PPO), or configs/accelerate/ddp.yaml for DDP"
             )
 
 

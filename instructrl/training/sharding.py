@@ -67,19 +67,27 @@ def mixed_precision_policy(mixed_precision: str) -> Any:
     )
 
 
-def shard_model(model: nn.Module, accelerator: Accelerator) -> nn.Module:
+def shard_model(model: nn.Module, accelerator: Accelerator, autocast: bool = False) -> nn.Module:
     """FSDP2 over all processes: each transformer block its own unit (gathered for its forward and backward
-    only), then the root, which holds the rest (embeddings, final norm, heads)."""
+    only), a scalar head its own fp32 unit, then the root, which holds the rest (embeddings, final norm, the
+    language model's head). With `autocast` the weights are gathered in fp32 and the caller's
+    `accelerator.autocast()` sets the precision, as for an unsharded model (PPO: the policy then computes
+    what the frozen reference computes under autocast); else mixed_precision_policy's."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
-    policy = mixed_precision_policy(accelerator.mixed_precision)
+    policy = mixed_precision_policy("no" if autocast else accelerator.mixed_precision)
     # no model.to(device) first: fully_shard moves each unit's parameters and buffers (the root's: all the
     # rest) to the mesh's device as it shards them, so a GPU holds one whole block at a time, never the
     # whole model (not run on a GPU yet; each process still loads the whole model into host memory)
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=policy)
+    # a reward or value model's scalar head (a sequence classifier's `score`) runs in fp32 under bf16 too
+    # (models/scoring.py, ScalarHead): a unit of its own, gathered in fp32
+    heads = [h for m in model.modules() if isinstance(h := getattr(m, "score", None), nn.Linear)]
+    for head in heads:
+        fully_shard(head, mesh=mesh, mp_policy=MixedPrecisionPolicy())
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 
@@ -111,6 +119,30 @@ def gradient_sync(accelerator: Accelerator, model: nn.Module, sync: bool) -> Ite
     else:
         with accelerator.no_sync(model):
             yield
+
+
+@contextlib.contextmanager
+def gathered(*models: nn.Module) -> Iterator[None]:
+    """The sharded models whole on every process for the duration of a `with`, for no-grad forward passes only:
+    one all-gather per unit on entry, then each forward pass runs on this process alone. So a process may run
+    as many passes as its own work needs (generation that stops when its rows have ended, a shorter shard of
+    prompts), where a sharded model's passes must run in lockstep. Every process enters it together; on exit
+    the models are sharded again. Unsharded models pass through."""
+    from torch.distributed.fsdp import FSDPModule
+
+    roots = [m for m in models if is_sharded(m)]
+    units = [u for m in roots for u in m.modules() if isinstance(u, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+        for root in roots:  # FSDP2's own setting: blocks reshard after forward, the root keeps its gathered
+            root.set_reshard_after_forward(True)  # type: ignore[operator]
+            root.set_reshard_after_forward(False, recurse=False)  # type: ignore[operator]
 
 
 def clip_grad_norm(accelerator: Accelerator, model: nn.Module, max_norm: float) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import RM_SET, SFT_SET, make_demos, run_stage, write_jsonl
-from test_invariants import assert_same_curves, metrics, sets, wait_for_lines
+from test_invariants import PPO_SET, assert_same_curves, metrics, sets, wait_for_lines
 
 from instructrl.errors import UserError
 from instructrl.training.runtime import eval_batches
@@ -187,15 +187,15 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
         assert (y - x).norm() <= 1e-5 * x.norm(), (k, ((y - x).norm() / x.norm()).item())
 
 
-def test_ppo_refuses_sharding_with_a_clear_message():
+def test_ppo_with_sharding_refuses_lora_and_fp16_with_a_clear_message():
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
 
-    with pytest.raises(
-        UserError, match="sharding=fsdp is built for SFT and the reward model, not yet for PPO"
-    ):
-        load_config(PPOConfig, None, ["sharding=fsdp"])
-    assert load_config(PPOConfig, None, ["sharding=none"]).sharding == "none"
+    assert load_config(PPOConfig, None, ["sharding=fsdp"]).sharding == "fsdp"
+    with pytest.raises(UserError, match="sharding=fsdp with LoRA"):
+        load_config(PPOConfig, None, ["sharding=fsdp", "lora_r=8"])
+    with pytest.raises(UserError, match="sharding=fsdp runs bf16 or fp32"):
+        load_config(PPOConfig, None, ["sharding=fsdp", "mixed_precision=fp16"])
 
 
 @pytest.mark.slow
@@ -230,3 +230,108 @@ def test_reward_model_sharded_over_two_processes_equals_one_unsharded_process(
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two" / "final")
     assert model.config.architectures == ["GPT2ForSequenceClassification"]
+
+
+# fp32 PPO-ptx, 3 iterations: 2 passes of policy and value model per process and minibatch (gradient sync on
+# the last only); 1 pretraining sequence per minibatch, so the second process runs a stand-in pass; 15
+# held-out prompts in passes of 7 (shards of 8 and 7: 2 passes and 1); a sharded checkpoint every iteration
+SHARDED_PPO = [
+    *PPO_SET,
+    "iterations=3",
+    "micro_batch_size=2",
+    "ptx_batch_size=1",
+    "eval_prompts=15",
+    "forward_batch_size=7",
+    "checkpoint_every=1",
+]
+
+
+def ppo_args(sft_dir: Path, rm_dir: Path, data_dir: Path, out: Path) -> list[str]:
+    inputs = ["--policy", str(sft_dir), "--reward", str(rm_dir), "--prompts", str(data_dir / "prompts.jsonl")]
+    inputs += ["--pretrain-data", str(data_dir / "pretrain.jsonl"), "--out", str(out)]
+    return ["ppo", *inputs, *sets([*SHARDED_PPO, "sharding=fsdp"])]
+
+
+TORCHRUN_2 = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "instructrl"]
+
+
+@pytest.fixture(scope="module")
+def sharded_ppo(sft_dir, rm_dir, data_dir, tmp_path_factory) -> Path:
+    """The sharded PPO-ptx run, 2 processes under torchrun."""
+    out = tmp_path_factory.mktemp("sharded-ppo") / "two"
+    launch(*TORCHRUN_2, *ppo_args(sft_dir, rm_dir, data_dir, out))
+    return out
+
+
+@pytest.mark.slow
+def test_ppo_sharded_over_two_processes_equals_one_unsharded_process(
+    sft_dir, rm_dir, data_dir, sharded_ppo, tmp_path
+):
+    """The policy and value model sharded (each on its own, one AdamW over both models' shards), the SFT
+    reference and the RM whole on each process; rollouts and evaluation generate from the policy gathered
+    whole for them (`sharding.gathered`)."""
+    one = run_stage(
+        "ppo",
+        tmp_path / "one",
+        SHARDED_PPO,
+        policy_dir=sft_dir,
+        reward_dir=rm_dir,
+        prompts=data_dir / "prompts.jsonl",
+        pretrain_data=data_dir / "pretrain.jsonl",
+    )
+    two = json.loads((sharded_ppo / "summary.json").read_text())
+
+    # the parameters were DTensor shards, each process holding half of both models and of their AdamW state
+    assert (two["processes"], two["sharding"], one["sharding"]) == (2, "fsdp", "none")
+    held, whole = two["process_state_bytes"], one["process_state_bytes"]
+    assert (held["param_type"], whole["param_type"]) == ("DTensor", "Tensor")
+    for key in ("params", "grads", "optimizer"):
+        assert held[key] <= 0.6 * whole[key], (key, held, whole)
+
+    # the same episodes, losses, statistics and evaluations (measured: 2e-6 at most, β's KL penalty)
+    rows = metrics(tmp_path / "one")
+    assert all("ptx/loss" in m for m in rows if "objective/kl" in m)
+    assert_same_curves(rows, metrics(sharded_ppo), rel=1e-5)
+    for name in ("rollouts.jsonl", "eval_samples.jsonl"):  # the latter in the order the processes gathered
+        a, b = (sorted(line_texts(d / name)) for d in (tmp_path / "one", sharded_ppo))
+        assert a == b, name
+    assert two["final_score_mean"] == pytest.approx(one["final_score_mean"], rel=1e-5)
+
+    # the same policy and value model, each gathered into one Hugging Face folder
+    for folder in ("final", "value"):
+        assert_same_weights(weights(tmp_path / "one" / folder), weights(sharded_ppo / folder), n_embd=64)
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    policy = AutoModelForCausalLM.from_pretrained(sharded_ppo / "final")
+    value = AutoModelForSequenceClassification.from_pretrained(sharded_ppo / "value")
+    assert policy.config.architectures == ["GPT2LMHeadModel"]
+    assert value.config.architectures == ["GPT2ForSequenceClassification"]
+
+
+def line_texts(path: Path) -> list[tuple[str, str, str]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [(str(r.get("eval", r.get("iteration"))), r["prompt"], r["response"]) for r in rows]
+
+
+@pytest.mark.slow
+def test_sharded_ppo_stopped_by_sigterm_resumes_to_the_same_run(
+    sft_dir, rm_dir, data_dir, sharded_ppo, tmp_path
+):
+    """Both models' shards and their one AdamW's go to one torch.distributed.checkpoint (the two models as one
+    ModuleDict); the resumed run gives the unbroken one's episodes, metrics and weights bit for bit."""
+    args = ppo_args(sft_dir, rm_dir, data_dir, tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    stopped = subprocess.Popen([*TORCHRUN_2, *args], env=env, stderr=subprocess.PIPE, text=True)
+    wait_for_lines(tmp_path / "run" / "metrics.jsonl", 1, stopped)  # iteration 1 of 3
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate(timeout=120)
+    assert stopped.returncode != 0 and "continue with --resume" in err, err[-3000:]
+    assert json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())["iteration"] < 3
+
+    launch(*TORCHRUN_2, *args, "--resume")
+    assert metrics(tmp_path / "run") == metrics(sharded_ppo)
+    for name in ("rollouts.jsonl", "eval_samples.jsonl"):
+        assert (tmp_path / "run" / name).read_text() == (sharded_ppo / name).read_text(), name
+    for folder in ("final", "value"):
+        a, b = weights(sharded_ppo / folder), weights(tmp_path / "run" / folder)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
