@@ -10,6 +10,10 @@ The data are made-up words. Each run is a fresh subprocess, so its peak memory i
   ppo full               policy, value model, reference and reward model all fp32 weights
   ppo lora               lora_r=16 on all linear layers: the reference is the policy with adapters off
   ppo full, knobs        gradient_checkpointing=true and frozen_dtype=bf16
+  sft fsdp, ppo fsdp     sharding=fsdp (FSDP2) under torchrun, one process per visible GPU (NCCL; with
+                         --tiny 2 CPU processes, gloo): per-process parameter, gradient and AdamW bytes
+                         beside the unsharded runs', and the same throughput numbers (one GPU: one
+                         process, which sharding leaves whole; it shards from 2 processes on)
 Throughput numbers come from the runs' own metrics.jsonl (SFT: target tokens per second of training; PPO:
 episodes per second of whole iterations and generated tokens per second of generation).
 """
@@ -94,7 +98,9 @@ PPO_CASES = {
     "ppo full": [],
     "ppo lora": ["lora_r=16", "lora_target_modules=all-linear", "lr=1e-4"],
     "ppo full, knobs": ["gradient_checkpointing=true", "frozen_dtype=bf16"],
+    "ppo fsdp": ["sharding=fsdp"],
 }
+SHARDED = {"sft fsdp", "ppo fsdp"}  # launched by torchrun, one process per GPU (2 CPU processes with --tiny)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,11 +185,12 @@ def child(work: Path, case: str, tiny: bool) -> dict:
     out = work / case.replace(" ", "_").replace(",", "")
     t0 = time.perf_counter()
     result: dict = {"case": case}
-    if case == "sft":
+    if case in ("sft", "sft fsdp"):
         from instructrl.sft.config import SFTConfig
         from instructrl.sft.train import run_sft
 
-        config = load_config(SFTConfig, None, [*SFT, *p["sft"]])
+        sharding = ["sharding=fsdp"] if case == "sft fsdp" else []
+        config = load_config(SFTConfig, None, [*SFT, *p["sft"], *sharding])
         summary = run_sft(model_dir=work / "base", data=work / "demos.jsonl", out=out, config=config)
         rows = [r for r in read_metrics(out) if "train/tokens" in r]
         result["target_tokens_per_s"] = sum(r["train/tokens"] for r in rows) / rows[-1]["time/elapsed_s"]
@@ -225,8 +232,13 @@ def child(work: Path, case: str, tiny: bool) -> dict:
             finite=all(isinstance(v, int | float) and v == v for r in rows for v in r.values()),
         )
     result.update(
-        peak_memory_mib(), wall_s=time.perf_counter() - t0, mixed_precision=summary["mixed_precision"]
+        peak_memory_mib(),
+        wall_s=time.perf_counter() - t0,
+        mixed_precision=summary["mixed_precision"],
+        processes=summary["processes"],
     )
+    if "process_state_bytes" in summary:  # the main process's parameters, gradients and AdamW state
+        result["process_state_bytes"] = summary["process_state_bytes"]
     return result
 
 
@@ -246,8 +258,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.case:  # the child
-        print(json.dumps(child(args.work, args.case, args.tiny)))
+    if args.case:  # the child (under torchrun: each process; the main one reports)
+        result = child(args.work, args.case, args.tiny)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps(result))
         return
 
     import torch
@@ -276,9 +290,12 @@ def main() -> None:
         t = time.perf_counter()
         result["parameters"] = build_assets(work, args.tiny)
         result["build_s"] = time.perf_counter() - t
-        for case in ["sft", "rm", *PPO_CASES]:
+        processes = 2 if args.tiny else torch.cuda.device_count()
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+        for case in ["sft", "rm", *PPO_CASES, "sft fsdp"]:
+            launcher = [*torchrun, str(processes)] if case in SHARDED else [sys.executable]
             cmd = [
-                sys.executable,
+                *launcher,
                 __file__,
                 "--work",
                 str(work),
