@@ -26,5 +26,14 @@ def cache_rows(cache: Any, index: torch.Tensor, copy: bool) -> Any:
         layers = [copy_module.copy(layer) for layer in cache.layers]
         cache = copy_module.copy(cache)
         cache.layers = layers
-    cache.batch_select_indices(index)  # each layer: keys, values = keys[index], values[index]
+    if not hasattr(cache, "layers"):  # a cache of another shape: its own selection
+        cache.batch_select_indices(index)
+        return cache
+    # index_select, not transformers' batch_select_indices (keys[index]): indexing's backward sums a prompt's
+    # rows in a thread-dependent order on CPU (index_put_ with accumulate), index_select's in a fixed one, so
+    # two runs of the same RM training give the same weights
+    for layer in cache.layers:
+        if layer.get_seq_length() > 0:
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
     return cache

@@ -153,3 +153,27 @@ def test_with_lora_the_adapters_get_the_gradients_of_the_plain_rows(tiny_model_d
     assert len(grads_s) == 2 * 2 + 1  # c_attn's A and B in 2 blocks; the head
     for g_s, g_p in zip(grads_s, grads_p, strict=True):
         assert g_s.abs().sum() > 0 and torch.allclose(g_s, g_p, atol=1e-5, rtol=1e-4)
+
+
+def test_the_repeated_prompt_cache_gives_the_same_gradients_every_time():
+    """The prompt's keys and values repeated for its rows: their gradient sums each row's back into its prompt.
+    Indexing's backward (index_put_ with accumulate) sums in a thread-dependent order on CPU, so two RM runs of
+    the same data ended 1e-7 apart (and a demo's PPO then drew other samples); index_select's sums in order."""
+    from transformers import DynamicCache
+
+    from instructrl.models.cache import cache_rows
+
+    torch.set_num_threads(2)  # the tests run on one thread (conftest); the order differs from two on
+    torch.manual_seed(0)
+    keys, values = (torch.randn(16, 4, 40, 24, requires_grad=True) for _ in range(2))
+    rows = torch.arange(16).repeat_interleave(5)[torch.randperm(80)]  # each prompt 5 times, shuffled
+    upstream = torch.randn(80, 4, 40, 24)
+    grads = []
+    for _ in range(20):
+        cache = DynamicCache()
+        cache.update(keys, values, 0)
+        layer = cache_rows(cache, rows, copy=True).layers[0]
+        keys.grad = values.grad = None
+        ((layer.keys + layer.values) * upstream).sum().backward()
+        grads.append((keys.grad.clone(), values.grad.clone()))
+    assert all(torch.equal(k, grads[0][0]) and torch.equal(v, grads[0][1]) for k, v in grads)
