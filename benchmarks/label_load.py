@@ -35,6 +35,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# the throwaway PostgreSQL cluster and app servers the labeling tests use (tests/labeling/servers.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 PASSWORD = "load-test-password"
 
 
@@ -150,8 +153,7 @@ async def importer(base: str, db_url: str, data: bytes, via: str, result: LoadRe
                    window: list[float]) -> None:  # fmt: skip
     """Import `data` as an admin would; `window` gets the import's start and end (monotonic seconds)."""
     import httpx
-
-    from instructrl.labeling.testing import SERVE
+    from labeling.servers import SERVE
 
     window.append(time.monotonic())
     if via == "web":
@@ -268,11 +270,11 @@ def run_load(db_url: str, *, clients: int = 50, seconds: float = 60.0, retry_eve
              label: str | None = None, import_mb: float = 0.0, import_via: str = "web", ranking_upload: int = 0,
              prompts: int = 100_000) -> LoadResult:  # fmt: skip
     """Seed `db_url` (an empty database), serve it, run the labelers, count what was stored."""
+    from labeling.servers import free_port, serve_process
     from sqlalchemy import func, select
 
     from instructrl.labeling.core.db import Database
     from instructrl.labeling.models import Submission
-    from instructrl.labeling.testing import free_port, serve_process
 
     tasks = tasks or max(50, int(seconds * 40))
     if ranking_upload > prompts:
@@ -387,7 +389,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from instructrl.labeling.testing import TempPostgres
+    from labeling.servers import TempPostgres
 
     results = []
     for which in args.db:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from instructrl.labeling.testing import TempPostgres, create_database_on, postgres_bin_dir
+from labeling.servers import TempPostgres, create_database_on, postgres_bin_dir
 
 
 @pytest.fixture(scope="session")

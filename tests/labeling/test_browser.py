@@ -25,8 +25,8 @@ from sqlalchemy import select
 
 from instructrl.datasets.io import read_records
 from instructrl.labeling.models import Assignment, Submission, Task
-from instructrl.labeling.testing import LiveServer
 from labeling.helpers import PASSWORD, add_user, jsonl, login, make_app, ranking_app, scores
+from labeling.servers import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -10,7 +10,6 @@ from sqlalchemy import func, select
 
 from instructrl.labeling.core.db import Database
 from instructrl.labeling.models import Submission
-from instructrl.labeling.testing import free_port, serve_process
 from labeling.helpers import (
     PASSWORD,
     PROMPTS,
@@ -22,6 +21,7 @@ from labeling.helpers import (
     scores,
     upload_prompts,
 )
+from labeling.servers import free_port, serve_process
 
 
 def test_kill_and_restart_loses_no_acknowledged_submission(db_url, tmp_path):

@@ -228,7 +228,7 @@ def test_the_intakes_child_processes_exit_soon_after_the_server_is_killed(sqlite
     from instructrl.labeling.core.db import Database
     from instructrl.labeling.core.security import hash_password
     from instructrl.labeling.models import User
-    from instructrl.labeling.testing import free_port, serve_process
+    from labeling.servers import free_port, serve_process
 
     db = Database(sqlite_url)
     with db.session() as session:
