@@ -2,7 +2,8 @@
 
 `TempPostgres` runs Debian's initdb/pg_ctl on a free loopback port in a temporary directory (as the
 `postgres` user when run as root: PostgreSQL refuses to run as root). `LiveServer` runs the app under
-uvicorn in a thread on a free loopback port. Nothing here is imported by the app.
+uvicorn in a thread on a free loopback port. Test helpers, not in the package; benchmarks/label_load.py
+uses them too.
 """
 
 from __future__ import annotations
