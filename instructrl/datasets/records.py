@@ -230,6 +230,22 @@ class PretrainText(Record):
     text: str = Field(min_length=1)
 
 
+class ABPair(BaseModel):
+    """Two models' responses to one prompt, to be judged side by side: what `instructrl eval answers --baseline`
+    writes, one a line, and the labeling app's A/B upload takes (its `ABUploadItem` is this record). A judged
+    pair comes back from the app's export as an `ABJudgement`."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1)
+    """The prompt as text (a conversation's transcript): the labeling app finds its imported prompt by it."""
+    model_a: str = Field(min_length=1)
+    """The name of the model that wrote `response_a` (`eval answers`: the model compared)."""
+    response_a: str
+    model_b: str = Field(min_length=1)
+    """The name of the model that wrote `response_b` (`eval answers`: the baseline)."""
+    response_b: str
+
+
 class ABJudgement(Record):
     """One A/B evaluation: which of two responses (from named models) a labeler preferred."""
 

@@ -278,7 +278,7 @@ def _named(pairs: list[str]) -> dict[str, str]:
 
 def run_answers(args) -> int:
     from instructrl.datasets.io import read_records, write_jsonl
-    from instructrl.datasets.records import EvalPrompt
+    from instructrl.datasets.records import ABPair, EvalPrompt
     from instructrl.errors import UserError
     from instructrl.evaluation.models import best_of_n, best_of_n_kl, generate_answers
     from instructrl.models.loading import resolve_model
@@ -310,6 +310,7 @@ def run_answers(args) -> int:
                 answers[name] = generate_answers(
                     path, prompts, seed=args.seed, max_new_tokens=args.max_new_tokens, progress=tick
                 )
+    rows: list[ABPair] | list[dict[str, str]]
     if args.baseline is None:
         rows = [
             {"prompt": p, "model": name, "response": answers[name][i]}
@@ -318,13 +319,13 @@ def run_answers(args) -> int:
         ]
     else:
         rows = [
-            {
-                "prompt": p,
-                "model_a": name,
-                "response_a": answers[name][i],
-                "model_b": args.baseline,
-                "response_b": answers[args.baseline][i],
-            }
+            ABPair(
+                prompt=p,
+                model_a=name,
+                response_a=answers[name][i],
+                model_b=args.baseline,
+                response_b=answers[args.baseline][i],
+            )
             for name in models
             if name != args.baseline
             for i, p in enumerate(texts)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from instructrl.datasets.records import Message, PromptRecord, ResponseLabel
+from instructrl.datasets.records import ABPair, Message, PromptRecord, ResponseLabel
 from instructrl.prompts.intake import DroppedPrompt, IntakeReport
 
 Role = Literal["admin", "labeler"]
@@ -176,15 +176,16 @@ class RankingUploadItem(TextKeys):
     model: Text = Field(default="uploaded", min_length=1, max_length=MAX_NAME)
 
 
-class ABUploadItem(TextKeys):
-    """One line of an A/B file: two models' responses to one imported prompt."""
+class ABUploadItem(TextKeys, ABPair):
+    """One line of an A/B file: an `ABPair` (two models' responses to one imported prompt, as `instructrl eval
+    answers --baseline` writes them), its text checked as every client's is and its model names no longer
+    than their columns. It adds no field: the file's layout is ABPair's."""
 
-    model_config = ConfigDict(extra="forbid")
     prompt: Text = Field(min_length=1)
-    response_a: Text
-    response_b: Text
     model_a: Text = Field(min_length=1, max_length=MAX_NAME)
+    response_a: Text
     model_b: Text = Field(min_length=1, max_length=MAX_NAME)
+    response_b: Text
 
 
 class DemonstrationTasksCreate(BaseModel):

@@ -33,23 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from instructrl.config import config_from_args
     from instructrl.reward.config import RMConfig
     from instructrl.reward.train import run_rm
-    from instructrl.training.cli import report, stopped_exit
+    from instructrl.training.cli import run_command
 
-    config, changed = config_from_args(RMConfig, args)
-    with stopped_exit():
-        summary = run_rm(
-            model_dir=args.model,
-            init_dir=args.init,
-            data=args.data,
-            out=args.out,
-            config=config,
-            val_data=args.val_data,
-            norm_data=args.norm_data,
-            resume=args.resume,
-            changed_keys=changed,
-        )
-    report(args.out, summary)
-    return 0
+    return run_command(
+        args,
+        RMConfig,
+        run_rm,
+        model_dir=args.model,
+        init_dir=args.init,
+        data=args.data,
+        val_data=args.val_data,
+        norm_data=args.norm_data,
+    )

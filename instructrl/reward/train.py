@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,29 +15,20 @@ from instructrl.datasets.tokenize import (
     pad_right,
     prompt_ids,
     response_ids,
-    split_by_user,
     tokenize_comparisons,
 )
 from instructrl.errors import UserError
 from instructrl.models.checkpoint import CheckpointMeta
-from instructrl.models.loading import context_window, load_reward_model, load_tokenizer
-from instructrl.models.lora import ADAPTER_DIR, add_lora
-from instructrl.models.memory import enable_gradient_checkpointing
+from instructrl.models.loading import load_reward_model, load_tokenizer
+from instructrl.models.lora import ADAPTER_DIR
 from instructrl.models.scoring import ScalarHead, add_reward_bias, score
 from instructrl.reward.config import RMConfig
-from instructrl.training.loop import SupervisedTask, fit
+from instructrl.reward.summary import RMSummary
+from instructrl.training.loop import SupervisedTask
 from instructrl.training.losses import rank_forward
-from instructrl.training.optim import planned_steps
-from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import (
-    attention_implementation,
-    eval_batches,
-    finish,
-    make_accelerator,
-    shard,
-    stage,
-)
-from instructrl.training.sharding import is_sharded, local_state_bytes, prepare_training
+from instructrl.training.runtime import attention_implementation, eval_batches, shard, stage
+from instructrl.training.sharding import is_sharded
+from instructrl.training.stage import StageRun
 
 
 @torch.no_grad()
@@ -137,7 +127,6 @@ def run_rm(
 ) -> dict[str, Any]:
     """A reward model from the SFT model in `model_dir` (InstructGPT), or continued from an earlier round's
     reward model in `init_dir` on the comparisons so far (ChatGPT's loop)."""
-    t_start = time.perf_counter()
     changed_keys = changed_keys or set()
     if (model_dir is None) == (init_dir is None):
         raise UserError(
@@ -149,39 +138,24 @@ def run_rm(
     if "prompt_template" not in changed_keys and saved is not None:
         config.prompt_template = saved.prompt_template  # the SFT model's own format
     start_meta = saved or CheckpointMeta()
-    config = resolve_config(out, config, resume, changed_keys)
-    accelerator = make_accelerator(config, out)
+    run = StageRun(out, config, resume=resume, changed_keys=changed_keys)
+    config, accelerator = run.config, run.accelerator
 
     # 1. data
     tokenizer = load_tokenizer(start)
-    comparisons = read_comparisons(data)
-    if val_data is not None:
-        train_c, val_c = comparisons, read_comparisons(val_data)
-    else:
-        train_c, val_c = split_by_user(comparisons, config.val_fraction, config.seed)
+    train_c, val_c = run.train_val(read_comparisons, data, val_data)
     weights, latest_round = round_weights(train_c, config.latest_round_weight)
     norm_demos = read_demonstrations(norm_data) if norm_data is not None else None
     attention = attention_implementation(accelerator)
     rm: torch.nn.Module = load_reward_model(start, attn_implementation=attention)
     # with LoRA the backbone gets adapters and the scalar head, new here, trains whole
-    rm = add_lora(rm, config, "SEQ_CLS") if config.lora_r else rm
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(rm)
-    model: torch.nn.Module = ScalarHead(rm)
-    max_length = min(config.max_length, context_window(start) or config.max_length)
+    model: torch.nn.Module = ScalarHead(run.adapt(rm, "SEQ_CLS"))
+    max_length = run.max_length(start)
     tok = (tokenizer, config.prompt_template, max_length, config.too_long)
     train, train_stats = tokenize_comparisons(train_c, *tok, weights=weights)
     val, val_stats = tokenize_comparisons(val_c, *tok)
 
-    # 2. run directory, optimizer
-    run = RunDir(out, accelerator)
-    run.start(config)
-    model, optimizer, scheduler = prepare_training(
-        accelerator, model, config, planned_steps(len(train), config)
-    )
-    run.checkpoint_sharded(model, optimizer)
-
-    # 3. train on all C(K,2) pairs of each prompt at once
+    # 2. train on all C(K,2) pairs of each prompt at once
     sft_model = str(model_dir) if init_dir is None else start_meta.sft_model
     meta = CheckpointMeta(
         stage="rm",
@@ -195,20 +169,10 @@ def run_rm(
             {"stage": "rm", "round": latest_round, "init": str(start), "comparisons": len(train_c)},
         ],
     )
-    result = fit(
-        rm_task(train, val, tokenizer.pad_token_id, accelerator, config.share_prompt),
-        accelerator=accelerator,
-        run=run,
-        config=config,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        tokenizer=tokenizer,
-        meta=meta,
-        desc="rm",
-    )
+    task = rm_task(train, val, tokenizer.pad_token_id, accelerator, config.share_prompt)
+    result = run.train(model, task, tokenizer=tokenizer, meta=meta, desc="rm")
 
-    # 4. the best model, normalised so that reference responses score 0 on average
+    # 3. the best model, normalised so that reference responses score 0 on average
     accelerator.wait_for_everyone()
     best = load_reward_model(result["best_dir"], attn_implementation=attention).to(accelerator.device)
     val_metrics = evaluate_rankings(
@@ -232,38 +196,30 @@ def run_rm(
         meta = meta.model_copy(
             update=dict(reward_bias=bias, reward_bias_stored_in=where, reward_bias_reference=reference)
         )
-    run.save_model(best, tokenizer, "final", meta)
+    run.save_final(best, tokenizer, meta)
     if accelerator.is_main_process:
         import shutil
 
         # LoRA: the best epoch's adapter too; the normalising bias, added after training, is in the merged
         # weights and in instructrl.json (reward_bias), not in the adapter
         if (result["best_dir"] / ADAPTER_DIR).is_dir():
-            shutil.copytree(result["best_dir"] / ADAPTER_DIR, run.path / "final" / ADAPTER_DIR)
+            shutil.copytree(result["best_dir"] / ADAPTER_DIR, run.dir.path / "final" / ADAPTER_DIR)
         shutil.rmtree(result["best_dir"], ignore_errors=True)
-    run.remove_checkpoint()
-    summary = {
-        "stage": "rm",
-        "val_accuracy": val_metrics["val/accuracy"],
-        "val_loss": val_metrics["val/loss"],
-        "bias": bias,
-        "bias_reference": reference,
-        "best_step": result["best_step"],
-        "steps": result["steps"],
-        "round": latest_round,
-        "init": str(start),
-        "train_prompts": len(train),
-        "train_pairs": sum(len(e.pairs) for e in train),
-        "val_prompts": len(val),
-        "skipped_too_long": train_stats.skipped_too_long + val_stats.skipped_too_long,
-        "truncated": train_stats.truncated + val_stats.truncated,
-        "max_length": max_length,
-        "mixed_precision": accelerator.mixed_precision,
-        "processes": accelerator.num_processes,
-        "sharding": config.sharding if is_sharded(model) else "none",
-        "process_state_bytes": local_state_bytes(model, optimizer),  # the main process's
-        "time_s": time.perf_counter() - t_start,
-    }
-    run.write_summary(summary)
-    finish(accelerator)
-    return summary
+    summary = RMSummary(
+        val_accuracy=val_metrics["val/accuracy"],
+        val_loss=val_metrics["val/loss"],
+        bias=bias,
+        bias_reference=reference,
+        best_step=result["best_step"],
+        steps=result["steps"],
+        round=latest_round,
+        init=str(start),
+        train_prompts=len(train),
+        train_pairs=sum(len(e.pairs) for e in train),
+        val_prompts=len(val),
+        skipped_too_long=train_stats.skipped_too_long + val_stats.skipped_too_long,
+        truncated=train_stats.truncated + val_stats.truncated,
+        max_length=max_length,
+        **run.facts(),
+    )
+    return run.finish(summary)

@@ -24,21 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from instructrl.config import config_from_args
     from instructrl.sft.config import SFTConfig
     from instructrl.sft.train import run_sft
-    from instructrl.training.cli import report, stopped_exit
+    from instructrl.training.cli import run_command
 
-    config, changed = config_from_args(SFTConfig, args)
-    with stopped_exit():
-        summary = run_sft(
-            model_dir=args.model,
-            data=args.data,
-            out=args.out,
-            config=config,
-            val_data=args.val_data,
-            resume=args.resume,
-            changed_keys=changed,
-        )
-    report(args.out, summary)
-    return 0
+    return run_command(args, SFTConfig, run_sft, model_dir=args.model, data=args.data, val_data=args.val_data)

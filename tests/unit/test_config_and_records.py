@@ -85,3 +85,18 @@ def test_directory_of_files(tmp_path):
     write(tmp_path / "d" / "a.jsonl", '{"prompt": "p1", "user_id": "u1"}\n')
     write(tmp_path / "d" / "b.jsonl", '{"prompt": "p2", "user_id": "u2"}\n')
     assert [p.prompt for p in read_prompts(tmp_path / "d")] == ["p1", "p2"]
+
+
+def test_an_ab_pair_is_what_the_labeling_app_uploads_in_the_layout_eval_answers_wrote():
+    import json
+
+    from instructrl.datasets.io import to_json_line
+    from instructrl.datasets.records import ABPair
+    from instructrl.labeling.schemas import ABUploadItem
+
+    fields = {"prompt": "Héllo?", "model_a": "ppo", "response_a": "", "model_b": "sft", "response_b": "Hi"}
+    line = to_json_line(ABPair(**fields))
+    assert line == json.dumps(fields, ensure_ascii=False)  # the dict `eval answers` wrote before ABPair
+    item = ABUploadItem.model_validate_json(line)
+    assert isinstance(item, ABPair) and item.model_dump() == fields
+    assert list(ABUploadItem.model_fields) == list(ABPair.model_fields)
