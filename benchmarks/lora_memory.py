@@ -78,7 +78,8 @@ def child(work: Path, case: str, iterations: int) -> dict:
 
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import setup_ppo, train_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import train_ppo
 
     imported = rss_mib()
 

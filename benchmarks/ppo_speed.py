@@ -423,7 +423,8 @@ def instructrl_ppo_worker(spec: dict) -> None:
     templates came in, and instructrl's responses then ended at EOS, 15 tokens on average against TRL's 48.)"""
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import setup_ppo, train_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import train_ppo
 
     config = load_config(PPOConfig, None, [f"{k}={v}" for k, v in spec["sets"].items()])
     s = setup_ppo(

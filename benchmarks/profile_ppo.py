@@ -48,7 +48,8 @@ def main() -> None:
     args = p.parse_args()
 
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import ppo_iteration, setup_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import ppo_iteration
 
     config = PPOConfig(
         rollout_batch_size=args.rollout_batch_size,

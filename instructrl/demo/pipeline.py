@@ -35,9 +35,10 @@ from instructrl.demo.labelers import Labeler, make_labelers
 from instructrl.demo.probes import ProbeSet
 from instructrl.demo.world import UserConfig, World, benchmark_correct, few_shot_answer
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
+from instructrl.ppo.summary import PPOSummary
 
 if TYPE_CHECKING:
-    from instructrl.ppo.train import RewardFn
+    from instructrl.ppo.setup import RewardFn
 
 MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx")
 """The models the evaluation compares with SFT; bon_rm answers with the best of N SFT samples by the RM."""
@@ -805,7 +806,7 @@ def run_demo(
         atomic_write_text(done, json.dumps(result, indent=2, default=str))
         results[name] = result
         log(f"{title}: {result['seconds']:.0f} s")
-    summary = build_summary(results, settings)
+    summary = build_summary(results, settings, out)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     from instructrl.report.html import write_report
 
@@ -814,7 +815,7 @@ def run_demo(
     return summary
 
 
-def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[str, Any]:
+def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir: Path) -> dict[str, Any]:
     ev = r["evaluate"]
     win = ev["win_rate_vs_sft"]
     loss = ev["pretrain_loss"]
@@ -863,7 +864,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
             f"base {loss['base']:.3f}, SFT {loss['sft']:.3f}, PPO {loss['ppo']:.3f}, PPO-ptx {loss['ppo_ptx']:.3f}",
         ),
     ]
-    rounds = _rounds(r, settings)
+    rounds = _rounds(r, settings, demo_dir)
     if len(rounds) > 1:
         first, last = rounds[0], rounds[-1]
         retrained = rounds[1:]
@@ -920,20 +921,20 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[
 # ---------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------
-def _rounds(r: dict[str, dict[str, Any]], settings: DemoSettings) -> list[dict[str, Any]]:
+def _rounds(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir: Path) -> list[dict[str, Any]]:
     """Per round of the loop: the PPO policy's win rate against SFT and gold score, its KL to SFT, and (from
     round 2) the RM's accuracy on that round's validation rankings before and after it was retrained."""
     ev, out = r["evaluate"], []
     for n in range(1, settings.rounds + 1):
         model = "ppo" if n == 1 else f"ppo_round{n}"
-        ppo = r["ppo"] if n == 1 else r[f"round{n}"]["ppo"]
+        ppo = PPOSummary.read(demo_dir / ("ppo" if n == 1 else f"round{n}/ppo"))
         row = {
             "round": n,
             "model": model,
             "win": ev["win_rate_vs_sft"][model],
             "gold_score": ev["gold_score"][model],
-            "kl": ppo["final_kl_mean"],
-            "kept_iteration": ppo["kept_iteration"],
+            "kl": ppo.final_kl_mean,
+            "kept_iteration": ppo.kept_iteration,
         }
         if n > 1:
             row |= {k: r[f"round{n}"][k] for k in ("rm_accuracy_before", "rm_accuracy_after")}

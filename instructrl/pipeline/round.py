@@ -28,9 +28,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from instructrl.datasets.io import atomic_write_text, read_comparisons, write_jsonl
-from instructrl.datasets.records import Message, prompt_text
+from instructrl.datasets.records import ABPair, Message, prompt_text
 from instructrl.errors import UserError
 from instructrl.pipeline.config import RoundConfig
+from instructrl.ppo.summary import PPOSummary
 
 
 class RoundRecord(BaseModel):
@@ -148,15 +149,15 @@ def continue_policy(
     val_prompts: Any = None,
     pretrain_data: Any = None,
     resume: bool = False,
-) -> dict[str, Any]:
+) -> PPOSummary:
     """Step 2 of a round: PPO from SFT in round 1, continued from `previous_policy` later; the KL is always
     measured to SFT, so it adds up over the rounds."""
     from instructrl.ppo.train import run_ppo
 
     run = out / "ppo"
     if (run / "summary.json").is_file():
-        return json.loads((run / "summary.json").read_text())
-    return run_ppo(
+        return PPOSummary.read(run)
+    summary = run_ppo(
         policy_dir=previous_policy or sft,
         reference_dir=sft,
         reward_dir=reward_model,
@@ -168,6 +169,7 @@ def continue_policy(
         resume=resume and resumable(run),
         changed_keys=config.changed.get("ppo", set()),
     )
+    return PPOSummary.model_validate(summary)
 
 
 def write_ab_answers(
@@ -182,7 +184,7 @@ def write_ab_answers(
     write_jsonl(
         file,
         [
-            {"prompt": p, "model_a": "policy", "response_a": a, "model_b": "sft", "response_b": b}
+            ABPair(prompt=p, model_a="policy", response_a=a, model_b="sft", response_b=b)
             for p, a, b in zip(map(prompt_text, prompts), new, base, strict=True)
         ],
     )
@@ -351,14 +353,11 @@ def run_round(
         rm_accuracy_before=rm.get("accuracy_on_round_before"),
         rm_accuracy_after=rm.get("accuracy_on_round_after"),
         ppo={
-            k: ppo.get(k)
-            for k in (
-                "initial_score_mean",
-                "final_score_mean",
-                "initial_kl_mean",
-                "final_kl_mean",
-                "kept_iteration",
-            )
+            "initial_score_mean": ppo.initial_score_mean,
+            "final_score_mean": ppo.final_score_mean,
+            "initial_kl_mean": ppo.initial_kl_mean,
+            "final_kl_mean": ppo.final_kl_mean,
+            "kept_iteration": ppo.kept_iteration,
         },
         answers=answers,
         next_job=job,

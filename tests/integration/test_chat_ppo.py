@@ -17,7 +17,8 @@ def test_one_ppo_step_with_a_chat_template_stops_at_the_end_of_turn_token(chat_t
     from instructrl.datasets.tokenize import tokenize_demonstrations
     from instructrl.models.tiny import build_gpt2, save
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import ppo_iteration, setup_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import ppo_iteration
     from instructrl.training.runtime import finish
 
     tok = chat_tokenizer

@@ -15,7 +15,7 @@ class Boom(RuntimeError):
 def test_a_stage_that_raises_lets_the_next_stage_choose_another_precision(
     stage, tiny_model_dir, sft_dir, rm_dir, data_dir, tmp_path, monkeypatch
 ):
-    from instructrl.ppo import train as ppo_train
+    from instructrl.ppo import setup as ppo_setup
     from instructrl.reward import train as rm_train
     from instructrl.sft import train as sft_train
 
@@ -25,7 +25,7 @@ def test_a_stage_that_raises_lets_the_next_stage_choose_another_precision(
     module, name = {
         "sft": (sft_train, "train_lm"),
         "rm": (rm_train, "load_reward_model"),
-        "ppo": (ppo_train, "load_causal_lm"),
+        "ppo": (ppo_setup, "load_causal_lm"),
     }[stage]
     with monkeypatch.context() as m:
         m.setattr(module, name, boom)

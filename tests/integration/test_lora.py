@@ -57,7 +57,8 @@ def test_lora_ppo_raises_the_reward_against_the_sft_model_held_in_the_same_weigh
 
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import setup_ppo, train_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import train_ppo
 
     config = load_config(PPOConfig, None, LORA_PPO_SET)
     s = setup_ppo(
@@ -161,7 +162,8 @@ def test_lora_ppo_stopped_and_resumed_equals_a_run_never_stopped(
     --resume works with LoRA as without; with report_to=tensorboard the resumed event file agrees too."""
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import setup_ppo, train_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import train_ppo
     from instructrl.training.runtime import StopSignal
 
     pytest.importorskip("tensorboard")

@@ -84,7 +84,8 @@ def test_gradient_checkpointing_gives_the_same_ppo_run_and_rollouts_keep_the_kv_
     from instructrl.config import load_config
     from instructrl.models.lora import hf_model
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import setup_ppo, train_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import train_ppo
 
     sets = [*PPO_SET, *(["lora_r=8", "lr=3e-3"] if lora else [])]
     paths = dict(policy_dir=sft_dir, reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl")
@@ -108,7 +109,7 @@ def test_gradient_checkpointing_gives_the_same_ppo_run_and_rollouts_keep_the_kv_
 
 def rollout(s, n: int = 16):
     from instructrl.models.generation import mix_seed
-    from instructrl.ppo.train import sample_and_score
+    from instructrl.ppo.rollout import sample_and_score
 
     rows = list(range(n))
     return sample_and_score(
@@ -123,7 +124,7 @@ def rollout(s, n: int = 16):
 def ppo_setup(sft_dir, rm_dir, data_dir, out, sets):
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import setup_ppo
+    from instructrl.ppo.setup import setup_ppo
 
     config = load_config(PPOConfig, None, [*PPO_SET, *sets])
     return setup_ppo(

@@ -42,7 +42,8 @@ def value_moments_after_one_update(sft_dir, rm_dir, data_dir, out, accelerator):
     parameter afterwards (= (1 - β1) · its clipped gradient)."""
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import ppo_iteration, setup_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import ppo_iteration
     from instructrl.training.runtime import finish
 
     config = load_config(PPOConfig, None, [*PPO_SET, "rollout_batch_size=4", "epochs=1"])
@@ -95,10 +96,10 @@ def test_nucleus_sampling_is_refused_for_rollouts(sft_dir, rm_dir, data_dir, tmp
 
 
 def test_rollouts_are_sampled_with_every_model_in_eval_mode(sft_dir, rm_dir, data_dir, tmp_path, monkeypatch):
-    import instructrl.ppo.train as ppo
+    from instructrl.ppo import evaluate, rollout, train
 
     modes = []
-    real_generate, real_sample = ppo.generate, ppo.sample_and_score
+    real_generate, real_sample = rollout.generate, rollout.sample_and_score
 
     def generate(model, *args, **kw):  # the policy while it samples
         modes.append(("policy", model.training))
@@ -109,8 +110,9 @@ def test_rollouts_are_sampled_with_every_model_in_eval_mode(sft_dir, rm_dir, dat
         modes.append(("reference and value", s.ref_policy.training or s.value_model.training))
         return out
 
-    monkeypatch.setattr(ppo, "generate", generate)
-    monkeypatch.setattr(ppo, "sample_and_score", spy)
+    monkeypatch.setattr(rollout, "generate", generate)
+    for module in (rollout, train, evaluate):  # the reward's normalisation, the iterations, the evaluations
+        monkeypatch.setattr(module, "sample_and_score", spy)
     run_stage(
         "ppo",
         tmp_path / "ppo",
@@ -200,7 +202,9 @@ def test_a_minibatch_update_skips_the_rollouts_padding_and_gives_the_same_step(
 
     from instructrl.config import load_config
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import ppo_iteration, ppo_update, setup_ppo
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import ppo_iteration
+    from instructrl.ppo.update import ppo_update
     from instructrl.training import losses
     from instructrl.training.runtime import finish, make_accelerator
 
