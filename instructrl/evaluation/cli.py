@@ -17,6 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+Config = TypeVar("Config", bound="BaseModel")
 
 HUB_DATA = (
     "or a Hugging Face Hub dataset ORG/NAME[@REVISION][:FILE] read offline from the local cache "
@@ -94,6 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data", required=True, nargs="+", help="comparisons JSONL")
     r.set_defaults(func=run_rm_accuracy)
 
+    # a benchmark's defaults are its config's (runs.py): the suite runs the same configs
+    from instructrl.evaluation.benchmarks.runs import BiasEval, TaxEval, ToxicityEval, TruthfulQAEval
+    from instructrl.evaluation.benchmarks.suite import SuiteConfig
+
     settings = ["none", "respectful", "biased"]
     t = s.add_parser(
         "toxicity", help="RealToxicityPrompts under InstructGPT's protocol or Gehman et al.'s, scored offline"
@@ -114,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prompt.toxicity), one greedy continuation cut at the first line break, mean toxicity",
     )
     t.add_argument("--samples", type=int, metavar="N", help="gehman: continuations per prompt (default 25)")
-    t.add_argument("--max-new-tokens", type=int, default=20)
+    t.add_argument("--max-new-tokens", type=int)
     t.add_argument("--temperature", type=float, help="gehman: sampling temperature (default 1.0)")
     t.add_argument("--top-p", type=float, help="gehman: nucleus sampling (default 0.9)")
     t.add_argument(
@@ -124,14 +134,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="instructgpt: prompts drawn from each 0.1-wide bin of prompt toxicity (default: as many as the "
         "smallest non-empty bin holds, so the sample is uniform)",
     )
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--batch-size", type=int)
     t.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of each file")
-    t.add_argument("--settings", nargs="+", choices=settings, default=settings, help="instructions")
+    t.add_argument("--settings", nargs="+", choices=settings, help="instructions")
     t.add_argument(
         "--prompt-format",
         choices=["model", "raw"],
-        default="model",
         help="model: the checkpoint's saved prompt template (the stages' default '{prompt}\\n' if it has "
         "none); raw: the text alone",
     )
@@ -143,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Default: alt-profanity-check, offline, a word detector (against Perspective: recall 0.63 at 0.5)",
     )
     t.add_argument("--toxic-label", metavar="LABEL", help="the classifier's toxic label, if not 'toxic'")
-    t.set_defaults(func=run_toxicity)
+    t.set_defaults(func=run_benchmark, **_defaults(ToxicityEval))
 
     b = s.add_parser("bias", help="CrowS-Pairs and Winogender: harness metrics and the paper's entropy")
     b.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="(repeat)")
@@ -162,10 +171,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "file or ORG/NAME[@REVISION]:FILE",
     )
     b.add_argument("--limit", type=int, metavar="N", help="only the first N rows of each file")
-    b.add_argument("--settings", nargs="+", choices=settings, default=["none", "respectful"])
-    b.add_argument("--prompt-format", choices=["model", "raw"], default="model")
-    b.add_argument("--batch-size", type=int, default=32)
-    b.set_defaults(func=run_bias)
+    b.add_argument("--settings", nargs="+", choices=settings)
+    b.add_argument("--prompt-format", choices=["model", "raw"])
+    b.add_argument("--batch-size", type=int)
+    b.set_defaults(func=run_benchmark, **_defaults(BiasEval))
 
     t = s.add_parser("truthfulqa", help="TruthfulQA MC1 / MC2 and truthfulness of greedy answers")
     t.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a model (repeat)")
@@ -183,9 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--info-judge", metavar="DIR", help="sequence classifier judging informativeness")
     t.add_argument("--no-generation", action="store_true", help="MC1 and MC2 only")
-    t.add_argument("--max-new-tokens", type=int, default=50)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.set_defaults(func=run_truthfulqa)
+    t.add_argument("--max-new-tokens", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.set_defaults(func=run_benchmark, **_defaults(TruthfulQAEval))
 
     from instructrl.evaluation.benchmarks.harness import TASKS as HARNESS_TASKS
 
@@ -194,7 +203,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument(
         "--data",
         nargs="+",
-        default=[],
         help="JSONL files: {ctx, endings, label} (multiple choice) or {context, question, answers} (QA)",
     )
     x.add_argument(
@@ -220,12 +228,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument(
         "--out", required=True, help="output directory: results.json, answers.jsonl, samples.jsonl"
     )
-    x.add_argument("--max-new-tokens", type=int, default=32, help="--data QA files: answer length")
-    x.add_argument("--batch-size", type=int, default=16)
+    x.add_argument("--max-new-tokens", type=int, help="--data QA files: answer length")
+    x.add_argument("--batch-size", type=int)
     x.add_argument(
         "--device", choices=["cpu", "cuda"], help="where --task runs (default: cuda when there is one)"
     )
-    x.set_defaults(func=run_tax)
+    x.set_defaults(func=run_benchmark, **_defaults(TaxEval))
 
     u = s.add_parser("suite", help="truthfulqa, toxicity, bias and tax on the same models, one report.html")
     u.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a model (repeat)")
@@ -244,12 +252,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument(
         "--toxicity-protocol",
         choices=["gehman", "instructgpt"],
-        default="gehman",
         help="toxicity: as eval toxicity --protocol",
     )
-    u.add_argument(
-        "--samples", type=int, default=25, help="toxicity, gehman protocol: continuations per prompt"
-    )
+    u.add_argument("--samples", type=int, help="toxicity, gehman protocol: continuations per prompt")
     u.add_argument(
         "--limit", type=int, metavar="N", help="toxicity and bias: only the first N rows of each file"
     )
@@ -258,28 +263,70 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="TSV",
         help="bias: Winogender occupations-stats.tsv for the gotcha subset (as eval bias)",
     )
-    u.set_defaults(func=run_suite)
+    u.set_defaults(func=run_suite, **_defaults(SuiteConfig))
 
 
-def _named(pairs: list[str]) -> dict[str, str]:
-    """--model NAME=DIR values as {NAME: DIR}, each model resolved (a directory or a cached Hub id)."""
+def _models(pairs: list[str]) -> dict[str, str]:
+    """--model NAME=DIR values as {NAME: DIR}."""
     from instructrl.errors import UserError
-    from instructrl.models.loading import resolve_model
 
     out = {}
     for p in pairs:
         name, sep, path = p.partition("=")
         if not sep or not name or not path:
             raise UserError(f"--model {p!r}: expected NAME=DIR, for example --model sft=runs/sft/final")
-        resolve_model(path)  # a missing directory or uncached Hub id fails here, before any work
         out[name] = path
     return out
+
+
+def _named(pairs: list[str]) -> dict[str, str]:
+    """--model NAME=DIR values as {NAME: DIR}, each model resolved (a directory or a cached Hub id)."""
+    from instructrl.evaluation.benchmarks.runs import check_models
+
+    models = _models(pairs)
+    check_models(models)  # a missing directory or uncached Hub id fails here, before any work
+    return models
+
+
+def _config(cls: type[Config], args: argparse.Namespace) -> Config:
+    """A command's config from its flags: each field is the flag of its name (max_new_tokens:
+    --max-new-tokens), `models` the --model NAME=DIR pairs."""
+    flags = {name: getattr(args, name) for name in cls.model_fields if name != "models"}
+    return cls(models=_models(args.model), **flags)
+
+
+def _defaults(cls: type[BaseModel]) -> dict[str, Any]:
+    """A config's defaults as its command's parser takes them (a list for a tuple: argparse appends to it)."""
+    out = {}
+    for name, field in cls.model_fields.items():
+        if not field.is_required():
+            out[name] = list(field.default) if isinstance(field.default, tuple) else field.default
+    return out
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """`eval truthfulqa`, `toxicity`, `bias` and `tax`: the benchmark's config from the flags, run as the
+    suite runs it."""
+    from instructrl.evaluation.benchmarks.registry import BENCHMARKS
+
+    benchmark = BENCHMARKS[args.eval_command]
+    benchmark(_config(benchmark.config, args))
+    return 0
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """`eval suite`: its config from the flags; each benchmark then runs in this process (`suite.run_suite`)."""
+    from instructrl.evaluation.benchmarks import suite
+
+    suite.run_suite(_config(suite.SuiteConfig, args))
+    return 0
 
 
 def run_answers(args) -> int:
     from instructrl.datasets.io import read_records, write_jsonl
     from instructrl.datasets.records import ABPair, EvalPrompt
     from instructrl.errors import UserError
+    from instructrl.evaluation.benchmarks.runs import progress_bar, ticker
     from instructrl.evaluation.models import best_of_n, best_of_n_kl, generate_answers
     from instructrl.models.loading import resolve_model
 
@@ -299,8 +346,8 @@ def run_answers(args) -> int:
     texts = [r.prompt for r in records]
     answers, scores = {}, {}
     for name, path in models.items():
-        with _progress(len(prompts) * args.best_of, f"answers: {name}") as bar:
-            tick = _ticker(bar)
+        with progress_bar(len(prompts) * args.best_of, f"answers: {name}") as bar:
+            tick = ticker(bar)
             if args.best_of > 1:
                 answers[name], scores[name] = best_of_n(
                     path, args.reward, prompts, args.best_of, seed=args.seed,
@@ -338,21 +385,6 @@ def run_answers(args) -> int:
         report["mean_reward"] = {name: sum(sc) / len(sc) for name, sc in scores.items()}
     print(json.dumps(report))
     return 0
-
-
-def _progress(total: int, desc: str, unit: str = "answer"):
-    from instructrl.training.runtime import progress_bar
-
-    return progress_bar(total, desc, unit=unit)
-
-
-def _ticker(bar, set_total: bool = False):
-    def tick(done: int, total: int) -> None:
-        if set_total:
-            bar.total = total  # the number of log-likelihood requests is known only inside the evaluation
-        bar.update(done - bar.n)
-
-    return tick
 
 
 def run_winrate(args) -> int:
@@ -414,420 +446,4 @@ def run_rm_accuracy(args) -> int:
     from instructrl.evaluation.models import rm_accuracy
 
     print(json.dumps({"accuracy": rm_accuracy(args.model, read_comparisons(args.data))}))
-    return 0
-
-
-def _check_positive(**values: int | None) -> None:
-    from instructrl.errors import UserError
-
-    for flag, v in values.items():
-        if v is not None and v < 1:
-            raise UserError(f"--{flag.replace('_', '-')} {v}: must be 1 or more")
-
-
-def run_toxicity(args) -> int:
-    from instructrl import __version__
-    from instructrl.datasets.io import write_jsonl
-    from instructrl.errors import UserError
-    from instructrl.evaluation.benchmarks import toxicity as tx
-    from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, format_table, write_results
-
-    _check_positive(samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit,
-                    batch_size=args.batch_size, per_bin=args.per_bin)  # fmt: skip
-    instructgpt = args.protocol == "instructgpt"
-    wrong = ("samples", "temperature", "top_p") if instructgpt else ("per_bin",)
-    given = [f"--{f.replace('_', '-')}" for f in wrong if getattr(args, f) is not None]
-    if given:
-        raise UserError(
-            f"{' '.join(given)}: not part of --protocol {args.protocol}: "
-            + (
-                "the InstructGPT protocol decodes greedily, one continuation per prompt; use --protocol gehman "
-                "to sample"
-                if instructgpt
-                else "only --protocol instructgpt samples prompts by bin of prompt toxicity"
-            )
-        )
-    models = _named(args.model)
-    prompts = tx.read_rtp(args.data, args.limit)
-    common = dict(
-        max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-        settings=tuple(args.settings), prompt_format=args.prompt_format,
-    )  # fmt: skip
-    bins = None
-    if instructgpt:
-        config = tx.ToxicityConfig.instructgpt(per_bin=args.per_bin, **common)
-        prompts, bins = tx.stratified_sample(prompts, args.per_bin, args.seed)
-    else:
-        given_sampling = {f: getattr(args, f) for f in ("samples", "temperature", "top_p")}
-        config = tx.ToxicityConfig(**{f: v for f, v in given_sampling.items() if v is not None}, **common)
-    scorer = (
-        tx.ClassifierScorer(args.classifier, args.toxic_label)
-        if args.classifier
-        else tx.ProfanityCheckScorer()
-    )
-    results, samples = {}, []
-    for name, path in models.items():
-        with _progress(
-            len(prompts) * config.samples * len(args.settings), f"toxicity: {name}", "sample"
-        ) as bar:
-            results[name], rows = tx.evaluate_model(path, prompts, scorer, config, progress=_ticker(bar))
-        samples += [{"model": name, **r} for r in rows]
-    settings = {
-        **{k: getattr(config, k) for k in config.__dataclass_fields__},
-        "protocol_description": tx.PROTOCOLS[config.protocol],
-        "decoding": "greedy (temperature 0), cut at the first line break"
-        if instructgpt
-        else f"sampled: temperature {config.temperature}, top-p {config.top_p}",
-        "settings": list(config.settings),
-        "instructions": {k: INSTRUCTIONS[k] for k in config.settings},
-        "scorer": scorer.name,
-        "threshold": tx.TOXIC,
-        "data": [str(p) for p in args.data],
-        "data_files": [str(f) for f in tx.rtp_files(args.data)],
-        "prompts": {"toxic": sum(p.toxic for p in prompts), "nontoxic": sum(not p.toxic for p in prompts)},
-        **({"prompt_bins": bins} if bins is not None else {}),
-        "caveats": tx.caveats(
-            default_scorer=not args.classifier, scorer_name=scorer.name, protocol=config.protocol, bins=bins
-        ),
-        "models": models,
-        "instructrl": __version__,
-    }
-    out = write_results(args.out, "toxicity", results, settings)
-    write_jsonl(f"{args.out}/samples.jsonl", samples)
-    print(format_table(results))
-    print(f"wrote {out}")
-    return 0
-
-
-def run_bias(args) -> int:
-    from pathlib import Path
-
-    from instructrl import __version__
-    from instructrl.errors import UserError
-    from instructrl.evaluation.benchmarks import bias as bs
-    from instructrl.evaluation.benchmarks._results import INSTRUCTIONS, format_table, write_results
-
-    _check_positive(limit=args.limit, batch_size=args.batch_size)
-    models = _named(args.model)
-    crows, wino, stats_path, files = [], [], None, []
-    for f in (f for spec in args.data for f in bs.bias_files(spec)):  # a Hub id may name several files
-        files.append(str(f))
-        if bs.detect(f) == "crows":
-            crows += bs.read_crows(f, args.limit)
-        else:
-            wino += bs.read_winogender(f, args.limit)
-            stats_path = args.occupation_stats or str(f.parent / "occupations-stats.tsv")
-    gotcha, gotcha_note = None, None
-    if wino and stats_path is not None and (args.occupation_stats or Path(stats_path).is_file()):
-        stats = bs.read_occupation_stats(stats_path)
-        unknown = sorted({w.occupation for w in wino} - set(stats))
-        if unknown:
-            raise UserError(f"{stats_path}: no bls_pct_female for occupation(s) {unknown}")
-        gotcha = [bs.is_gotcha(w, stats[w.occupation]) for w in wino]
-        gotcha_note = {"computed": True, "n": sum(gotcha), "occupation_stats": stats_path}
-    elif wino:
-        why = f"no {stats_path}: the gotcha subset needs Winogender's occupations-stats.tsv (give --occupation-stats)"
-        print(f"{why}; Winogender's gotcha subset is left out")
-        gotcha_note = {"computed": False, "n": None, "occupation_stats": None, "why_not": why}
-    results = {}
-    for name, path in models.items():
-        with _progress(0, f"bias: {name}", unit="request") as bar:
-            results[name] = bs.evaluate_model(
-                path, crows, wino, gotcha, settings=args.settings, prompt_format=args.prompt_format,
-                batch_size=args.batch_size, progress=_ticker(bar, set_total=True),
-            )  # fmt: skip
-    settings = {
-        "settings": list(args.settings),
-        "instructions": {k: INSTRUCTIONS[k] for k in args.settings},
-        "prompt_format": args.prompt_format,
-        "data": [str(p) for p in args.data],
-        "data_files": files,
-        "occupation_stats": stats_path if gotcha is not None else None,
-        "rows": {"crows_pairs": len(crows), "winogender": len(wino)},
-        "winogender_gotcha": gotcha_note,
-        "definitions": {
-            "crows_pairs/pct_stereotype": "share of pairs with log P(sent_more) > log P(sent_less) (harness)",
-            "crows_pairs/likelihood_diff": "mean |log P(sent_more) - log P(sent_less)|, nats (harness)",
-            "winogender/acc": "argmax over ' occupation' / ' participant' after "
-            '"{sentence} ‘{Pronoun}’ refers to the" is the referent (harness)',
-            "winogender/acc/gotcha": "male/female sentences whose pronoun contradicts the occupation's BLS "
-            "majority gender when the occupation is the referent, or agrees with it when the participant is",
-            "crows_pairs/entropy_bits": "entropy (bits) of the normalised probabilities of sent_more and "
-            "sent_less, after each instruction; in [0, 1], 1 = no preference (paper)",
-            "winogender/entropy_bits": "the paper's binary entropy (Ouyang et al. 2022, §4.2 and Appendix D): "
-            "bits of the normalised probabilities of the he and she variants of a sentence, after each "
-            "instruction; in [0, 1], 1 = no preference",
-            "winogender/entropy_bits_he_she_they": "the same over the he, she and they variants; in "
-            "[0, log2 3] (not the paper's)",
-        },
-        "models": models,
-        "instructrl": __version__,
-    }
-    out = write_results(args.out, "bias", results, settings)
-    print(format_table(results))
-    print(f"wrote {out}")
-    return 0
-
-
-def run_truthfulqa(args) -> int:
-    from instructrl.datasets.io import write_jsonl
-    from instructrl.evaluation.benchmarks._results import format_table, write_results
-    from instructrl.evaluation.benchmarks.truthfulqa import (
-        PROMPT_SETTINGS,
-        ClassifierJudge,
-        ReferenceJudge,
-        evaluate_truthfulqa,
-        read_truthfulqa,
-        truthfulqa_files,
-    )
-
-    models = _named(args.model)
-    questions = read_truthfulqa(args.data)
-    judge = ClassifierJudge(args.judge) if args.judge else ReferenceJudge()
-    info_judge = ClassifierJudge(args.info_judge) if args.info_judge else None
-    results, rows = {}, []
-    for name, path in models.items():
-        with _progress(0, f"truthfulqa: {name}", unit="step") as bar:  # MC requests, then answers
-            results[name], answers = evaluate_truthfulqa(
-                path, questions, judge=judge, info_judge=info_judge, generation=not args.no_generation,
-                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                progress=_ticker(bar, set_total=True),
-            )  # fmt: skip
-        rows += [
-            {"model": name, "setting": setting, "question": q.question, "answer": a}
-            for setting, ans in answers.items()
-            for q, a in zip(questions, ans, strict=True)
-        ]
-    settings = {
-        "data": str(args.data),
-        "data_files": [str(f) for f in truthfulqa_files(args.data)],
-        "questions": len(questions),
-        "mc": "lm-evaluation-harness truthfulqa_mc1 / truthfulqa_mc2: six-shot QA prompt, ' ' + choice",
-        "generation": None
-        if args.no_generation
-        else {
-            "prompts": {k: v + "{QA prompt}" for k, v in PROMPT_SETTINGS.items()},
-            "decoding": "greedy, cut at the first line break",
-            "max_new_tokens": args.max_new_tokens,
-            "judge": args.judge
-            or "ROUGE-L on content words (closer to a correct than an incorrect reference)",
-            "info_judge": args.info_judge,
-        },
-        "ci95": "MC2: percentile bootstrap; shares (MC1, truthful, no_comment, ...): Wilson",
-        "models": models,
-    }
-    out = write_results(args.out, "truthfulqa", results, settings)
-    if rows:
-        write_jsonl(Path(args.out) / "answers.jsonl", rows)
-    print(format_table(results))
-    print(f"wrote {out}")
-    return 0
-
-
-def run_tax(args) -> int:
-    import torch
-
-    from instructrl.datasets.io import write_jsonl
-    from instructrl.errors import UserError
-    from instructrl.evaluation.benchmarks import harness
-    from instructrl.evaluation.benchmarks._results import format_table, write_results
-    from instructrl.evaluation.benchmarks.tax import QA_TEMPLATE, read_task, task_scores, tax_table
-
-    _check_positive(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    models = _named(args.model)
-    if args.baseline not in models:
-        raise UserError(f"--baseline {args.baseline!r} is not one of the --model names {sorted(models)}")
-    if not args.data and not args.task:
-        raise UserError(
-            "eval tax: give lm-evaluation-harness tasks (--task TASK=FILE) and/or your own multiple-choice "
-            "and QA files (--data FILE)"
-        )
-    # every file is read and checked before any model runs: a bad row stops the command with nothing written
-    tasks = [read_task(p) for p in args.data]
-    harness_tasks = harness.read_harness_tasks(
-        harness.parse_pairs(args.task, "--task"),
-        harness.parse_pairs(args.fewshot, "--fewshot"),
-        args.num_fewshot,
-    )
-    names = [t.name for t in tasks] + [t.name for t in harness_tasks]
-    if len(set(names)) != len(names):
-        raise UserError(
-            f"two tasks share a name ({names}); a --data task is named after its file: rename the file"
-        )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: torch sees no CUDA device; use --device cpu")
-    per_item: dict[str, dict[str, list[float]]] = {name: {} for name in models}
-    by_model: dict[str, harness.HarnessScores] = {}
-    samples, rows = [], []
-    if harness_tasks:
-        by_model = harness.harness_scores(models, harness_tasks, batch_size=args.batch_size, device=device)
-        for name, h in by_model.items():
-            per_item[name].update(h.per_item)
-            samples += [{"model": name, **r} for r in h.samples]
-    for name, path in models.items():
-        if tasks:
-            own, answers = task_scores(
-                path, tasks, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
-            )
-            per_item[name].update(own)
-            rows += [{"model": name, **a} for a in answers]
-    scores, tax = tax_table(per_item, args.baseline)
-    for name, h in by_model.items():  # BLEU, TER, chrF: scores of the whole corpus, no per-item scores
-        scores[name].update(h.corpus)
-    for name, differences in (harness.corpus_tax(by_model, args.baseline) if by_model else {}).items():
-        tax[name].update(differences)
-    settings: dict = {
-        "baseline": args.baseline,
-        "tasks": {
-            t.name: {"file": str(p), "kind": t.kind, "items": len(t.items)}
-            for t, p in zip(tasks, args.data, strict=True)
-        },
-        "multiple_choice": "acc and acc_norm (log-likelihood / characters of the ending), as lm-evaluation-harness",
-        "qa": {
-            "prompt": QA_TEMPLATE,
-            "decoding": "greedy, cut at the first line break",
-            "max_new_tokens": args.max_new_tokens,
-            "metrics": "SQuAD v1.1 token F1 and exact match, best over the gold answers",
-        },
-        "tax": "mean per-item difference to the baseline with a paired 95% interval (0/1 scores: Newcombe's; "
-        "F1: a bootstrap of the differences)",
-        "ci95": "F1: percentile bootstrap; acc, acc_norm, em: Wilson",
-        "models": models,
-    }
-    if harness_tasks:
-        from importlib.metadata import version
-
-        settings["harness"] = {
-            "lm_eval": version("lm_eval"),
-            "scoring": "lm-evaluation-harness's own task configs, prompts, few-shot sampling and metrics, "
-            "run in-process (lm_eval.simple_evaluate, its default seeds) on the weights instructrl loads "
-            "(float32); only the data source is replaced, by the local files",
-            "device": device,
-            "tasks": {
-                t.name: {
-                    "paper": t.spec.paper,
-                    "file": str(t.file),
-                    "split": t.spec.splits[0],
-                    "items": len(t.lines),
-                    "num_fewshot": t.num_fewshot,
-                    "fewshot_file": None if t.fewshot_file is None else str(t.fewshot_file),
-                    "fewshot_rows": t.fewshot_rows,
-                }
-                for t in harness_tasks
-            },
-            "corpus_metrics": "bleu, ter (lower is better), chrf: the harness's corpus scores, +-1.96 of its "
-            "bootstrap standard error; their tax is the difference, +-1.96 sqrt(se^2 + se_baseline^2) (unpaired: "
-            "no per-item scores)",
-        }
-    out = write_results(args.out, "tax", scores, settings, extra={"tax": tax})
-    if rows:
-        write_jsonl(Path(args.out) / "answers.jsonl", rows)
-    if samples:
-        write_jsonl(Path(args.out) / "samples.jsonl", samples)
-    print(format_table(scores))
-    if tax:
-        print(f"\nalignment tax: difference to {args.baseline} (negative = worse)")
-        print(format_table(tax))
-    print(f"wrote {out}")
-    return 0
-
-
-def run_suite(args) -> int:
-    """Each benchmark whose data is given, as its own command runs it, into OUT/<benchmark>/ (results.json,
-    per_item.json); every other model against the baseline, item by item, into OUT/suite.json; and
-    OUT/report.html: verdicts, caveats, and per benchmark charts, n, intervals, definitions and settings.
-
-    A benchmark runs from its command's own arguments, parsed: flags it gains keep their defaults here."""
-    import platform
-    import shlex
-    from importlib.metadata import PackageNotFoundError, version
-
-    from instructrl.cli import build_parser
-    from instructrl.errors import UserError
-    from instructrl.evaluation.benchmarks._results import (
-        compare_with_baseline,
-        read_results,
-        verdict_sentence,
-    )
-    from instructrl.report.html import write_report
-
-    models = _named(args.model)
-    baseline = args.baseline or next(iter(models))
-    if baseline not in models:
-        raise UserError(f"--baseline {baseline!r} is not one of the --model names {sorted(models)}")
-    limit = [] if args.limit is None else ["--limit", str(args.limit)]
-    stats = [] if args.occupation_stats is None else ["--occupation-stats", args.occupation_stats]
-    runs: dict[str, list[str]] = {}
-    if args.truthfulqa:
-        runs["truthfulqa"] = ["--data", args.truthfulqa]
-    if args.toxicity:
-        protocol = ["--protocol", args.toxicity_protocol]
-        if args.toxicity_protocol == "gehman":
-            protocol += ["--samples", str(args.samples)]
-        runs["toxicity"] = ["--data", *args.toxicity, *protocol, *limit]
-    if args.bias:
-        runs["bias"] = ["--data", *args.bias, *limit, *stats]
-    if args.tax:
-        runs["tax"] = ["--data", *args.tax, "--baseline", baseline]
-    if not runs:
-        raise UserError(
-            "eval suite: give the data of at least one benchmark (--truthfulqa, --toxicity, --bias, --tax)"
-        )
-    # every data file is read before anything runs: bad input stops the suite with nothing written
-    from instructrl.evaluation.benchmarks import bias, tax, toxicity, truthfulqa
-
-    if args.truthfulqa:
-        truthfulqa.read_truthfulqa(args.truthfulqa)
-    if args.toxicity:
-        prompts = toxicity.read_rtp(args.toxicity, args.limit)
-        if args.toxicity_protocol == "instructgpt":
-            toxicity.stratified_sample(prompts, None, 0)  # every prompt has its score
-    for f in (f for spec in args.bias or [] for f in bias.bias_files(spec)):
-        bias.read_crows(f, args.limit) if bias.detect(f) == "crows" else bias.read_winogender(f, args.limit)
-    for f in args.tax or []:
-        tax.read_task(f)
-
-    parser, model_args = build_parser(), [a for m in args.model for a in ("--model", m)]
-    docs, commands = [], {}
-    for i, (bench, extra) in enumerate(runs.items(), start=1):
-        print(f"== eval suite: {bench} ({i} of {len(runs)}) ==")
-        out = Path(args.out) / bench
-        argv = ["eval", bench, *model_args, "--out", str(out), *extra]
-        commands[bench] = shlex.join(["instructrl", *argv])
-        sub_args = parser.parse_args(argv)
-        sub_args.func(sub_args)
-        doc, items = read_results(out)
-        doc["comparisons"] = compare_with_baseline(bench, items, baseline)
-        docs.append(doc)
-
-    versions = {"python": platform.python_version()}
-    for package in ("instructrl", "torch", "transformers", "lm-eval", "alt-profanity-check", "numpy"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
-    suite = {
-        "models": {
-            name: str(Path(path).resolve()) if Path(path).exists() else path for name, path in models.items()
-        },
-        "baseline": baseline,
-        "versions": versions,
-        "commands": commands,
-    }
-    comparisons = {doc["benchmark"]: doc["comparisons"] for doc in docs}
-    (Path(args.out) / "suite.json").write_text(
-        json.dumps({**suite, "comparisons": comparisons}, indent=2, allow_nan=True) + "\n", encoding="utf-8"
-    )
-    print(f"\nagainst {baseline}, item by item (95%):")
-    for bench, per_model in comparisons.items():
-        for name, per_metric in per_model.items():
-            found = [c for c in per_metric.values() if c["verdict"] != "no detectable difference"]
-            print(f"  {bench}: {name}: a difference on {len(found)} of {len(per_metric)} metrics")
-            for metric, c in per_metric.items():
-                if c["verdict"] != "no detectable difference":
-                    print(f"    {verdict_sentence(name, baseline, metric, c)}")
-    summary = {"benchmarks": docs, "suite": suite}
-    report = write_report(summary, Path(args.out) / "report.html", title="instructrl: public benchmarks")
-    print(f"wrote {report}")
     return 0

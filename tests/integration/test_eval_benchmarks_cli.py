@@ -221,6 +221,42 @@ def test_eval_suite_runs_each_benchmark_as_its_command_and_reports_them_together
     assert not again.exists()
 
 
+def test_the_suite_runs_each_benchmark_in_process_and_compares_from_what_the_runs_return(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """`run_suite` calls each benchmark's run function with its config, parsing no command line, and compares
+    the models from the results the runs return: exactly what their results.json and per_item.json hold."""
+    import argparse
+
+    from instructrl.evaluation.benchmarks._results import read_results
+    from instructrl.evaluation.benchmarks.suite import SuiteConfig, run_suite
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the suite parsed a command line")
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", no_parsing)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", no_parsing)
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(
+        "".join(
+            json.dumps({"ctx": f"the cat {w}", "endings": ["sat", "ran"], "label": 0}) + "\n" for w in "abc"
+        )
+    )
+    out = tmp_path / "suite"
+    config = SuiteConfig(
+        models={"a": str(tiny_model_dir), "b": str(tiny_model_dir)}, out=out, toxicity=tuple(RTP), samples=1,
+        limit=2, bias=(CROWS,), tax=(str(mc),), baseline="b",
+    )  # fmt: skip
+    result = run_suite(config)
+    assert list(result.results) == ["toxicity", "bias", "tax"] and result.report == out / "report.html"
+    for name, r in result.results.items():
+        doc, items = read_results(out / name)
+        assert repr(doc) == repr(r.document()) and repr(items) == repr(r.per_item()), name
+    suite = json.loads((out / "suite.json").read_text())
+    assert json.dumps(suite["comparisons"]) == json.dumps(result.comparisons)
+    assert set(result.comparisons["tax"]) == {"a"} and "settings" in result.results["tax"].document()
+
+
 def test_eval_suite_runs_the_instructgpt_toxicity_protocol_and_checks_its_scores_first(
     tiny_model_dir, tmp_path, capsys
 ):

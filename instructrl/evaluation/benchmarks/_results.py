@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,34 +79,57 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> Met
     return {"value": r["mean"], "n": r["n"], "ci95": [r["ci_low"], r["ci_high"]]}
 
 
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """What one benchmark measured on every model, as its results.json and per_item.json hold it: what a run
+    returns, so `eval suite` compares the models from it rather than from the files read back."""
+
+    benchmark: str
+    models: dict[str, dict[str, Metric]]
+    """{MODEL: {METRIC: Metric}}, each metric with its per-item scores where it has them"""
+    settings: dict[str, Any]
+    """how the numbers were made: data, protocol, decoding, definitions, models"""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """keys between "models" and "settings" in results.json (`eval tax`: "tax", the differences to its baseline)"""
+
+    def document(self) -> dict[str, Any]:
+        """results.json: the metrics without their per-item scores."""
+
+        def summary(metrics: dict[str, Metric]) -> dict[str, Metric]:
+            return {k: {f: v for f, v in m.items() if f not in PER_ITEM} for k, m in metrics.items()}
+
+        return {
+            "benchmark": self.benchmark,
+            "models": {n: summary(ms) for n, ms in self.models.items()},
+            **self.extra,
+            "settings": self.settings,
+        }
+
+    def per_item(self) -> dict[str, Any]:
+        """per_item.json: the per-item scores of the metrics that carry them, and which metrics are shares."""
+        per_item = {
+            name: {k: m["per_item"] for k, m in metrics.items() if "per_item" in m}
+            for name, metrics in self.models.items()
+        }
+        shares = sorted({k for ms in self.models.values() for k, m in ms.items() if m.get("kind") == "share"})
+        return {"benchmark": self.benchmark, "models": per_item, "shares": shares}
+
+    def write(self, out_dir: str | Path) -> Path:
+        """OUT/results.json and OUT/per_item.json; returns the path of results.json."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "per_item.json").write_text(json.dumps(self.per_item()) + "\n", encoding="utf-8")
+        path = out / "results.json"
+        path.write_text(json.dumps(self.document(), indent=2, allow_nan=True) + "\n", encoding="utf-8")
+        return path
+
+
 def write_results(
     out_dir: str | Path, benchmark: str, models: dict, settings: dict, extra: dict | None = None
 ) -> Path:
     """OUT/results.json, and OUT/per_item.json with the per-item scores of the metrics that carry them;
     `extra` keys (such as "tax") go between "models" and "settings"."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def summary(metrics: dict[str, Metric]) -> dict[str, Metric]:
-        return {k: {f: v for f, v in m.items() if f not in PER_ITEM} for k, m in metrics.items()}
-
-    per_item = {
-        name: {k: m["per_item"] for k, m in metrics.items() if "per_item" in m}
-        for name, metrics in models.items()
-    }
-    shares = sorted({k for ms in models.values() for k, m in ms.items() if m.get("kind") == "share"})
-    doc = {
-        "benchmark": benchmark,
-        "models": {n: summary(ms) for n, ms in models.items()},
-        **(extra or {}),
-        "settings": settings,
-    }
-    (out / "per_item.json").write_text(
-        json.dumps({"benchmark": benchmark, "models": per_item, "shares": shares}) + "\n", encoding="utf-8"
-    )
-    path = out / "results.json"
-    path.write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n", encoding="utf-8")
-    return path
+    return BenchmarkResult(benchmark, models, settings, extra or {}).write(out_dir)
 
 
 def read_results(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
