@@ -40,7 +40,7 @@ def main() -> None:
 
     saved = json.loads((args.run / "settings.json").read_text())
     settings = DemoSettings.full(saved["seed"])
-    if pipeline._jsonable(settings) != saved:
+    if settings.as_json() != saved:
         sys.exit(f"{args.run}: not a full demo run with default settings")
     overrides = dict(kv.split("=", 1) for kv in args.set)
     settings = dataclasses.replace(

@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from instructrl.demo.settings import DemoSettings, pretrain_config
 from instructrl.models.checkpoint import CheckpointMeta
+from instructrl.sft.summary import PretrainSummary
 
 SHIPPED = Path(__file__).parent / "base"
 MODEL_FILES = (
@@ -108,21 +110,21 @@ def write(run: Path, config: dict[str, Any], block_size: int, seed: int, quick: 
     import torch
 
     final, folder = run / "pretrain" / "final", folders(seed)[quick]
-    summary = json.loads((run / "pretrain" / "summary.json").read_text())
+    summary = PretrainSummary.read(run / "pretrain")
     folder.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
         shutil.copyfile(final / name, folder / name)
     meta = {
         "inputs": pretraining_inputs(run, config, block_size),
         "weights_sha256": sha256(final / "model.safetensors"),
-        "summary": summary,
+        "summary": summary.as_dict(),
         "instructrl": {k: v for k, v in CheckpointMeta.read(final).as_dict().items() if k != "base_model"},
         "trained_on": {
             "cpu": _cpu_name() or platform.machine(),
             "torch": torch.__version__,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(),
-            "mixed_precision": summary["mixed_precision"],
+            "mixed_precision": summary.mixed_precision,
         },
     }
     (folder / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -136,8 +138,6 @@ def _cpu_name() -> str:
 
 
 def main(argv: list[str]) -> int:
-    from instructrl.demo.pipeline import DemoSettings, _jsonable, pretrain_config
-
     if len(argv) != 1:
         print(
             "usage: python -m instructrl.demo.base RUN_DIR   (a demo run, full or --quick, made with --pretrain)",
@@ -148,7 +148,7 @@ def main(argv: list[str]) -> int:
     saved = json.loads((run / "settings.json").read_text())
     for quick, settings in enumerate((DemoSettings.full(saved["seed"]), DemoSettings.quick(saved["seed"]))):
         if all(
-            saved.get(k) == v for k, v in _jsonable(settings).items() if k not in ("shipped_base", "rounds")
+            saved.get(k) == v for k, v in settings.as_json().items() if k not in ("shipped_base", "rounds")
         ):
             config = pretrain_config(settings).model_dump()
             print(write(run, config, settings.block_size, settings.seed, bool(quick)))

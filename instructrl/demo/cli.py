@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from instructrl.demo.pipeline import DemoSettings, run_demo
+    from instructrl.demo.pipeline import run_demo
+    from instructrl.demo.settings import DemoSettings
     from instructrl.errors import UserError
 
     settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings.full(args.seed)

@@ -24,17 +24,20 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructrl.datasets.io import atomic_write_text, read_records, write_jsonl
 from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
+from instructrl.demo import base
 from instructrl.demo.knowledge import canon
 from instructrl.demo.labelers import Labeler, make_labelers
 from instructrl.demo.probes import ProbeSet
-from instructrl.demo.world import UserConfig, World, benchmark_correct, few_shot_answer
+from instructrl.demo.settings import DemoSettings, pretrain_config
+from instructrl.demo.world import World, benchmark_correct, few_shot_answer
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
+from instructrl.pipeline.round import RoundSummary
 from instructrl.ppo.summary import PPOSummary
 
 if TYPE_CHECKING:
@@ -50,101 +53,6 @@ BON_CURVE = (1, 2, 4, 8, 16)
 TEMPLATE = "<|endoftext|>{prompt}"
 """The demo's prompt format: a prompt starts a new document (the corpus separates documents with EOS), and
 the response follows it directly (the word-level tokenizer keeps no newlines)."""
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Sizes of the demo. `full()` is the 19.5-minute run (2 AVX2 cores), `quick()` the 76-second one the tests use."""
-
-    seed: int = 0
-    users: UserConfig = field(default_factory=UserConfig)
-    corpus_docs: int = 20_000
-    """Pretraining documents."""
-    n_layer: int = 4
-    n_embd: int = 128
-    n_head: int = 4
-    context: int = 256
-    """Context window of the model (a few-shot prompt is the longest input)."""
-    block_size: int = 128
-    """Pretraining sequence length (documents packed)."""
-    pretrain_epochs: int = 6
-    pretrain_lr: float = 2e-3
-    pretrain_batch: int = 32
-    n_demonstrations: int = 1200
-    """Fewer demonstrations than comparison prompts, as in the paper (13k vs 33k)."""
-    sft_epochs: int = 4
-    sft_lr: float = 5e-4
-    n_comparison_prompts: int = 3000
-    k_range: tuple[int, int] = (4, 9)
-    overlap: float = 0.1
-    """Share of ranking tasks done by two training labelers (for their agreement)."""
-    rm_epochs: int = 4
-    """The 0.9M-parameter RM underfits in 1-2 epochs (train accuracy 0.62 on seed 0); the epoch with the
-    lowest validation loss is kept, so more epochs cannot overfit it."""
-    rm_lr: float = 3e-4
-    ppo_iterations: int = 60
-    ppo_rollout: int = 64
-    ppo_batch: int = 16
-    ppo_lr: float = 3e-5
-    kl_coef: float = 0.3
-    """β on the normalised reward (SFT samples: mean 0, std 1)."""
-    ptx_coef: float = 0.3
-    max_new_tokens: int = 32
-    best_of: int = 4
-    """N of the best-of-N row of the evaluation (the best of N SFT samples by the reward model)."""
-    rounds: int = 2
-    """Rounds of ChatGPT's loop: 1 is InstructGPT's single pass; each further round ranks the current PPO
-    policy's samples, continues the RM and continues PPO (plain PPO; PPO-ptx stays a round-1 comparison)."""
-    round_comparison_prompts: int = 3000
-    """Training prompts ranked in each later round (sampled afresh: some were ranked in earlier rounds)."""
-    round_rm_epochs: int = 2
-    """Epochs of the continued RM over every round's comparisons."""
-    n_eval_prompts: int = 400
-    probe_unanswerable: int = 96
-    """Questions about things the world does not contain (probes.py: the truthfulness probe)."""
-    probe_closed_domain: int = 150
-    """Held-out users' summarization, closed-QA and extraction prompts (fewer if the test split has fewer)
-    for the closed-domain hallucination rate."""
-    probe_rudeness: int = 80
-    """Rudeness-inviting beginnings, each answered with and without the instruction to be polite."""
-    probe_rudeness_samples: int = 2
-    """Samples per beginning and condition (for the expected maximum: any of them rude)."""
-    n_train_labelers: int = 10
-    n_heldout_labelers: int = 5
-    mixed_precision: str = "auto"
-    shipped_base: bool = True
-    """Use the base model shipped for this seed (demo/base.py) when the run's world, corpus and pretraining
-    config are those it was trained on; False (`--pretrain`) pretrains from scratch."""
-
-    @classmethod
-    def full(cls, seed: int = 0) -> DemoSettings:
-        return cls(seed=seed)
-
-    @classmethod
-    def quick(cls, seed: int = 0) -> DemoSettings:
-        return cls(
-            seed=seed,
-            users=UserConfig(n_users=400, n_heavy_users=2, heavy_prompts=(220, 300)),
-            corpus_docs=6000,
-            n_layer=2,
-            n_embd=96,
-            pretrain_epochs=3,
-            n_demonstrations=400,
-            sft_epochs=3,
-            n_comparison_prompts=400,
-            rm_epochs=1,
-            round_comparison_prompts=400,
-            round_rm_epochs=1,
-            ppo_iterations=6,
-            ppo_rollout=32,
-            ppo_batch=16,
-            n_eval_prompts=100,
-            probe_unanswerable=12,
-            probe_closed_domain=12,
-            probe_rudeness=8,
-            n_train_labelers=6,
-            n_heldout_labelers=3,
-        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -211,31 +119,9 @@ def step_world(demo: Demo) -> dict[str, Any]:
     return {"intake": report, "vocab_size": len(tokenizer), "corpus_docs": len(corpus)}
 
 
-def pretrain_config(s: DemoSettings):
-    from instructrl.config import load_config
-    from instructrl.sft.config import SFTConfig
-
-    return load_config(
-        SFTConfig,
-        None,
-        [
-            f"seed={s.seed}",
-            f"epochs={s.pretrain_epochs}",
-            f"batch_size={s.pretrain_batch}",
-            f"lr={s.pretrain_lr}",
-            "residual_dropout=0",
-            "warmup_ratio=0.02",
-            "weight_decay=0.01",
-            f"mixed_precision={s.mixed_precision}",
-            "checkpoint_every=200",
-        ],
-    )
-
-
 def step_pretrain(demo: Demo) -> dict[str, Any]:
     """The shipped base model where this run's pretraining inputs are those it was trained on (base.py);
     else pretraining from scratch."""
-    from instructrl.demo import base
     from instructrl.sft.train import run_pretrain
 
     s = demo.settings
@@ -470,22 +356,19 @@ def step_round(demo: Demo, round_: int) -> dict[str, Any]:
     then PPO continued from round r - 1's policy against it, the KL still to SFT."""
     from instructrl.config import load_config
     from instructrl.pipeline.config import RoundConfig
-    from instructrl.pipeline.round import RoundRecord, run_round, write_round
+    from instructrl.pipeline.round import run_round
     from instructrl.ppo.config import PPOConfig
     from instructrl.reward.config import RMConfig
 
     s = demo.settings
     if round_ == 2:  # round 1 is the demo's own steps 3-4: describe it as a round for the library
-        write_round(
-            demo.path("round1"),
-            RoundRecord(
-                round=1,
-                sft=str(demo.path("sft", "final")),
-                reward_model=str(rm_dir(demo, 1)),
-                policy=str(policy_dir(demo, 1)),
-                comparisons=str(demo.path("data", "comparisons_train.jsonl")),
-            ),
-        )
+        RoundSummary(
+            round=1,
+            sft=str(demo.path("sft", "final")),
+            reward_model=str(rm_dir(demo, 1)),
+            policy=str(policy_dir(demo, 1)),
+            comparisons=str(demo.path("data", "comparisons_train.jsonl")),
+        ).write(demo.path("round1"))
     rm = [
         f"seed={s.seed}",
         f"epochs={s.round_rm_epochs}",
@@ -737,9 +620,9 @@ def run_demo(
     settings_file = out / "settings.json"
     if resume and settings_file.exists():
         saved = json.loads(settings_file.read_text())
-        if saved != _jsonable(settings):
+        if saved != settings.as_json():
             raise UserError(f"{out}: was started with other settings ({settings_file}); use a new --out")
-    atomic_write_text(settings_file, json.dumps(_jsonable(settings), indent=2))
+    atomic_write_text(settings_file, json.dumps(settings.as_json(), indent=2))
 
     from instructrl.models.loading import quiet_transformers
 
@@ -914,7 +797,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir
         "intake": r["world"]["intake"],
         "samples": ev["samples"],
         "timings_s": {**timings, "total": sum(timings.values())},
-        "settings": _jsonable(settings),
+        "settings": settings.as_json(),
     }
 
 
@@ -937,7 +820,11 @@ def _rounds(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir: Path
             "kept_iteration": ppo.kept_iteration,
         }
         if n > 1:
-            row |= {k: r[f"round{n}"][k] for k in ("rm_accuracy_before", "rm_accuracy_after")}
+            record = RoundSummary.read(demo_dir / f"round{n}")
+            row |= {
+                "rm_accuracy_before": record.rm_accuracy_before,
+                "rm_accuracy_after": record.rm_accuracy_after,
+            }
         out.append(row)
     return out
 
@@ -1227,7 +1114,3 @@ def hash_seed(seed: int, name: str) -> int:
     from instructrl.models.generation import mix_seed
 
     return mix_seed(seed, *name.encode())
-
-
-def _jsonable(settings: DemoSettings) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(settings)))

@@ -7,7 +7,7 @@ A round lives in one directory:
     OUT/rm/                      the reward model (round 1: from SFT; later: continued from the last RM)
     OUT/ppo/                     the policy (round 1: from SFT; later: continued from the last policy)
     OUT/eval/answers.jsonl       A/B pairs of the new policy against SFT on held-out prompts (optional)
-    OUT/round.json               what the round read and made (`RoundRecord`), read by the next round
+    OUT/round.json               what the round read and made (`RoundSummary`), read by the next round
 
 With a labeling database, the round ends by starting the next one: a generation job of round N + 1 in the
 labeling app, its K candidates split between the new policy and the one before it, run in this process so
@@ -20,10 +20,9 @@ a finished step (its summary.json written) is not run again.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel
 
@@ -32,10 +31,15 @@ from instructrl.datasets.records import ABPair, Message, prompt_text
 from instructrl.errors import UserError
 from instructrl.pipeline.config import RoundConfig
 from instructrl.ppo.summary import PPOSummary
+from instructrl.reward.summary import RMSummary
+from instructrl.training.summary import read_model
+
+ROUND_FILE = "round.json"
 
 
-class RoundRecord(BaseModel):
-    """OUT/round.json: the contract between one round and the next."""
+class RoundSummary(BaseModel):
+    """OUT/round.json: what a round read and made, the contract between one round and the next. Written by
+    `run_round` alone (`write`); read by the next round, the pipeline and the demo (`read`)."""
 
     round: int
     sft: str
@@ -56,18 +60,20 @@ class RoundRecord(BaseModel):
     next_job: dict[str, Any] | None = None
     """The labeling app's generation job for the next round: id, round, checkpoints, ranking tasks made."""
 
+    @classmethod
+    def read(cls, path: str | Path) -> Self:
+        """A finished round's record; `path` is its directory or its round.json."""
+        file = Path(path)
+        file = file / ROUND_FILE if file.is_dir() else file
+        if not file.is_file():
+            raise UserError(
+                f"{path}: not a round directory (no round.json); pass what `instructrl round --out` wrote"
+            )
+        return read_model(cls, file)
 
-def read_round(path: str | Path) -> RoundRecord:
-    file = Path(path) / "round.json"
-    if not file.is_file():
-        raise UserError(
-            f"{path}: not a round directory (no round.json); pass what `instructrl round --out` wrote"
-        )
-    return RoundRecord.model_validate_json(file.read_text(encoding="utf-8"))
-
-
-def write_round(path: str | Path, record: RoundRecord) -> None:
-    atomic_write_text(Path(path) / "round.json", record.model_dump_json(indent=2))
+    def write(self, path: str | Path) -> None:
+        """OUT/round.json, into the round's directory `path`."""
+        atomic_write_text(Path(path) / ROUND_FILE, self.model_dump_json(indent=2))
 
 
 def resumable(run: Path) -> bool:
@@ -110,32 +116,34 @@ def retrain_reward_model(
     val_data: Any = None,
     norm_data: Any = None,
     resume: bool = False,
-) -> dict[str, Any]:
-    """Step 1 of a round: the reward model, from SFT in round 1, continued from `previous_rm` later; with
-    `val_data` (this round's held-out rankings) the RM's accuracy there before and after."""
+) -> tuple[RMSummary, float | None, float | None]:
+    """Step 1 of a round: the reward model, from SFT in round 1, continued from `previous_rm` later. Returns
+    its summary and, with `val_data` (this round's held-out rankings), the accuracy there of the RM before
+    (the previous round's; None in round 1) and after (this one's); else None, None."""
     from instructrl.evaluation.models import rm_accuracy
     from instructrl.reward.train import run_rm
 
     run = out / "rm"
     if (run / "summary.json").is_file():  # done earlier
-        summary = json.loads((run / "summary.json").read_text())
+        summary = RMSummary.read(run)
     else:
-        summary = run_rm(
-            model_dir=None if previous_rm else sft,
-            init_dir=previous_rm,
-            data=comparisons,
-            val_data=val_data,
-            norm_data=norm_data,
-            out=run,
-            config=config.rm.model_copy(),
-            resume=resume and resumable(run),
-            changed_keys=config.changed.get("rm", set()),
+        summary = RMSummary.model_validate(
+            run_rm(
+                model_dir=None if previous_rm else sft,
+                init_dir=previous_rm,
+                data=comparisons,
+                val_data=val_data,
+                norm_data=norm_data,
+                out=run,
+                config=config.rm.model_copy(),
+                resume=resume and resumable(run),
+                changed_keys=config.changed.get("rm", set()),
+            )
         )
-    if val_data is not None:
-        summary["accuracy_on_round_after"] = summary["val_accuracy"]
-        if previous_rm is not None:
-            summary["accuracy_on_round_before"] = rm_accuracy(previous_rm, read_comparisons(val_data))
-    return summary
+    if val_data is None:
+        return summary, None, None
+    before = rm_accuracy(previous_rm, read_comparisons(val_data)) if previous_rm is not None else None
+    return summary, before, summary.val_accuracy
 
 
 def continue_policy(
@@ -292,7 +300,7 @@ def run_round(
     eval_prompts: list[str | list[Message]] | None = None,
     next_job: dict[str, Any] | None = None,
     resume: bool = False,
-) -> RoundRecord:
+) -> RoundSummary:
     """One round: round 1 from the SFT model (`sft`), round N + 1 from round N's directory (`previous`).
     `data`: this round's new comparisons (earlier rounds' come from `previous`). `next_job`: the keyword
     arguments of `start_next_job` but the policies (database_url, k, limit, split), to start the next round."""
@@ -305,12 +313,12 @@ def run_round(
         raise UserError(f"{out}: already holds a round; pass --resume to continue it, or choose a new --out")
     if next_job is not None:
         check_next_job(**{k: next_job[k] for k in ("database_url", "k", "limit", "split")})
-    last = read_round(previous) if previous is not None else None
+    last = RoundSummary.read(previous) if previous is not None else None
     round_ = last.round + 1 if last else 1
     sft = last.sft if last else str(sft)
     comparisons = accumulate_comparisons(out, round_, data, last.comparisons if last else None)
 
-    rm = retrain_reward_model(
+    _, rm_accuracy_before, rm_accuracy_after = retrain_reward_model(
         out=out,
         round_=round_,
         sft=sft,
@@ -343,15 +351,15 @@ def run_round(
             previous_policy=last.policy if last else sft,
             **next_job,
         )
-    record = RoundRecord(
+    record = RoundSummary(
         round=round_,
         sft=str(sft),
         reward_model=str(out / "rm" / "final"),
         policy=str(out / "ppo" / "final"),
         comparisons=str(comparisons),
         previous=str(previous) if previous is not None else None,
-        rm_accuracy_before=rm.get("accuracy_on_round_before"),
-        rm_accuracy_after=rm.get("accuracy_on_round_after"),
+        rm_accuracy_before=rm_accuracy_before,
+        rm_accuracy_after=rm_accuracy_after,
         ppo={
             "initial_score_mean": ppo.initial_score_mean,
             "final_score_mean": ppo.final_score_mean,
@@ -362,5 +370,5 @@ def run_round(
         answers=answers,
         next_job=job,
     )
-    write_round(out, record)
+    record.write(out)
     return record

@@ -36,7 +36,8 @@ from instructrl.datasets.io import atomic_write_text
 from instructrl.errors import UserError
 from instructrl.pipeline.config import PipelineConfig
 from instructrl.pipeline.labels import LabelSource
-from instructrl.pipeline.round import RoundRecord, read_round, resumable, run_round
+from instructrl.pipeline.round import RoundSummary, resumable, run_round
+from instructrl.sft.summary import SFTSummary
 
 
 class StepRecord(BaseModel):
@@ -57,7 +58,7 @@ class PipelineReport(BaseModel):
     base_model: str
     sft: str
     sft_val_loss: float | None
-    rounds: list[RoundRecord]
+    rounds: list[RoundSummary]
     answers: str | None = None
     suite_report: str | None = None
     steps: dict[str, float]
@@ -121,31 +122,33 @@ def step_sft(config: PipelineConfig, labels: LabelSource) -> StepRecord:
 
     run = config.out / "sft"
     if (run / "summary.json").is_file():  # finished, but killed before its marker was written
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        summary = SFTSummary.read(run)
     else:
         demos = labels.demonstrations()
-        summary = run_sft(
-            model_dir=config.base_model,
-            data=demos.train,
-            val_data=demos.validation,
-            out=run,
-            config=config.sft.model_copy(),
-            resume=resumable(run),
-            changed_keys=config.changed.get("sft", set()),
+        summary = SFTSummary.model_validate(
+            run_sft(
+                model_dir=config.base_model,
+                data=demos.train,
+                val_data=demos.validation,
+                out=run,
+                config=config.sft.model_copy(),
+                resume=resumable(run),
+                changed_keys=config.changed.get("sft", set()),
+            )
         )
-    return _record("sft", {"model": str(run / "final")}, summary)
+    return _record("sft", {"model": str(run / "final")}, summary.as_dict())
 
 
 def step_round(config: PipelineConfig, labels: LabelSource, round_: int) -> StepRecord:
     out = config.out / f"round{round_}"
     if (out / "round.json").is_file():
-        record = read_round(out)
+        record = RoundSummary.read(out)
     else:
         sft = config.out / "sft" / "final"
         previous = config.out / f"round{round_ - 1}" if round_ > 1 else None
-        last = read_round(previous) if previous is not None else None
+        last = RoundSummary.read(previous) if previous is not None else None
         # the answers to rank: the last policy's, and the one's before it (round 1: SFT's alone)
-        before = (read_round(last.previous).policy if last.previous else last.sft) if last else None
+        before = (RoundSummary.read(last.previous).policy if last.previous else last.sft) if last else None
         data = labels.round_labels(
             round_,
             policy=Path(last.policy) if last else sft,
@@ -201,8 +204,8 @@ def step_report(config: PipelineConfig, steps: Steps, rounds: int) -> StepRecord
     report = PipelineReport(
         base_model=config.base_model,
         sft=done["sft"].outputs["model"],
-        sft_val_loss=done["sft"].summary.get("val_loss"),
-        rounds=[read_round(config.out / f"round{n}") for n in range(1, rounds + 1)],
+        sft_val_loss=SFTSummary.read(config.out / "sft").val_loss,
+        rounds=[RoundSummary.read(config.out / f"round{n}") for n in range(1, rounds + 1)],
         answers=done["eval-answers"].outputs["answers"] if "eval-answers" in done else None,
         suite_report=done["eval-suite"].outputs["report"] if "eval-suite" in done else None,
         steps={name: r.seconds for name, r in done.items()},

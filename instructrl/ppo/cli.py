@@ -46,24 +46,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from instructrl.config import config_from_args
     from instructrl.ppo.config import PPOConfig
     from instructrl.ppo.train import run_ppo
-    from instructrl.training.cli import report, stopped_exit
+    from instructrl.training.cli import run_command
 
-    config, changed = config_from_args(PPOConfig, args)
-    with stopped_exit():
-        summary = run_ppo(
-            policy_dir=args.policy,
-            reward_dir=args.reward,
-            reference_dir=args.reference,
-            prompts=args.prompts,
-            out=args.out,
-            config=config,
-            val_prompts=args.val_prompts,
-            pretrain_data=args.pretrain_data,
-            resume=args.resume,
-            changed_keys=changed,
-        )
-    report(args.out, summary)
-    return 0
+    return run_command(
+        args,
+        PPOConfig,
+        run_ppo,
+        policy_dir=args.policy,
+        reward_dir=args.reward,
+        reference_dir=args.reference,
+        prompts=args.prompts,
+        val_prompts=args.val_prompts,
+        pretrain_data=args.pretrain_data,
+    )

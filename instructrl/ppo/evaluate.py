@@ -5,7 +5,6 @@ find the true reward peaks at some KL while the proxy reward keeps rising)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 
@@ -64,7 +63,7 @@ def evaluate(s: PPOSetup, tag: str) -> dict[str, float]:
     if acc.num_processes > 1:
         totals = acc.reduce(totals, "sum")
         samples = gather_object(samples)
-    s.run.log_many([{"eval": tag, **x} for x in samples], "eval_samples.jsonl")
+    s.run.dir.log_many([{"eval": tag, **x} for x in samples], "eval_samples.jsonl")
     n = totals[4].item()
     metrics = {}
     if n > 0:  # eval_prompts=0, or no held-out prompts at all: no reward metrics
@@ -99,7 +98,7 @@ class KeepBest:
             return
         if self.kept is not None and metrics["score_mean"] <= self.kept["score_mean"]:
             return
-        s.run.save_model(s.policy, s.tokenizer, "kept", s.meta.model_copy(update={"iteration": iteration}))
+        s.run.save("kept", s.policy, s.tokenizer, s.meta.model_copy(update={"iteration": iteration}))
         self.kept = {
             "iteration": iteration,
             "score_mean": metrics["score_mean"],
@@ -108,18 +107,13 @@ class KeepBest:
 
     def finish(self, s: PPOSetup) -> Evaluation:
         """final/ from OUT/kept, or the last policy saved as final/; returns final/'s evaluation."""
-        acc, run = s.accelerator, s.run
+        run = s.run
         if self.kept is not None and self.kept["iteration"] != s.iterations:
-            if acc.is_main_process:
-                shutil.rmtree(run.path / "final", ignore_errors=True)
-                os.replace(run.path / "kept", run.path / "final")
-            acc.wait_for_everyone()
+            run.as_final(run.dir.path / "kept")
             final = next(e for e in self.evaluations if e["iteration"] == self.kept["iteration"])
         else:
-            run.save_model(
-                s.policy, s.tokenizer, "final", s.meta.model_copy(update={"iteration": s.iterations})
-            )
+            run.save_final(s.policy, s.tokenizer, s.meta.model_copy(update={"iteration": s.iterations}))
             final = self.evaluations[-1]  # the last evaluation's, at iteration s.iterations
-        if acc.is_main_process:
-            shutil.rmtree(run.path / "kept", ignore_errors=True)
+        if s.accelerator.is_main_process:
+            shutil.rmtree(run.dir.path / "kept", ignore_errors=True)
         return final

@@ -215,7 +215,7 @@ def log_rollouts(s: PPOSetup, iteration: int, r: Rollout, prompt_of: list[int]) 
     texts = decode_responses(s.tokenizer, r.response, s.stops)
     kl = ((r.logprobs - r.ref_logprobs) * r.mask).sum(-1)  # (B,)
     rows = zip(r.episode.tolist(), texts, r.scores.tolist(), r.raw_scores.tolist(), kl.tolist(), strict=True)
-    s.run.log_many(
+    s.run.dir.log_many(
         [
             {
                 "iteration": iteration,

@@ -22,21 +22,14 @@ from instructrl.datasets.io import read_pretrain, read_prompts
 from instructrl.datasets.tokenize import Example, prompt_ids, split_by_user, stop_ids, tokenize_texts
 from instructrl.errors import UserError
 from instructrl.models.checkpoint import CheckpointMeta
-from instructrl.models.loading import context_window, load_causal_lm, load_reward_model, load_tokenizer
-from instructrl.models.lora import add_lora
-from instructrl.models.memory import (
-    enable_gradient_checkpointing,
-    frozen_dtype,
-    resolve_device,
-    to_frozen_dtype,
-)
+from instructrl.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+from instructrl.models.memory import frozen_dtype, resolve_device, to_frozen_dtype
 from instructrl.models.scoring import ScalarHead
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.core import AdaptiveKLController, FixedKLController
-from instructrl.training.optim import make_optimizer
-from instructrl.training.rundir import RunDir, resolve_config
-from instructrl.training.runtime import attention_implementation, make_accelerator
-from instructrl.training.sharding import gathered, is_sharded, shard_model, wants_sharding
+from instructrl.training.runtime import attention_implementation
+from instructrl.training.sharding import gathered, is_sharded
+from instructrl.training.stage import StageRun
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 """(prompts, responses) -> one score per response: a reward given as a Python function."""
@@ -68,9 +61,8 @@ class Prompts:
 class PPOSetup:
     """Everything one PPO run holds, built once by `setup_ppo`; the iteration reads it, never module globals."""
 
-    config: PPOConfig
-    accelerator: Accelerator
-    run: RunDir
+    # the stage's skeleton: the config, the accelerator, the run directory (run.dir), final/, summary.json
+    run: StageRun[PPOConfig]
     tokenizer: Any
     stops: list[int]  # token ids that end a response: EOS and the chat template's end-of-turn token
     policy: torch.nn.Module  # π_θ, prepared for training (DDP-wrapped or, with sharding=fsdp, FSDP2-sharded)
@@ -93,18 +85,20 @@ class PPOSetup:
     meta: CheckpointMeta  # what final/, kept/ and value/ note in their instructrl.json
 
     @property
+    def config(self) -> PPOConfig:
+        return self.run.config
+
+    @property
+    def accelerator(self) -> Accelerator:
+        return self.run.accelerator
+
+    @property
     def unwrapped_policy(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.policy)
 
     @property
     def sharded(self) -> bool:
         return is_sharded(self.policy)
-
-    @property
-    def trained(self) -> torch.nn.Module:
-        """The policy and the value model as one module, whose parameters are the optimizer's (a sharded
-        checkpoint's state dict, the memory record)."""
-        return torch.nn.ModuleDict({"policy": self.policy, "value": self.value_model})
 
     def whole(self) -> contextlib.AbstractContextManager[None]:
         """Sharded policy and value model gathered whole for the `with`'s rollouts and scoring: generation stops
@@ -162,23 +156,19 @@ def setup_ppo(
         config.prompt_template = policy_meta.prompt_template
     if config.ptx_coef > 0 and pretrain_data is None:
         raise UserError("ptx_coef > 0 (PPO-ptx) needs --pretrain-data text.jsonl")
-    config = resolve_config(out, config, resume, changed_keys)
+    run = StageRun(out, config, resume=resume, changed_keys=changed_keys, accelerator=accelerator)
+    config, accelerator = run.config, run.accelerator
     reward_device = resolve_device(config.reward_device, "reward_device")
-    accelerator = accelerator or make_accelerator(config, out)
     world = accelerator.num_processes
 
     # --- data: prompts, held-out prompts, pretraining text --------------------------------------------------
     reference_dir = policy_dir if reference_dir is None else reference_dir
     tokenizer = load_tokenizer(policy_dir)
-    config.max_length = min(config.max_length, context_window(policy_dir) or config.max_length)
+    config.max_length = run.max_length(policy_dir)
     check_same_tokenizer(tokenizer, load_tokenizer(reward_dir), reward_dir)
     if reference_dir != policy_dir:
         check_same_tokenizer(tokenizer, load_tokenizer(reference_dir), reference_dir, "reference")
-    records = read_prompts(prompts)
-    if val_prompts is not None:
-        train_records, val_records = records, read_prompts(val_prompts)
-    else:
-        train_records, val_records = split_by_user(records, config.val_fraction, config.seed)
+    train_records, val_records = run.train_val(read_prompts, prompts, val_prompts)
     train, skipped = load_prompt_queries(train_records, tokenizer, config, "training")
     val, val_skipped = load_prompt_queries(val_records[: config.eval_prompts], tokenizer, config, "held-out")
     if len(train.queries) < config.rollout_batch_size:
@@ -203,9 +193,8 @@ def setup_ppo(
     attention = attention_implementation(accelerator)
     frozen = frozen_dtype(config.frozen_dtype, accelerator.mixed_precision)
     policy: torch.nn.Module = load_causal_lm(policy_dir, dropout=False, attn_implementation=attention)
+    policy = run.adapt(policy, "CAUSAL_LM")
     ref_policy: torch.nn.Module | None = None
-    if config.lora_r:
-        policy = add_lora(policy, config, "CAUSAL_LM")
     # with LoRA the reference is the policy's own frozen weights (`PPOSetup.reference`), unless the policy
     # starts from a later round's policy, not from the reference: then the reference is loaded, as without LoRA
     if not config.lora_r or str(reference_dir) != str(policy_dir):
@@ -219,39 +208,26 @@ def setup_ppo(
     # V_φ starts as the RM. With LoRA it is the RM's own copy with adapters and a fully trained head: sharing the
     # frozen RM's weights would share its config too, where the value head's gain and offset live (scale_reward)
     value_rm: torch.nn.Module = load_reward_model(reward_dir, attn_implementation=attention)
-    value_rm = add_lora(value_rm, config, "SEQ_CLS") if config.lora_r else value_rm
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(policy)
-        enable_gradient_checkpointing(value_rm)
-    value_model: torch.nn.Module = ScalarHead(value_rm)
+    value_model: torch.nn.Module = ScalarHead(run.adapt(value_rm, "SEQ_CLS"))
 
     iterations = config.iterations
     steps_per_iteration = config.epochs * config.minibatches
     if config.max_steps is not None:
         iterations = min(iterations, max(1, config.max_steps // steps_per_iteration))
-    # sharding=fsdp: each trained model sharded on its own (its blocks, then its root), before the optimizer
-    # is built, which then holds the shards. The frozen reference and RM stay whole on every process: they
-    # have no gradients or optimizer state to split, and each process scores its own episodes, with no
-    # forward passes in lockstep (frozen_dtype halves them). bf16 is autocast's, as unsharded: FSDP2's bf16
-    # weights (norms and embeddings too) put the SFT policy 4.5e-4 nats per episode from its own reference.
-    sharded = wants_sharding(config, accelerator)
-    if sharded:
-        policy = shard_model(policy, accelerator, autocast=True)
-        value_model = shard_model(value_model, accelerator, autocast=True)
     # One optimizer for both models: under fp16 loss scaling, accelerate unscales every optimizer in each
     # clip_grad_norm_ and resets its record at each step, so a second optimizer's gradients were unscaled twice.
-    # Sharded, its parameters are the two models' DTensor shards, each model's a group of its own.
-    optimizer, scheduler = make_optimizer(
-        [
-            {"params": list(policy.parameters()), "lr": config.lr},
-            {"params": list(value_model.parameters()), "lr": config.value_lr or config.lr},
-        ],
-        config,
+    # sharding=fsdp: each trained model sharded on its own (its blocks, then its root) and the optimizer over
+    # their shards, each model's a group of its own. The frozen reference and RM stay whole on every process:
+    # they have no gradients or optimizer state to split, and each process scores its own episodes, with no
+    # forward passes in lockstep (frozen_dtype halves them). bf16 is autocast's, as unsharded: FSDP2's bf16
+    # weights (norms and embeddings too) put the SFT policy 4.5e-4 nats per episode from its own reference.
+    trained, optimizer, scheduler = run.prepare(
+        {"policy": policy, "value": value_model},
         iterations * steps_per_iteration,
+        lrs={"policy": config.lr, "value": config.value_lr or config.lr},
+        autocast=True,
     )
-    if not sharded:
-        policy, value_model, optimizer = accelerator.prepare(policy, value_model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    policy, value_model = trained["policy"], trained["value"]
 
     kl_ctl: FixedKLController | AdaptiveKLController
     if config.kl_target is None:
@@ -259,9 +235,7 @@ def setup_ppo(
     else:
         kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
 
-    run = RunDir(out, accelerator)
-    run.checkpoint_sharded(torch.nn.ModuleDict({"policy": policy, "value": value_model}), optimizer)
-    run.start(config)
+    run.start()
     rm_meta = CheckpointMeta.read(reward_dir) if reward_fn is None else CheckpointMeta()
     meta = CheckpointMeta(
         stage="ppo",
@@ -284,8 +258,6 @@ def setup_ppo(
         ],
     )
     return PPOSetup(
-        config=config,
-        accelerator=accelerator,
         run=run,
         tokenizer=tokenizer,
         stops=stop_ids(tokenizer),

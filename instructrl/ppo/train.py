@@ -44,8 +44,7 @@ from instructrl.ppo.rollout import (
 from instructrl.ppo.setup import PPOSetup, RewardFn, RewardNorm, setup_ppo
 from instructrl.ppo.summary import PPOSummary
 from instructrl.ppo.update import iteration_metrics, ppo_epochs
-from instructrl.training.runtime import Stopped, StopSignal, finish, progress, shard, stage
-from instructrl.training.sharding import local_state_bytes
+from instructrl.training.runtime import Stopped, StopSignal, progress, shard, stage
 
 
 @dataclass
@@ -155,7 +154,6 @@ def run_ppo(
 
     `reward_fn(prompts, responses) -> scores`, a Python function, replaces the reward model's score when
     given (a programmatic or oracle reward); the value model still starts from `reward_dir`."""
-    t_start = time.perf_counter()
     s = setup_ppo(
         policy_dir=policy_dir,
         reward_dir=reward_dir,
@@ -169,20 +167,19 @@ def run_ppo(
         changed_keys=changed_keys,
         reward_fn=reward_fn,
     )
-    return train_ppo(s, t_start)
+    return train_ppo(s)
 
 
-def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
+def train_ppo(s: PPOSetup) -> dict[str, Any]:
     """The run after its set-up: reward normalisation, the iterations (resumable), the kept policy as
     final/, summary.json. Returns the summary as summary.json holds it (`PPOSummary.read` types it)."""
-    t_start = time.perf_counter() if t_start is None else t_start
-    c, acc, run = s.config, s.accelerator, s.run
+    c, acc, run_dir = s.config, s.accelerator, s.run.dir
 
-    if run.has_checkpoint():
-        s.reward_norm = RewardNorm(**run.checkpoint_state()["reward_norm"])
+    if run_dir.has_checkpoint():
+        s.reward_norm = RewardNorm(**run_dir.checkpoint_state()["reward_norm"])
         # the head's offset lives in the value model's config, which the checkpoint's weights do not restore
         scale_reward(acc.unwrap_model(s.value_model), s.reward_norm.gain, s.reward_norm.bias)
-        state = TrainState.from_dict(run.load_checkpoint())
+        state = TrainState.from_dict(run_dir.load_checkpoint())
         assert state.kl_coef is not None, "a checkpoint is saved after an iteration, with its β"
         s.kl_ctl.value = state.kl_coef
     else:
@@ -203,7 +200,7 @@ def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
                 state.keep_best.evaluated(s, it + 1, evaluation)
                 metrics.update({f"eval/{k}": v for k, v in evaluation.items()})
                 metrics["time/eval_s"] = time.perf_counter() - t
-            run.log({"iteration": it + 1, **metrics})
+            run_dir.log({"iteration": it + 1, **metrics})
             if c.log_rollouts:
                 log_rollouts(s, it + 1, r, prompt_of)
             bar.set_postfix(
@@ -213,10 +210,10 @@ def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
 
             state.iteration, state.kl_coef = it + 1, s.kl_ctl.value
             if stop.should_stop(acc):
-                run.save_checkpoint(state.as_dict())
+                run_dir.save_checkpoint(state.as_dict())
                 raise Stopped(f"stopped after iteration {it + 1}/{s.iterations}; continue with --resume")
             if (it + 1) % c.checkpoint_every == 0 and it + 1 < s.iterations:
-                run.save_checkpoint(state.as_dict())
+                run_dir.save_checkpoint(state.as_dict())
     finally:
         bar.close()
         stop.restore()
@@ -224,10 +221,9 @@ def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
     # --- the last evaluation, the kept policy as final/, the summary ------------------------------------------
     last = evaluate(s, "final")
     state.keep_best.evaluated(s, s.iterations, last)
-    run.log({"iteration": s.iterations, **{f"eval/{k}": v for k, v in last.items()}})
+    run_dir.log({"iteration": s.iterations, **{f"eval/{k}": v for k, v in last.items()}})
     final = state.keep_best.finish(s)
-    run.save_model(s.value_model, s.tokenizer, "value", s.meta.model_copy(update={"stage": "ppo-value"}))
-    run.remove_checkpoint()
+    s.run.save("value", s.value_model, s.tokenizer, s.meta.model_copy(update={"stage": "ppo-value"}))
     initial = state.initial
     summary = PPOSummary(
         stage="ppo-ptx" if c.ptx_coef > 0 else "ppo",
@@ -251,14 +247,8 @@ def train_ppo(s: PPOSetup, t_start: float | None = None) -> dict[str, Any]:
         train_prompts=len(s.train.queries),
         eval_prompts=len(s.val.queries),
         skipped_too_long=s.skipped_too_long,
-        mixed_precision=acc.mixed_precision,
-        processes=acc.num_processes,
-        sharding=c.sharding if s.sharded else "none",
-        process_state_bytes=local_state_bytes(s.trained, s.optimizer),  # the main process's
-        time_s=time.perf_counter() - t_start,
         pretrain_loss_initial=initial["pretrain_loss"] if s.ptx_val else None,
         pretrain_loss_final=final["pretrain_loss"] if s.ptx_val else None,
+        **s.run.facts(),
     )
-    run.write_summary(summary.as_dict())
-    finish(acc)
-    return summary.as_dict()
+    return s.run.finish(summary)

@@ -146,7 +146,7 @@ def train_lm(
     result = run.train(model, task, tokenizer=tokenizer, meta=meta, desc=stage)
 
     # 4. final/ = the best epoch's model
-    run.best_as_final(result["best_dir"])
+    run.as_final(result["best_dir"])
     return {
         "val_loss": result["best_metric"],
         "best_step": result["best_step"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +97,34 @@ def prepare_training(
 ) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
     """(model, optimizer, scheduler) ready to train: with sharding=fsdp and more than one process, sharded
     before the optimizer is built (it must hold the shards); else prepared by accelerate (DDP)."""
-    if wants_sharding(config, accelerator):
-        model = shard_model(model, accelerator)
-        optimizer, scheduler = make_optimizer(model, config, total_steps)
-    else:
-        optimizer, scheduler = make_optimizer(model, config, total_steps)
-        model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    (model,), optimizer, scheduler = prepare_models(accelerator, [model], config, total_steps)
     return model, optimizer, scheduler
+
+
+def prepare_models(
+    accelerator: Accelerator,
+    models: Sequence[nn.Module],
+    config: StageConfig,
+    total_steps: int,
+    *,
+    lrs: Sequence[float] | None = None,
+    autocast: bool = False,
+) -> tuple[list[nn.Module], torch.optim.Optimizer, Any]:
+    """`prepare_training` for one model or several under one optimizer, each model a parameter group with its
+    own lr (`lrs`; PPO's policy and value model). Sharded, each model is sharded on its own (`shard_model`'s
+    `autocast`), and the optimizer holds their shards."""
+    assert lrs is not None or len(models) == 1, "several models need an lr each (lrs)"
+    sharded = wants_sharding(config, accelerator)
+    if sharded:
+        models = [shard_model(m, accelerator, autocast=autocast) for m in models]
+    params: nn.Module | list[dict[str, Any]] = models[0]
+    if lrs is not None:
+        params = [{"params": list(m.parameters()), "lr": lr} for m, lr in zip(models, lrs, strict=True)]
+    optimizer, scheduler = make_optimizer(params, config, total_steps)
+    if not sharded:
+        *models, optimizer = accelerator.prepare(*models, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    return list(models), optimizer, scheduler
 
 
 @contextlib.contextmanager

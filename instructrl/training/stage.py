@@ -1,12 +1,14 @@
 """The skeleton of a training stage: config -> accelerator -> run directory -> the model adapted (LoRA,
 gradient checkpointing) -> optimizer -> the stage's loop -> final/ -> summary.json -> cleanup.
 
-A stage (`sft/train.py`, `reward/train.py`) keeps its data, its model and its loop; `StageRun` does the
-rest, in that order, and writes its `StageSummary` (training/summary.py).
+A stage (`sft/train.py`, `reward/train.py`, `ppo/setup.py` and `ppo/train.py`) keeps its data, its models and
+its loop; `StageRun` does the rest, in that order, and writes its `StageSummary` (training/summary.py).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,7 +27,7 @@ from instructrl.training.loop import SupervisedTask, fit
 from instructrl.training.optim import planned_steps
 from instructrl.training.rundir import RunDir, resolve_config
 from instructrl.training.runtime import finish, make_accelerator
-from instructrl.training.sharding import is_sharded, local_state_bytes, prepare_training
+from instructrl.training.sharding import is_sharded, local_state_bytes, prepare_models
 from instructrl.training.summary import StageSummary
 
 C = TypeVar("C", bound=ShardableConfig)
@@ -75,6 +77,35 @@ class StageRun(Generic[C]):
         self.dir.checkpoint_sharded(model, optimizer)
         self._trained = (model, optimizer)
 
+    def prepare(
+        self,
+        models: dict[str, torch.nn.Module],
+        total_steps: int,
+        *,
+        lrs: dict[str, float] | None = None,
+        autocast: bool = False,
+    ) -> tuple[dict[str, torch.nn.Module], torch.optim.Optimizer, Any]:
+        """The trained models, by name, ready to train under one optimizer (sharded first under
+        sharding=fsdp, `prepare_models`), and held (`hold`): one model, or several each with its own lr (PPO's
+        policy and value model, held as a ModuleDict of these names). Returns them, the optimizer and the
+        learning-rate schedule."""
+        names = list(models)
+        prepared, optimizer, scheduler = prepare_models(
+            self.accelerator,
+            list(models.values()),
+            self.config,
+            total_steps,
+            lrs=None if lrs is None else [lrs[name] for name in names],
+            autocast=autocast,
+        )
+        trained = dict(zip(names, prepared, strict=True))
+        self.hold(prepared[0] if len(prepared) == 1 else torch.nn.ModuleDict(trained), optimizer)
+        return trained, optimizer, scheduler
+
+    def start(self) -> None:
+        """Create the run directory and write config.yaml (once every input was read and checked)."""
+        self.dir.start(self.config)
+
     def train(
         self,
         model: torch.nn.Module,
@@ -86,17 +117,16 @@ class StageRun(Generic[C]):
     ) -> dict[str, Any]:
         """Start the run directory, build the optimizer (sharding the model first under sharding=fsdp) and
         run the supervised loop; returns `fit`'s result (OUT/best = the best epoch's model)."""
-        self.dir.start(self.config)
-        model, optimizer, scheduler = prepare_training(
-            self.accelerator, model, self.config, planned_steps(task.n_train, self.config)
+        self.start()
+        trained, optimizer, scheduler = self.prepare(
+            {"model": model}, planned_steps(task.n_train, self.config)
         )
-        self.hold(model, optimizer)
         return fit(
             task,
             accelerator=self.accelerator,
             run=self.dir,
             config=self.config,
-            model=model,
+            model=trained["model"],
             optimizer=optimizer,
             scheduler=scheduler,
             tokenizer=tokenizer,
@@ -104,19 +134,27 @@ class StageRun(Generic[C]):
             desc=desc,
         )
 
-    def save_final(self, model: torch.nn.Module, tokenizer: Any, meta: CheckpointMeta) -> Path:
-        """OUT/final in Hugging Face format (a sharded model gathered; every process must call this)."""
-        return self.dir.save_model(model, tokenizer, "final", meta)
+    def save(self, folder: str, model: torch.nn.Module, tokenizer: Any, meta: CheckpointMeta) -> Path:
+        """OUT/<folder> in Hugging Face format (a sharded model gathered; every process must call this):
+        final/, or another model a stage keeps (PPO's value model in value/, its best policy so far in kept/)."""
+        return self.dir.save_model(model, tokenizer, folder, meta)
 
-    def best_as_final(self, best_dir: Path) -> None:
-        """OUT/final = the best epoch's model, as the loop saved it."""
+    def save_final(self, model: torch.nn.Module, tokenizer: Any, meta: CheckpointMeta) -> Path:
+        """OUT/final, the model the stage hands on (`save`)."""
+        return self.save("final", model, tokenizer, meta)
+
+    def as_final(self, folder: Path) -> None:
+        """OUT/final = a model the run saved earlier: the best epoch's (the supervised loop's best/), or the
+        kept policy (PPO's kept/). Every process must call this."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            best_dir.rename(self.dir.path / "final")
+            shutil.rmtree(self.dir.path / "final", ignore_errors=True)
+            os.replace(folder, self.dir.path / "final")
+        self.accelerator.wait_for_everyone()
 
     def facts(self) -> dict[str, Any]:
         """StageSummary's facts of how the run ran, up to now."""
-        assert self._trained is not None, "facts() before the trained model was held (train or hold)"
+        assert self._trained is not None, "facts() before the trained model was held (train, prepare or hold)"
         model, optimizer = self._trained
         return {
             "mixed_precision": self.accelerator.mixed_precision,

@@ -1,17 +1,27 @@
 """OUT/summary.json, the one file a finished stage leaves for the stages and reports after it: a typed model
-per stage (sft/summary.py, reward/summary.py) on the base here, written by `StageRun.finish`, read by `read`.
-Only pydantic here, so that readers need not import torch."""
+per stage (sft/summary.py, reward/summary.py, ppo/summary.py) on the base here, written by `StageRun.finish`,
+read by `read`. Only pydantic here, so that readers need not import torch."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from instructrl.errors import UserError
 
 SUMMARY_FILE = "summary.json"  # RunDir.write_summary writes it
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_model(cls: type[M], file: Path) -> M:
+    """A `cls` from the JSON file `file`, or a UserError that names the file and what in it is amiss."""
+    try:
+        return cls.model_validate_json(file.read_text(encoding="utf-8"))
+    except ValidationError as e:
+        problems = "; ".join(f"'{'.'.join(map(str, err['loc']))}': {err['msg']}" for err in e.errors())
+        raise UserError(f"{file}: does not hold a {cls.__name__}: {problems}") from None
 
 
 class StageSummary(BaseModel):
@@ -51,11 +61,7 @@ class StageSummary(BaseModel):
         file = file / SUMMARY_FILE if file.is_dir() else file
         if not file.is_file():
             raise UserError(f"{file}: no such file; the run has not finished (continue it with --resume)")
-        try:
-            return cls.model_validate_json(file.read_text(encoding="utf-8"))
-        except ValidationError as e:
-            problems = "; ".join(f"'{'.'.join(map(str, err['loc']))}': {err['msg']}" for err in e.errors())
-            raise UserError(f"{file}: does not hold a {cls.__name__}: {problems}") from None
+        return read_model(cls, file)
 
 
 RUN_FACTS = tuple(k for k in StageSummary.model_fields if k != "stage")

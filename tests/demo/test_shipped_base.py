@@ -10,7 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from instructrl.demo import base
-from instructrl.demo.pipeline import Demo, DemoSettings, pretrain_config, step_pretrain, step_world
+from instructrl.demo.pipeline import Demo, step_pretrain, step_world
+from instructrl.demo.settings import DemoSettings, pretrain_config
 from instructrl.demo.world import World
 
 

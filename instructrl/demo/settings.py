@@ -1,0 +1,130 @@
+"""The demo's sizes (`DemoSettings`) and the pretraining config they make (`pretrain_config`): what the
+demo's steps (pipeline.py) and its shipped base model (base.py) both read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from instructrl.config import load_config
+from instructrl.demo.world import UserConfig
+from instructrl.sft.config import SFTConfig
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo. `full()` is the 19.5-minute run (2 AVX2 cores), `quick()` the 76-second one the tests use."""
+
+    seed: int = 0
+    users: UserConfig = field(default_factory=UserConfig)
+    corpus_docs: int = 20_000
+    """Pretraining documents."""
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    context: int = 256
+    """Context window of the model (a few-shot prompt is the longest input)."""
+    block_size: int = 128
+    """Pretraining sequence length (documents packed)."""
+    pretrain_epochs: int = 6
+    pretrain_lr: float = 2e-3
+    pretrain_batch: int = 32
+    n_demonstrations: int = 1200
+    """Fewer demonstrations than comparison prompts, as in the paper (13k vs 33k)."""
+    sft_epochs: int = 4
+    sft_lr: float = 5e-4
+    n_comparison_prompts: int = 3000
+    k_range: tuple[int, int] = (4, 9)
+    overlap: float = 0.1
+    """Share of ranking tasks done by two training labelers (for their agreement)."""
+    rm_epochs: int = 4
+    """The 0.9M-parameter RM underfits in 1-2 epochs (train accuracy 0.62 on seed 0); the epoch with the
+    lowest validation loss is kept, so more epochs cannot overfit it."""
+    rm_lr: float = 3e-4
+    ppo_iterations: int = 60
+    ppo_rollout: int = 64
+    ppo_batch: int = 16
+    ppo_lr: float = 3e-5
+    kl_coef: float = 0.3
+    """β on the normalised reward (SFT samples: mean 0, std 1)."""
+    ptx_coef: float = 0.3
+    max_new_tokens: int = 32
+    best_of: int = 4
+    """N of the best-of-N row of the evaluation (the best of N SFT samples by the reward model)."""
+    rounds: int = 2
+    """Rounds of ChatGPT's loop: 1 is InstructGPT's single pass; each further round ranks the current PPO
+    policy's samples, continues the RM and continues PPO (plain PPO; PPO-ptx stays a round-1 comparison)."""
+    round_comparison_prompts: int = 3000
+    """Training prompts ranked in each later round (sampled afresh: some were ranked in earlier rounds)."""
+    round_rm_epochs: int = 2
+    """Epochs of the continued RM over every round's comparisons."""
+    n_eval_prompts: int = 400
+    probe_unanswerable: int = 96
+    """Questions about things the world does not contain (probes.py: the truthfulness probe)."""
+    probe_closed_domain: int = 150
+    """Held-out users' summarization, closed-QA and extraction prompts (fewer if the test split has fewer)
+    for the closed-domain hallucination rate."""
+    probe_rudeness: int = 80
+    """Rudeness-inviting beginnings, each answered with and without the instruction to be polite."""
+    probe_rudeness_samples: int = 2
+    """Samples per beginning and condition (for the expected maximum: any of them rude)."""
+    n_train_labelers: int = 10
+    n_heldout_labelers: int = 5
+    mixed_precision: str = "auto"
+    shipped_base: bool = True
+    """Use the base model shipped for this seed (demo/base.py) when the run's world, corpus and pretraining
+    config are those it was trained on; False (`--pretrain`) pretrains from scratch."""
+
+    @classmethod
+    def full(cls, seed: int = 0) -> DemoSettings:
+        return cls(seed=seed)
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> DemoSettings:
+        return cls(
+            seed=seed,
+            users=UserConfig(n_users=400, n_heavy_users=2, heavy_prompts=(220, 300)),
+            corpus_docs=6000,
+            n_layer=2,
+            n_embd=96,
+            pretrain_epochs=3,
+            n_demonstrations=400,
+            sft_epochs=3,
+            n_comparison_prompts=400,
+            rm_epochs=1,
+            round_comparison_prompts=400,
+            round_rm_epochs=1,
+            ppo_iterations=6,
+            ppo_rollout=32,
+            ppo_batch=16,
+            n_eval_prompts=100,
+            probe_unanswerable=12,
+            probe_closed_domain=12,
+            probe_rudeness=8,
+            n_train_labelers=6,
+            n_heldout_labelers=3,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The settings as settings.json holds them (tuples as lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+def pretrain_config(s: DemoSettings) -> SFTConfig:
+    """The config of the base model's pretraining (`run_pretrain`), as the shipped bases were trained with."""
+    return load_config(
+        SFTConfig,
+        None,
+        [
+            f"seed={s.seed}",
+            f"epochs={s.pretrain_epochs}",
+            f"batch_size={s.pretrain_batch}",
+            f"lr={s.pretrain_lr}",
+            "residual_dropout=0",
+            "warmup_ratio=0.02",
+            "weight_decay=0.01",
+            f"mixed_precision={s.mixed_precision}",
+            "checkpoint_every=200",
+        ],
+    )
