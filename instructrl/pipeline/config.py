@@ -20,13 +20,13 @@ import copy
 import difflib
 import textwrap
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from instructrl.config import StageConfig, _unknown_key_error, build_config, parse_override, read_yaml_mapping
 from instructrl.errors import UserError
-from instructrl.pipeline.labels import ExportedLabels
+from instructrl.pipeline.labels import DatabaseLabels, ExportedLabels
 from instructrl.ppo.config import PPOConfig
 from instructrl.reward.config import RMConfig
 from instructrl.sft.config import SFTConfig
@@ -117,6 +117,15 @@ class AnswersEval(BaseModel):
     """Sampling seed, the same for every model."""
 
 
+LABEL_SOURCES = ("exported", "database")
+
+
+def _label_source(value: Any) -> str:
+    """Which `data` section this is: its `source` key, 'exported' when left out (the first source built)."""
+    source = value.get("source", "exported") if isinstance(value, dict) else getattr(value, "source", None)
+    return str(source)
+
+
 class SuiteEval(BaseModel):
     """`instructrl eval suite`: the public benchmarks whose data is given, on the base model, SFT and the
     last round's policy, against the base model (the paper's alignment tax is against GPT-3)."""
@@ -137,14 +146,6 @@ class SuiteEval(BaseModel):
     """Toxicity, gehman protocol: continuations per prompt."""
     limit: int | None = Field(default=None, ge=1)
     """Toxicity and bias: only the first N rows of each file."""
-
-    def argv(self) -> list[str]:
-        """The `eval suite` flags these keys stand for (models and --out are the pipeline's)."""
-        out = ["--toxicity-protocol", self.toxicity_protocol, "--samples", str(self.samples)]
-        for flag, files in (("--toxicity", self.toxicity), ("--bias", self.bias), ("--tax", self.tax)):
-            out += [flag, *files] if files else []
-        out += ["--truthfulqa", self.truthfulqa] if self.truthfulqa else []
-        return out + (["--limit", str(self.limit)] if self.limit else [])
 
 
 class EvaluationConfig(BaseModel):
@@ -171,8 +172,12 @@ class PipelineConfig(BaseModel):
     """The pipeline's directory: one folder per step, the step log and the report (`--out` overrides)."""
     base_model: str
     """The model SFT starts from: a folder written by save_pretrained or a Hub id ORG/NAME[@REVISION]."""
-    data: ExportedLabels
-    """Where the human data comes from (`source: exported`: the labeling app's export folders)."""
+    data: Annotated[
+        Annotated[ExportedLabels, Tag("exported")] | Annotated[DatabaseLabels, Tag("database")],
+        Discriminator(_label_source),
+    ]
+    """Where the human data comes from: `source: exported` (the default), the labeling app's export folders;
+    `source: database`, the app's database while its labelers rank each round."""
     pretrain: Path | None = None
     """Pretraining text, JSONL ({"text": ...}), for PPO-ptx (needed when ppo.ptx_coef > 0)."""
     sft: SFTConfig = Field(default_factory=SFTConfig)
@@ -211,12 +216,13 @@ def describe_pipeline() -> str:
                     textwrap.indent(STAGE_SECTIONS[name].describe(), indent + "  "),
                 ]
                 continue
-            nested = [
-                t
-                for t in (sub, *getattr(sub, "__args__", ()))
-                if isinstance(t, type) and issubclass(t, BaseModel)
-            ]
-            if nested:
+            options = [getattr(t, "__origin__", t) for t in (sub, *getattr(sub, "__args__", ()))]
+            nested = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
+            if len(nested) > 1:  # one of several kinds of section (data: each label source)
+                lines.append(f"{indent}{name}:  # {doc}")
+                for kind in nested:
+                    lines += [f"{indent}  # or, {kind.__name__}:", *keys(kind, indent + "  ")]
+            elif nested:
                 lines += [f"{indent}{name}:  # {doc}", *keys(nested[0], indent + "  ")]
             else:
                 lines.append(f"{indent}{name}{default}: {doc}")
@@ -266,6 +272,8 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         problems = []
         for err in e.errors():
             loc = tuple(str(part) for part in err["loc"])
+            if loc[:1] == ("data",) and loc[1:2] and loc[1] in LABEL_SOURCES:  # the union's tag: not a key
+                loc = loc[:1] + loc[2:]
             at = next((origin[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origin), str(path))
             problems.append(f"{at}: key '{'.'.join(loc)}': {err['msg']}")
         raise UserError("invalid pipeline config:\n  " + "\n  ".join(problems)) from None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel
 
@@ -33,6 +33,9 @@ from instructrl.pipeline.config import RoundConfig
 from instructrl.ppo.summary import PPOSummary
 from instructrl.reward.summary import RMSummary
 from instructrl.training.summary import read_model
+
+if TYPE_CHECKING:
+    from instructrl.labeling.services.rounds import Split
 
 ROUND_FILE = "round.json"
 
@@ -199,40 +202,18 @@ def write_ab_answers(
     return file
 
 
+NEXT_JOB_FLAGS = {"database_url": "--db", "k": "--next-k", "limit": "--next-limit"}
+"""`instructrl round`'s flag for each argument of the labeling app's `check_ready`."""
+
+
 def check_next_job(*, database_url: str, k: int, limit: int, split: str) -> None:
     """Before any training: the labeling database answers and holds prompts, and K is one it accepts."""
-    from sqlalchemy import func, select
-    from sqlalchemy.exc import SQLAlchemyError
+    from instructrl.labeling.services.rounds import NotReady, check_ready
 
-    from instructrl.labeling.core.config import Settings
-    from instructrl.labeling.core.db import Database
-    from instructrl.labeling.models import Prompt
-
-    settings = Settings(database_url=database_url)
-    if not settings.min_k <= k <= settings.max_k:
-        raise UserError(f"--next-k {k}: a ranking task needs {settings.min_k} to {settings.max_k} responses")
-    if limit < 1:
-        raise UserError(f"--next-limit {limit}: must be 1 or more")
-    from sqlalchemy.engine import make_url
-
-    url = make_url(settings.database_url)
-    file = url.database if url.get_backend_name() == "sqlite" and url.database != ":memory:" else None
-    if file and not Path(file).is_file():  # checked first: opening it would create it
-        raise UserError(f"--db {database_url}: no such labeling database ({url.database} does not exist)")
     try:
-        db = Database(settings.database_url, run_migrations=False)  # a check writes nothing
-        with db.session() as session:
-            prompts = session.scalar(select(func.count()).select_from(Prompt))
-        db.dispose()
-    except SQLAlchemyError as e:
-        raise UserError(
-            f"--db {database_url}: not a labeling database that answers ({type(e).__name__}: "
-            f"{str(e).splitlines()[0]}); give the URL `instructrl label serve` uses"
-        ) from None
-    if not prompts:
-        raise UserError(
-            f"--db {database_url}: holds no prompts; import them first (`instructrl label import-prompts`)"
-        )
+        check_ready(database_url=database_url, k=k, limit=limit)
+    except NotReady as e:
+        raise UserError(f"{NEXT_JOB_FLAGS[e.argument]} {e.value}: {e.reason}") from None
 
 
 def start_next_job(
@@ -243,46 +224,29 @@ def start_next_job(
     previous_policy: str | Path,
     k: int,
     limit: int,
-    split: str,
+    split: Split,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Step 4: the labeling app's generation job for round `round_ + 1`, its K candidates split between this
     round's policy and the previous one (the paper's comparisons mixed policies), run here and now."""
-    from sqlalchemy import func, select
+    from dataclasses import asdict
 
-    from instructrl.labeling.core.config import Settings
-    from instructrl.labeling.core.db import Database
-    from instructrl.labeling.models import GenerationJob, Task
-    from instructrl.labeling.schemas import GenerationJobCreate
-    from instructrl.labeling.services.generation import create_generation_job, run_generation_job
+    from instructrl.labeling.services.rounds import Checkpoint, GenerationFailed, start_round_generation
 
-    settings = Settings(database_url=database_url)
-    db = Database(settings.database_url)
     names = (f"round{round_}", "sft" if round_ == 1 else f"round{round_ - 1}")
     try:
-        with db.session() as session:
-            job_in = GenerationJobCreate.model_validate(
-                {
-                    "checkpoints": [
-                        {"checkpoint": str(policy), "model_name": names[0]},
-                        {"checkpoint": str(previous_policy), "model_name": names[1]},
-                    ],
-                    "round": round_ + 1, "k": k, "limit": limit, "split": split, "seed": seed,
-                }
-            )  # fmt: skip
-            job_id = create_generation_job(session=session, job_in=job_in, settings=settings).id
-        run_generation_job(db=db, job_id=job_id, settings=settings)
-        with db.session() as session:
-            job = session.get(GenerationJob, job_id)
-            assert job is not None
-            if job.status != "done":
-                raise UserError(f"the next round's generation job {job_id} failed: {job.error}")
-            tasks = session.scalar(
-                select(func.count()).select_from(Task).where(Task.round == round_ + 1, Task.kind == "ranking")
-            )
-            return {"id": job_id, "round": round_ + 1, "checkpoints": job.checkpoints, "ranking_tasks": tasks}
-    finally:
-        db.dispose()
+        job = start_round_generation(
+            database_url=database_url,
+            round=round_ + 1,
+            checkpoints=[Checkpoint(policy, names[0]), Checkpoint(previous_policy, names[1])],
+            k=k,
+            limit=limit,
+            split=split,
+            seed=seed,
+        )
+    except GenerationFailed as e:
+        raise UserError(f"the next round's generation job {e.job_id} failed: {e.error}") from None
+    return asdict(job)
 
 
 def run_round(

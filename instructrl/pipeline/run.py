@@ -184,19 +184,19 @@ def step_answers(config: PipelineConfig, models: dict[str, str]) -> StepRecord:
 
 
 def step_suite(config: PipelineConfig, models: dict[str, str]) -> StepRecord:
+    from instructrl.evaluation.benchmarks.runs import command_line
+    from instructrl.evaluation.benchmarks.suite import SuiteConfig, run_suite
+
     assert config.evaluation.suite is not None
+    cfg = config.evaluation.suite
     out = config.out / "eval" / "suite"
-    argv = [
-        "suite",
-        *_models(models),
-        "--baseline",
-        "base",
-        "--out",
-        str(out),
-        *config.evaluation.suite.argv(),
-    ]
-    _eval(argv)
-    return _record("eval-suite", {"report": str(out / "report.html")}, {"command": _command(argv)})
+    suite = SuiteConfig(
+        models=models, out=out, baseline="base", truthfulqa=cfg.truthfulqa, toxicity=tuple(cfg.toxicity),
+        bias=tuple(cfg.bias), tax=tuple(cfg.tax), toxicity_protocol=cfg.toxicity_protocol,
+        samples=cfg.samples, limit=cfg.limit,
+    )  # fmt: skip
+    result = run_suite(suite)
+    return _record("eval-suite", {"report": str(result.report)}, {"command": command_line("suite", suite)})
 
 
 def step_report(config: PipelineConfig, steps: Steps, rounds: int) -> StepRecord:
@@ -263,8 +263,8 @@ def _command(argv: list[str]) -> str:
 
 
 def _eval(argv: list[str]) -> None:
-    """An `instructrl eval` command, run in this process: the evaluations' one entry point until they have
-    a typed one (issue 24, item 4); the step records the command line, to rerun it by hand."""
+    """An `instructrl eval` command, run in this process: `eval answers` has no typed entry point yet (the
+    suite's is `run_suite`); the step records the command line, to rerun it by hand."""
     from instructrl.cli import build_parser
 
     args = build_parser().parse_args(["eval", *argv])
