@@ -323,67 +323,13 @@ def run_suite(args: argparse.Namespace) -> int:
 
 
 def run_answers(args) -> int:
-    from instructrl.datasets.io import read_records, write_jsonl
-    from instructrl.datasets.records import ABPair, EvalPrompt
-    from instructrl.errors import UserError
-    from instructrl.evaluation.benchmarks.runs import progress_bar, ticker
-    from instructrl.evaluation.models import best_of_n, best_of_n_kl, generate_answers
-    from instructrl.models.loading import resolve_model
+    from instructrl.evaluation.answers import AnswersEval, write_answers
 
-    models = _named(args.model)
-    if args.baseline is not None and args.baseline not in models:
-        raise UserError(f"--baseline {args.baseline!r} is not one of the --model names {sorted(models)}")
-    if args.best_of < 1:
-        raise UserError(f"--best-of {args.best_of}: must be 1 or more")
-    if args.best_of > 1 and args.reward is None:
-        raise UserError(
-            f"--best-of {args.best_of} needs --reward RM_DIR, the reward model that picks the best"
-        )
-    if args.reward is not None:
-        resolve_model(args.reward, "reward model")
-    records: list[EvalPrompt] = read_records(args.prompts, "eval_prompts")  # type: ignore[assignment]
-    prompts = [r.conversation for r in records]  # what the models read: a conversation or a plain prompt
-    texts = [r.prompt for r in records]
-    answers, scores = {}, {}
-    for name, path in models.items():
-        with progress_bar(len(prompts) * args.best_of, f"answers: {name}") as bar:
-            tick = ticker(bar)
-            if args.best_of > 1:
-                answers[name], scores[name] = best_of_n(
-                    path, args.reward, prompts, args.best_of, seed=args.seed,
-                    max_new_tokens=args.max_new_tokens, progress=tick,
-                )  # fmt: skip
-            else:
-                answers[name] = generate_answers(
-                    path, prompts, seed=args.seed, max_new_tokens=args.max_new_tokens, progress=tick
-                )
-    rows: list[ABPair] | list[dict[str, str]]
-    if args.baseline is None:
-        rows = [
-            {"prompt": p, "model": name, "response": answers[name][i]}
-            for name in models
-            for i, p in enumerate(texts)
-        ]
-    else:
-        rows = [
-            ABPair(
-                prompt=p,
-                model_a=name,
-                response_a=answers[name][i],
-                model_b=args.baseline,
-                response_b=answers[args.baseline][i],
-            )
-            for name in models
-            if name != args.baseline
-            for i, p in enumerate(texts)
-        ]
-    n = write_jsonl(args.out, rows)
-    report: dict = {"written": n, "out": args.out}
-    if args.best_of > 1:
-        report["best_of"] = args.best_of
-        report["kl_to_sampling_policy_at_most"] = best_of_n_kl(args.best_of)
-        report["mean_reward"] = {name: sum(sc) / len(sc) for name, sc in scores.items()}
-    print(json.dumps(report))
+    config = AnswersEval(
+        models=_named(args.model), prompts=args.prompts, out=args.out, baseline=args.baseline, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, best_of=args.best_of, reward=args.reward,
+    )  # fmt: skip
+    print(json.dumps(write_answers(config)))
     return 0
 
 

@@ -22,6 +22,7 @@ from its stage's checkpoint (the stages' own --resume); the steps after it run a
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -173,14 +174,33 @@ def step_round(config: PipelineConfig, labels: LabelSource, round_: int) -> Step
 
 
 def step_answers(config: PipelineConfig, models: dict[str, str]) -> StepRecord:
+    from instructrl.evaluation.answers import AnswersEval, write_answers
+
     assert config.evaluation.answers is not None
     cfg = config.evaluation.answers
-    out = config.out / "eval" / "answers.jsonl"
-    argv = ["answers", *_models(models), "--prompts", str(cfg.prompts), "--baseline", "sft"]
-    argv += ["--max-new-tokens", str(cfg.max_new_tokens), "--seed", str(cfg.seed), "--out", str(out)]
-    _eval(argv)
-    pairs = sum(1 for _ in out.open(encoding="utf-8"))
-    return _record("eval-answers", {"answers": str(out)}, {"pairs": pairs, "command": _command(argv)})
+    answers = AnswersEval(
+        models=models, prompts=[cfg.prompts], out=config.out / "eval" / "answers.jsonl", baseline="sft",
+        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+    )  # fmt: skip
+    pairs = write_answers(answers)["written"]
+    command = [
+        "instructrl",
+        "eval",
+        "answers",
+        *(a for n, p in models.items() for a in ("--model", f"{n}={p}")),
+    ]
+    command += [
+        "--prompts",
+        str(cfg.prompts),
+        "--baseline",
+        "sft",
+        "--max-new-tokens",
+        str(cfg.max_new_tokens),
+    ]
+    command += ["--seed", str(cfg.seed), "--out", str(answers.out)]
+    return _record(
+        "eval-answers", {"answers": str(answers.out)}, {"pairs": pairs, "command": shlex.join(command)}
+    )
 
 
 def step_suite(config: PipelineConfig, models: dict[str, str]) -> StepRecord:
@@ -250,25 +270,6 @@ def _record(name: str, outputs: dict[str, str], summary: dict[str, Any]) -> Step
         name=name, finished_at=datetime.now(UTC).isoformat(timespec="seconds"), seconds=0.0,
         outputs=outputs, summary=summary,
     )  # fmt: skip
-
-
-def _models(models: dict[str, str]) -> list[str]:
-    return [a for name, path in models.items() for a in ("--model", f"{name}={path}")]
-
-
-def _command(argv: list[str]) -> str:
-    import shlex
-
-    return shlex.join(["instructrl", "eval", *argv])
-
-
-def _eval(argv: list[str]) -> None:
-    """An `instructrl eval` command, run in this process: `eval answers` has no typed entry point yet (the
-    suite's is `run_suite`); the step records the command line, to rerun it by hand."""
-    from instructrl.cli import build_parser
-
-    args = build_parser().parse_args(["eval", *argv])
-    args.func(args)
 
 
 # --- the runner ---------------------------------------------------------------------------------------------
