@@ -108,3 +108,69 @@ def test_a_database_source_that_cannot_start_a_round_fails_its_check(sqlite_url,
     fields = {"database_url": sqlite_url, "rounds": 1, "exports": tmp_path / "x", "prompts": tmp_path / "p"}
     with pytest.raises((UserError, ValueError), match=message):
         DatabaseLabels.model_validate({**fields, **change}).open().check()
+
+
+def test_the_whole_pipeline_runs_on_the_apps_database_while_labelers_rank(
+    sqlite_url, tmp_path, tiny_model_dir
+):
+    """`instructrl pipeline` with `source: database`: SFT on the demonstrations written in the app, round 1 on
+    its uploaded ranking tasks, round 2 on the tasks its own generation job makes from SFT's and round 1's
+    policies — ranked by a labeler working in another thread while the pipeline waits."""
+    import threading
+
+    from conftest import make_prompts, run_cli
+
+    from labeling.helpers import add_user, make_app, ranking_rows, upload_prompts
+
+    prompts = make_prompts(60)
+    app = make_app(sqlite_url, overlap_fraction=0.0)
+    add_user(app, "admin", role="admin")
+    add_user(app, "lab1")
+    upload_prompts(login(app, "admin"), prompts)
+    create_tasks_directly(app, kind="demonstration", rows=[])
+    lab = login(app, "lab1")
+    while (r := lab.next("demonstration")).status_code == 200:
+        words = r.json()["task"]["prompt"].split()[1:]  # "write A B" -> "A B"
+        assert lab.submit(r.json()["id"], response=" ".join(words)).status_code == 201
+    create_tasks_directly(app, kind="ranking", rows=ranking_rows(prompts[:24]))
+    (tmp_path / "prompts.jsonl").write_bytes(jsonl(prompts))
+
+    stop = threading.Event()
+
+    def labeler() -> None:  # ranks whatever is there, every 0.1 s, until the pipeline is done
+        while not stop.is_set():
+            _rank_all(lab)
+            stop.wait(0.1)
+
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"out: {tmp_path / 'out'}\nbase_model: {tiny_model_dir}\n"
+        f"data:\n  source: database\n  database_url: {sqlite_url}\n  rounds: 2\n"
+        f"  exports: {tmp_path / 'exports'}\n  prompts: {tmp_path / 'prompts.jsonl'}\n"
+        "  k: 4\n  limit: 12\n  poll_seconds: 0.2\n  timeout_hours: 0.1\n"
+        'sft: {epochs: 1, batch_size: 8, mixed_precision: "no"}\n'
+        'rm: {batch_size: 8, mixed_precision: "no"}\n'
+        'ppo: {iterations: 1, rollout_batch_size: 8, batch_size: 8, max_new_tokens: 6, mixed_precision: "no", '
+        "eval_prompts: 8, val_fraction: 0.15}\n"
+    )
+    thread = threading.Thread(target=labeler, daemon=True)
+    thread.start()
+    try:
+        code, _, err = run_cli("pipeline", "--config", config)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert code == 0, err[-3000:]
+
+    out = tmp_path / "out"
+    assert (out / "round2" / "ppo" / "final" / "model.safetensors").exists()
+    exported = tmp_path / "exports"
+    one = _rows(exported / "round1" / "train" / "comparisons.jsonl")
+    two = _rows(exported / "round2" / "train" / "comparisons.jsonl")
+    assert one and {c["round"] for c in one} == {1}
+    assert two and {c["round"] for c in two} == {2}
+    assert all(
+        sorted(c["models"]) == ["round1"] * 2 + ["sft"] * 2 for c in two
+    )  # the pipeline's own policies
+    with app.state.db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(GenerationJob)) == 1  # round 2's only
