@@ -35,12 +35,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from instructrl.config import load_config  # noqa: E402
+from instructrl.config import build_config, load_config, parse_override  # noqa: E402
 from instructrl.datasets.io import read_comparisons, write_jsonl  # noqa: E402
 from instructrl.datasets.records import Comparison  # noqa: E402
 from instructrl.demo import pipeline  # noqa: E402
 from instructrl.demo.knowledge import canon  # noqa: E402
 from instructrl.demo.labelers import make_labelers  # noqa: E402
+from instructrl.demo.settings import ppo_config  # noqa: E402
 from instructrl.demo.world import World, few_shot_answer  # noqa: E402
 from instructrl.evaluation.models import generate_answers_k, score_responses  # noqa: E402
 from instructrl.evaluation.stats import win_rate  # noqa: E402
@@ -105,8 +106,10 @@ def attempt_ppo(args) -> dict:
     from instructrl.ppo.train import run_ppo
 
     run = Run(args.run, args.seed)
-    sets = [*pipeline.ppo_settings(run.settings, ptx=False), "keep=last", *args.set]
-    config = load_config(PPOConfig, None, sets)
+    # the demo's PPO config, then this attempt's --set keys
+    sets = dict(parse_override(text) for text in ["keep=last", *args.set])
+    demo_keys = ppo_config(run.settings, ptx=False).model_dump(exclude_unset=True)
+    config = build_config(PPOConfig, {**demo_keys, **sets}, {k: f"--set {k}" for k in sets})
     reward_fn = None
     if args.gold:
 

@@ -34,7 +34,14 @@ from instructrl.demo import base
 from instructrl.demo.knowledge import canon
 from instructrl.demo.labelers import Labeler, make_labelers
 from instructrl.demo.probes import ProbeSet
-from instructrl.demo.settings import DemoSettings, pretrain_config
+from instructrl.demo.settings import (
+    TEMPLATE,
+    DemoSettings,
+    ppo_config,
+    pretrain_config,
+    rm_config,
+    sft_config,
+)
 from instructrl.demo.world import World, benchmark_correct, few_shot_answer
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
 from instructrl.pipeline.round import RoundSummary
@@ -50,9 +57,6 @@ DIAGNOSTICS = ("bon_gold",)
 could reach among those samples. The gold standard is the evaluation's; no training step ever sees it."""
 BON_CURVE = (1, 2, 4, 8, 16)
 """N of the best-of-N points in the over-optimisation plot."""
-TEMPLATE = "<|endoftext|>{prompt}"
-"""The demo's prompt format: a prompt starts a new document (the corpus separates documents with EOS), and
-the response follows it directly (the word-level tokenizer keeps no newlines)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,8 +153,6 @@ def step_pretrain(demo: Demo) -> dict[str, Any]:
 def step_sft(demo: Demo) -> dict[str, Any]:
     """Training labelers write demonstrations for train-split prompts (and validation-split ones for SFT's
     validation loss); then SFT on them."""
-    from instructrl.config import load_config
-    from instructrl.sft.config import SFTConfig
     from instructrl.sft.train import run_sft
 
     s = demo.settings
@@ -170,26 +172,12 @@ def step_sft(demo: Demo) -> dict[str, Any]:
             )
         demos[split] = demo.path("data", f"demonstrations_{split}.jsonl")
         write_jsonl(demos[split], records)
-    config = load_config(
-        SFTConfig,
-        None,
-        [
-            f"seed={s.seed}",
-            f"epochs={s.sft_epochs}",
-            "batch_size=32",
-            f"lr={s.sft_lr}",
-            "residual_dropout=0.1",
-            f"mixed_precision={s.mixed_precision}",
-            f"max_length={s.context}",
-        ],
-    )
-    config.prompt_template = TEMPLATE
     return run_sft(
         model_dir=demo.path("pretrain", "final"),
         data=demos["train"],
         val_data=demos["validation"],
         out=demo.path("sft"),
-        config=config,
+        config=sft_config(s),
         resume=_has_run(demo.path("sft")),
     )
 
@@ -198,8 +186,6 @@ def step_rm(demo: Demo) -> dict[str, Any]:
     """K = 4..9 distinct responses per prompt, sampled from the SFT model and from the base model under a
     few-shot prompt (InstructGPT's comparisons also came from several policies); training labelers rank them,
     some tasks twice for their agreement; then the reward model."""
-    from instructrl.config import load_config
-    from instructrl.reward.config import RMConfig
     from instructrl.reward.train import run_rm
 
     s, world = demo.settings, demo.world
@@ -238,25 +224,13 @@ def step_rm(demo: Demo) -> dict[str, Any]:
         skipped += n_skipped
         files[split] = demo.path("data", f"comparisons_{split}.jsonl")
         write_jsonl(files[split], records)
-    config = load_config(
-        RMConfig,
-        None,
-        [
-            f"seed={s.seed}",
-            f"epochs={s.rm_epochs}",
-            "batch_size=32",
-            f"lr={s.rm_lr}",
-            f"mixed_precision={s.mixed_precision}",
-            f"max_length={s.context}",
-        ],
-    )
     summary = run_rm(
         model_dir=demo.path("sft", "final"),
         data=files["train"],
         val_data=files["validation"],
         norm_data=demo.path("data", "demonstrations_train.jsonl"),
         out=demo.path("rm"),
-        config=config,
+        config=rm_config(s, epochs=s.rm_epochs),
         resume=_has_run(demo.path("rm")),
     )
     summary["labeler_agreement"] = agree[0] / max(agree[1], 1)
@@ -354,11 +328,8 @@ def step_round(demo: Demo, round_: int) -> dict[str, Any]:
     """The library's round (instructrl.pipeline.round) on the demo's rankings: the RM continued from round
     r - 1's on every round's comparisons (its accuracy on this round's validation rankings before and after),
     then PPO continued from round r - 1's policy against it, the KL still to SFT."""
-    from instructrl.config import load_config
     from instructrl.pipeline.config import RoundConfig
     from instructrl.pipeline.round import run_round
-    from instructrl.ppo.config import PPOConfig
-    from instructrl.reward.config import RMConfig
 
     s = demo.settings
     if round_ == 2:  # round 1 is the demo's own steps 3-4: describe it as a round for the library
@@ -369,17 +340,7 @@ def step_round(demo: Demo, round_: int) -> dict[str, Any]:
             policy=str(policy_dir(demo, 1)),
             comparisons=str(demo.path("data", "comparisons_train.jsonl")),
         ).write(demo.path("round1"))
-    rm = [
-        f"seed={s.seed}",
-        f"epochs={s.round_rm_epochs}",
-        "batch_size=32",
-        f"lr={s.rm_lr}",
-        f"mixed_precision={s.mixed_precision}",
-        f"max_length={s.context}",
-    ]
-    config = RoundConfig(
-        rm=load_config(RMConfig, None, rm), ppo=load_config(PPOConfig, None, ppo_settings(s, ptx=False))
-    )
+    config = RoundConfig(rm=rm_config(s, epochs=s.round_rm_epochs), ppo=ppo_config(s, ptx=False))
     record = run_round(
         out=demo.path(f"round{round_}"),
         previous=demo.path(f"round{round_ - 1}"),
@@ -394,33 +355,12 @@ def step_round(demo: Demo, round_: int) -> dict[str, Any]:
     return record.model_dump()
 
 
-def ppo_settings(s: DemoSettings, ptx: bool) -> list[str]:
-    return [
-        f"seed={s.seed}",
-        f"iterations={s.ppo_iterations}",
-        f"rollout_batch_size={s.ppo_rollout}",
-        f"batch_size={s.ppo_batch}",
-        f"lr={s.ppo_lr}",
-        f"kl_coef={s.kl_coef}",
-        "lam=1.0",
-        f"max_new_tokens={s.max_new_tokens}",
-        f"max_length={s.context}",
-        f"mixed_precision={s.mixed_precision}",
-        "eval_prompts=128",
-        f"ptx_coef={s.ptx_coef if ptx else 0.0}",
-        "checkpoint_every=20",
-    ]
-
-
 def step_ppo(demo: Demo, ptx: bool, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     """PPO or PPO-ptx from the SFT model against the RM (`reward_fn`: a reward function instead, for
     benchmarks/demo_oracle.py; the demo itself never passes one)."""
-    from instructrl.config import load_config
-    from instructrl.ppo.config import PPOConfig
     from instructrl.ppo.train import run_ppo
 
     name = "ppo_ptx" if ptx else "ppo"
-    config = load_config(PPOConfig, None, ppo_settings(demo.settings, ptx))
     return run_ppo(
         policy_dir=demo.path("sft", "final"),
         reward_dir=demo.path("rm", "final"),
@@ -428,61 +368,81 @@ def step_ppo(demo: Demo, ptx: bool, reward_fn: RewardFn | None = None) -> dict[s
         val_prompts=demo.path("data", "prompts_validation.jsonl"),
         pretrain_data=demo.path("data", "pretrain.jsonl"),
         out=demo.path(name),
-        config=config,
+        config=ppo_config(demo.settings, ptx),
         resume=_has_run(demo.path(name)),
         reward_fn=reward_fn,
     )
 
 
+# ---------------------------------------------------------------------------------------------------------
+# step 5: the evaluation, one function per measurement
+# ---------------------------------------------------------------------------------------------------------
 def step_evaluate(demo: Demo) -> dict[str, Any]:
     """Each model answers held-out users' prompts; held-out labelers compare every answer with the SFT
     model's and give Likert scores. Also: the alignment tax on pretraining text and the closed-QA benchmark,
     and reward over-optimisation measured with the gold standard on PPO's rollouts."""
-    from instructrl.evaluation.models import lm_loss
-
-    s, world = demo.settings, demo.world
+    s = demo.settings
     prompts = [p.prompt for p in _sample(_prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))]
-    dirs = {
+    dirs = _evaluated_dirs(demo)
+    policies = {name: _load_policy(d) for name, d in dirs.items()}  # each model loaded once
+    models = _evaluated_models(s)
+    judged = (*models, *DIAGNOSTICS)
+    answers, bon_curve = _answers(demo, policies, prompts)
+    truth, tox = _probes(demo, policies)
+    _write_answers(demo, prompts, answers, (*judged, "sft_again"))
+    return {
+        "win_rate_vs_sft": _win_rates(demo.heldout_labelers, prompts, answers, judged),
+        # the same judgements by training labelers, for comparison
+        "win_rate_vs_sft_training_labelers": _win_rates(demo.train_labelers, prompts, answers, judged),
+        "likert": _likert(demo.heldout_labelers, prompts, answers, judged),
+        "gold_score": _gold_scores(demo.world, prompts, answers, judged),
+        "heldout_labeler_agreement": _heldout_agreement(demo.heldout_labelers, prompts, answers),
+        "pretrain_loss": _pretrain_losses(demo, dirs),
+        "benchmark_accuracy": _benchmark_accuracy(demo, policies),
+        "overoptimization": _overoptimization_curves(demo, bon_curve),
+        "rm_analysis": _rm_against_gold(demo),
+        "truthfulness": truth,
+        "toxicity": tox,
+        "samples": [{"prompt": p, **{m: answers[m][i] for m in models}} for i, p in enumerate(prompts[:8])],
+        "n_eval_prompts": len(prompts),
+    }
+
+
+def _evaluated_dirs(demo: Demo) -> dict[str, Path]:
+    """The trained models the evaluation loads (base_fewshot is the base model under a few-shot prompt)."""
+    return {
         "base": demo.path("pretrain", "final"),
         "sft": demo.path("sft", "final"),
         "ppo": demo.path("ppo", "final"),
         "ppo_ptx": demo.path("ppo_ptx", "final"),
-        **{f"ppo_round{r}": policy_dir(demo, r) for r in range(2, s.rounds + 1)},
+        **{f"ppo_round{r}": policy_dir(demo, r) for r in range(2, demo.settings.rounds + 1)},
     }
-    models = (*MODELS, *(f"ppo_round{r}" for r in range(2, s.rounds + 1)))
 
-    # 1. answers (the same sampling seeds for every model: common random numbers)
+
+def _evaluated_models(s: DemoSettings) -> tuple[str, ...]:
+    return (*MODELS, *(f"ppo_round{r}" for r in range(2, s.rounds + 1)))
+
+
+def _answers(
+    demo: Demo, policies: dict[str, tuple[Any, Any]], prompts: list[str]
+) -> tuple[dict[str, list[str]], list[dict[str, float]]]:
+    """Every model's answer to each prompt, with the same sampling seeds for every model (common random
+    numbers); a second, independent SFT sample (sft_again: SFT against itself should come out at 0.5); the
+    best of N SFT samples by the RM and by the gold standard. Also best-of-N's over-optimisation curve."""
+    s, world = demo.settings, demo.world
     answers: dict[str, list[str]] = {}
-    benchmark = world.benchmark(seed=s.seed)
-    bench_acc: dict[str, float] = {}
-    probe_set = _probe_set(demo)
-    probe_answers: dict[str, list[list[str]]] = {}
-    for name, d in dirs.items():
-        model, tok = _load_policy(d)
-        probe_answers |= _probe_answers(demo, name, model, tok, probe_set)
+    for name, (model, tok) in policies.items():
         if name == "sft":
             answers["sft"], candidates = sft_answers_and_candidates(demo, model, tok, prompts)
-        else:  # the same seeds as SFT's candidate 0 (equal samples in fp32; bf16 is not batch-invariant)
-            answers[name] = [
-                r[0]
-                for r in _generate(
-                    demo, model, tok, prompts, seed=hash_seed(s.seed, "eval"), desc=f"answers: {name}"
-                )
+            seed = hash_seed(s.seed, "eval-again")
+            answers["sft_again"] = [
+                r[0] for r in _generate(demo, model, tok, prompts, seed=seed, desc="answers: sft_again")
             ]
-        greedy = _generate(
-            demo,
-            model,
-            tok,
-            [q for q, _ in benchmark],
-            seed=0,
-            desc=f"closed-QA benchmark: {name}",
-            top_k=1,
-            max_new_tokens=3,
-            template="{prompt}",
-        )
-        bench_acc[name] = sum(
-            benchmark_correct(a, g[0]) for (_, a), g in zip(benchmark, greedy, strict=True)
-        ) / len(benchmark)
+        else:  # the same seeds as SFT's candidate 0 (equal samples in fp32; bf16 is not batch-invariant)
+            seed = hash_seed(s.seed, "eval")
+            answers[name] = [
+                r[0] for r in _generate(demo, model, tok, prompts, seed=seed, desc=f"answers: {name}")
+            ]
         if name == "base":
             few = _generate(
                 demo,
@@ -494,107 +454,126 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
                 template="{prompt}",
             )
             answers["base_fewshot"] = [few_shot_answer(r[0]) for r in few]
-        if name == "sft":
-            bon = _best_of_n(demo, prompts, candidates)
-            answers["bon_rm"], answers["bon_gold"] = bon.pop("bon_rm"), bon.pop("bon_gold")
-        if name == "sft":  # a second, independent SFT sample: SFT against itself should come out at 0.5
-            answers["sft_again"] = [
-                r[0]
-                for r in _generate(
-                    demo, model, tok, prompts, seed=hash_seed(s.seed, "eval-again"), desc="answers: sft_again"
-                )
-            ]
+    bon = _best_of_n(demo, prompts, candidates)
+    answers["bon_rm"], answers["bon_gold"] = bon["bon_rm"], bon["bon_gold"]
+    return answers, bon["curve"]
 
-    # 2. judgements against the SFT model, by held-out labelers (and, for comparison, training labelers)
-    def judge(labelers: list[Labeler]) -> dict[str, dict[str, float]]:
-        out = {}
-        for m in (*models, *DIAGNOSTICS):
-            other = answers["sft_again"] if m == "sft" else answers[m]
-            outcomes = []
-            for i, p in enumerate(prompts):
-                verdict = labelers[i % len(labelers)].compare(p, other[i], answers["sft"][i])
-                outcomes.append({"a": 1.0, "b": 0.0, "tie": 0.5}[verdict])
-            out[m] = win_rate(outcomes)
-        return out
 
-    win_heldout = judge(demo.heldout_labelers)
-    win_train = judge(demo.train_labelers)
-    likert = {
-        m: mean_ci(
-            [
-                demo.heldout_labelers[i % len(demo.heldout_labelers)].likert(p, answers[m][i])
-                for i, p in enumerate(prompts)
-            ]
-        )
-        for m in (*models, *DIAGNOSTICS)
+def _win_rates(
+    labelers: list[Labeler], prompts: list[str], answers: dict[str, list[str]], models: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """Each model's answers compared with SFT's, prompt by prompt (SFT itself: its second sample)."""
+    out = {}
+    for m in models:
+        other = answers["sft_again"] if m == "sft" else answers[m]
+        outcomes = []
+        for i, p in enumerate(prompts):
+            verdict = labelers[i % len(labelers)].compare(p, other[i], answers["sft"][i])
+            outcomes.append({"a": 1.0, "b": 0.0, "tie": 0.5}[verdict])
+        out[m] = win_rate(outcomes)
+    return out
+
+
+def _likert(
+    labelers: list[Labeler], prompts: list[str], answers: dict[str, list[str]], models: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """Each model's mean 1-7 Likert score."""
+    return {
+        m: mean_ci([labelers[i % len(labelers)].likert(p, answers[m][i]) for i, p in enumerate(prompts)])
+        for m in models
     }
-    gold = {
+
+
+def _gold_scores(
+    world: World, prompts: list[str], answers: dict[str, list[str]], models: tuple[str, ...]
+) -> dict[str, float]:
+    """Each model's mean score by the world's gold standard (the evaluation's alone)."""
+    return {
         m: sum(world.gold_score(p, answers[m][i]) for i, p in enumerate(prompts)) / len(prompts)
-        for m in (*models, *DIAGNOSTICS)
+        for m in models
     }
 
-    # held-out labelers' agreement: two of them rank the five models' answers to the same prompts
+
+def _heldout_agreement(labelers: list[Labeler], prompts: list[str], answers: dict[str, list[str]]) -> float:
+    """Held-out labelers' agreement: two of them rank the five models' answers to the same prompts."""
     agree = [0, 0]
     for i, p in enumerate(prompts):
-        a, b = (
-            demo.heldout_labelers[i % len(demo.heldout_labelers)],
-            demo.heldout_labelers[(i + 1) % len(demo.heldout_labelers)],
-        )
+        a, b = labelers[i % len(labelers)], labelers[(i + 1) % len(labelers)]
         responses = [answers[m][i] for m in ("base", "base_fewshot", "sft", "ppo", "ppo_ptx")]
         x, t = ranking_agreement(a.rank(p, responses), b.rank(p, responses))
         agree[0], agree[1] = agree[0] + x, agree[1] + t
+    return agree[0] / max(agree[1], 1)
 
-    # 3. the alignment tax: loss on held-out pretraining text
+
+def _pretrain_losses(demo: Demo, dirs: dict[str, Path]) -> dict[str, float]:
+    """The alignment tax: each model's loss on held-out pretraining text."""
+    from instructrl.evaluation.models import lm_loss
+
+    s = demo.settings
     held = [r["text"] for r in _rows(demo.path("data", "pretrain_heldout.jsonl"))]
-    pretrain_loss = {
+    return {
         name: lm_loss(d, held, block_size=s.block_size, mixed_precision=_precision(s))
         for name, d in dirs.items()
     }
 
-    # 4. over-optimisation: gold standard vs reward model over PPO iterations (post hoc, on the rollouts)
-    overopt = {name: _overoptimization(demo, name) for name in ("ppo", "ppo_ptx")}
-    for r in range(2, s.rounds + 1):
-        overopt[f"ppo_round{r}"] = _overoptimization(demo, f"round{r}/ppo")
-    overopt["bon_rm"] = bon["curve"]
 
-    # 5. what limits the reward model: its validation rankings held against the gold standard
-    rm_analysis = _rm_against_gold(demo)
+def _benchmark_accuracy(demo: Demo, policies: dict[str, tuple[Any, Any]]) -> dict[str, float]:
+    """Each model's accuracy on the world's closed-QA benchmark, answered greedily in a few words."""
+    benchmark = demo.world.benchmark(seed=demo.settings.seed)
+    out = {}
+    for name, (model, tok) in policies.items():
+        greedy = _generate(
+            demo,
+            model,
+            tok,
+            [q for q, _ in benchmark],
+            seed=0,
+            desc=f"closed-QA benchmark: {name}",
+            top_k=1,
+            max_new_tokens=3,
+            template="{prompt}",
+        )
+        right = sum(benchmark_correct(a, g[0]) for (_, a), g in zip(benchmark, greedy, strict=True))
+        out[name] = right / len(benchmark)
+    return out
 
-    # 6. truthfulness and toxicity: the world's analogues of the paper's section 4.3 (probes.py)
-    probe_results = {m: probe_set.metrics(rows) for m, rows in probe_answers.items()}
-    truth = {m: t for m, (t, _) in probe_results.items()}
-    tox = {m: x for m, (_, x) in probe_results.items()}
+
+def _overoptimization_curves(
+    demo: Demo, bon_curve: list[dict[str, float]]
+) -> dict[str, list[dict[str, float]]]:
+    """Gold standard against reward model: over each PPO run's iterations (post hoc, on its rollouts) and
+    over best-of-N's N."""
+    out = {name: _overoptimization(demo, name) for name in ("ppo", "ppo_ptx")}
+    for r in range(2, demo.settings.rounds + 1):
+        out[f"ppo_round{r}"] = _overoptimization(demo, f"round{r}/ppo")
+    out["bon_rm"] = bon_curve
+    return out
+
+
+def _probes(
+    demo: Demo, policies: dict[str, tuple[Any, Any]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Truthfulness and toxicity per model: the world's analogues of the paper's section 4.3 (probes.py).
+    The probe answers go to evaluate/probes.jsonl."""
+    probe_set = _probe_set(demo)
+    answers: dict[str, list[list[str]]] = {}
+    for name, (model, tok) in policies.items():
+        answers |= _probe_answers(demo, name, model, tok, probe_set)
     write_jsonl(
         demo.path("evaluate", "probes.jsonl"),
-        [
-            {"prompt": p, **{m: probe_answers[m][i] for m in probe_answers}}
-            for i, p in enumerate(probe_set.prompts)
-        ],
+        [{"prompt": p, **{m: answers[m][i] for m in answers}} for i, p in enumerate(probe_set.prompts)],
     )
+    results = {m: probe_set.metrics(rows) for m, rows in answers.items()}
+    return {m: t for m, (t, _) in results.items()}, {m: x for m, (_, x) in results.items()}
 
-    samples = [{"prompt": p, **{m: answers[m][i] for m in models}} for i, p in enumerate(prompts[:8])]
+
+def _write_answers(
+    demo: Demo, prompts: list[str], answers: dict[str, list[str]], models: tuple[str, ...]
+) -> None:
     write_jsonl(
         demo.path("evaluate", "answers.jsonl"),
-        [
-            {"prompt": p, **{m: answers[m][i] for m in (*models, *DIAGNOSTICS, "sft_again")}}
-            for i, p in enumerate(prompts)
-        ],
+        [{"prompt": p, **{m: answers[m][i] for m in models}} for i, p in enumerate(prompts)],
     )
-    return {
-        "win_rate_vs_sft": win_heldout,
-        "win_rate_vs_sft_training_labelers": win_train,
-        "likert": likert,
-        "gold_score": gold,
-        "heldout_labeler_agreement": agree[0] / max(agree[1], 1),
-        "pretrain_loss": pretrain_loss,
-        "benchmark_accuracy": bench_acc,
-        "overoptimization": overopt,
-        "rm_analysis": rm_analysis,
-        "truthfulness": truth,
-        "toxicity": tox,
-        "samples": samples,
-        "n_eval_prompts": len(prompts),
-    }
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,15 +1,20 @@
-"""The demo's sizes (`DemoSettings`) and the pretraining config they make (`pretrain_config`): what the
-demo's steps (pipeline.py) and its shipped base model (base.py) both read."""
+"""The demo's sizes (`DemoSettings`) and the stage configs they make (`pretrain_config`, `sft_config`,
+`rm_config`, `ppo_config`): what the demo's steps (pipeline.py) and its shipped base model (base.py) read."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from instructrl.config import load_config
 from instructrl.demo.world import UserConfig
+from instructrl.ppo.config import PPOConfig
+from instructrl.reward.config import RMConfig
 from instructrl.sft.config import SFTConfig
+
+TEMPLATE = "<|endoftext|>{prompt}"
+"""The demo's prompt format: a prompt starts a new document (the corpus separates documents with EOS), and
+the response follows it directly (the word-level tokenizer keeps no newlines)."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class DemoSettings:
     """Samples per beginning and condition (for the expected maximum: any of them rude)."""
     n_train_labelers: int = 10
     n_heldout_labelers: int = 5
-    mixed_precision: str = "auto"
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = "auto"
     shipped_base: bool = True
     """Use the base model shipped for this seed (demo/base.py) when the run's world, corpus and pretraining
     config are those it was trained on; False (`--pretrain`) pretrains from scratch."""
@@ -113,18 +118,59 @@ class DemoSettings:
 
 def pretrain_config(s: DemoSettings) -> SFTConfig:
     """The config of the base model's pretraining (`run_pretrain`), as the shipped bases were trained with."""
-    return load_config(
-        SFTConfig,
-        None,
-        [
-            f"seed={s.seed}",
-            f"epochs={s.pretrain_epochs}",
-            f"batch_size={s.pretrain_batch}",
-            f"lr={s.pretrain_lr}",
-            "residual_dropout=0",
-            "warmup_ratio=0.02",
-            "weight_decay=0.01",
-            f"mixed_precision={s.mixed_precision}",
-            "checkpoint_every=200",
-        ],
+    return SFTConfig(
+        seed=s.seed,
+        epochs=s.pretrain_epochs,
+        batch_size=s.pretrain_batch,
+        lr=s.pretrain_lr,
+        residual_dropout=0.0,
+        warmup_ratio=0.02,
+        weight_decay=0.01,
+        mixed_precision=s.mixed_precision,
+        checkpoint_every=200,
+    )
+
+
+def sft_config(s: DemoSettings) -> SFTConfig:
+    """SFT on the training labelers' demonstrations, in the demo's prompt format."""
+    return SFTConfig(
+        seed=s.seed,
+        epochs=s.sft_epochs,
+        batch_size=32,
+        lr=s.sft_lr,
+        residual_dropout=0.1,
+        mixed_precision=s.mixed_precision,
+        max_length=s.context,
+        prompt_template=TEMPLATE,
+    )
+
+
+def rm_config(s: DemoSettings, epochs: int) -> RMConfig:
+    """The reward model: `s.rm_epochs` in round 1, `s.round_rm_epochs` when a later round continues it."""
+    return RMConfig(
+        seed=s.seed,
+        epochs=epochs,
+        batch_size=32,
+        lr=s.rm_lr,
+        mixed_precision=s.mixed_precision,
+        max_length=s.context,
+    )
+
+
+def ppo_config(s: DemoSettings, ptx: bool) -> PPOConfig:
+    """PPO (`ptx`: PPO-ptx, with pretraining gradients) against the reward model, the KL to SFT."""
+    return PPOConfig(
+        seed=s.seed,
+        iterations=s.ppo_iterations,
+        rollout_batch_size=s.ppo_rollout,
+        batch_size=s.ppo_batch,
+        lr=s.ppo_lr,
+        kl_coef=s.kl_coef,
+        lam=1.0,
+        max_new_tokens=s.max_new_tokens,
+        max_length=s.context,
+        mixed_precision=s.mixed_precision,
+        eval_prompts=128,
+        ptx_coef=s.ptx_coef if ptx else 0.0,
+        checkpoint_every=20,
     )

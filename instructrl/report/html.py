@@ -10,6 +10,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -545,223 +546,285 @@ font-size:.8rem;background:#f5f7fa;padding:.6rem} .note{background:#fffbea;borde
 
 
 def render(summary: dict[str, Any], title: str = "instructrl report") -> str:
+    """The report of a demo or evaluation summary: each section whose numbers the summary holds, in order."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if "description" in summary:
         parts.append(f"<p class='sub'>{html.escape(summary['description'])}</p>")
+    for section in SECTIONS:
+        parts += section(summary)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
+
+def _img(png: str) -> str:
+    return f"<img src='data:image/png;base64,{png}'>"
+
+
+def findings_section(summary: dict[str, Any]) -> list[str]:
+    """Each claim of the paper, whether this run reproduces it, and the numbers that say so."""
     findings = summary.get("findings")
-    if findings:
-        rows = [[f["claim"], "<ok>" if f["holds"] else "<no>", f.get("numbers", "")] for f in findings]
-        t = _table(rows, ["the paper's finding", "reproduced here?", "numbers"])
-        t = t.replace("&lt;ok&gt;", "<span class='ok'>yes</span>").replace(
-            "&lt;no&gt;", "<span class='no'>no</span>"
-        )
-        parts += ["<h2>Headline results</h2>", t]
+    if not findings:
+        return []
+    rows = [[f["claim"], "<ok>" if f["holds"] else "<no>", f.get("numbers", "")] for f in findings]
+    t = _table(rows, ["the paper's finding", "reproduced here?", "numbers"])
+    t = t.replace("&lt;ok&gt;", "<span class='ok'>yes</span>").replace(
+        "&lt;no&gt;", "<span class='no'>no</span>"
+    )
+    return ["<h2>Headline results</h2>", t]
 
-    if "win_rate_vs_sft" in summary:
+
+def win_rate_section(summary: dict[str, Any]) -> list[str]:
+    """Each model against SFT by held-out labelers (and, where given, by training labelers)."""
+    if "win_rate_vs_sft" not in summary:
+        return []
+    win = summary["win_rate_vs_sft"]
+    parts = [
+        "<h2>Win rate against the SFT model</h2>",
+        "<p>Judged by held-out labelers who never produced training data, on prompts from held-out users "
+        "(95% Wilson intervals).</p>",
+        _img(plot_win_rates(win, "held-out labelers")),
+        _table(
+            [[MODEL_LABELS[m], w["mean"], w["ci_low"], w["ci_high"], w["n"]] for m, w in win.items()],
+            ["model", "win rate", "95% low", "95% high", "n"],
+        ),
+    ]
+    if "win_rate_vs_sft_training_labelers" in summary:
+        train = summary["win_rate_vs_sft_training_labelers"]
+        rows = [[MODEL_LABELS[m], win[m]["mean"], train[m]["mean"]] for m in train]
         parts += [
-            "<h2>Win rate against the SFT model</h2>",
-            "<p>Judged by held-out labelers who never produced training data, on prompts from held-out users "
-            "(95% Wilson intervals).</p>",
-            f"<img src='data:image/png;base64,{plot_win_rates(summary['win_rate_vs_sft'], 'held-out labelers')}'>",
+            "<p>The same comparisons judged by the training labelers:</p>",
+            _table(rows, ["model", "held-out labelers", "training labelers"]),
         ]
-        rows = [
-            [MODEL_LABELS[m], w["mean"], w["ci_low"], w["ci_high"], w["n"]]
-            for m, w in summary["win_rate_vs_sft"].items()
-        ]
-        parts.append(_table(rows, ["model", "win rate", "95% low", "95% high", "n"]))
-        if "win_rate_vs_sft_training_labelers" in summary:
-            train = summary["win_rate_vs_sft_training_labelers"]
-            rows = [[MODEL_LABELS[m], summary["win_rate_vs_sft"][m]["mean"], train[m]["mean"]] for m in train]
-            parts += [
-                "<p>The same comparisons judged by the training labelers:</p>",
-                _table(rows, ["model", "held-out labelers", "training labelers"]),
-            ]
+    return parts
 
-    if "likert" in summary:
-        rows = [
-            [MODEL_LABELS.get(m, m), v["mean"], v["ci_low"], v["ci_high"]]
-            for m, v in summary["likert"].items()
-        ]
+
+def likert_section(summary: dict[str, Any]) -> list[str]:
+    if "likert" not in summary:
+        return []
+    rows = [
+        [MODEL_LABELS.get(m, m), v["mean"], v["ci_low"], v["ci_high"]] for m, v in summary["likert"].items()
+    ]
+    return [
+        "<h2>Likert scores (1-7, held-out labelers)</h2>",
+        _table(rows, ["model", "mean", "95% low", "95% high"]),
+    ]
+
+
+def ppo_curves_section(summary: dict[str, Any]) -> list[str]:
+    if "ppo_curves" not in summary:
+        return []
+    return ["<h2>PPO: reward and KL over iterations</h2>", _img(plot_ppo_curves(summary["ppo_curves"]))]
+
+
+def overoptimization_section(summary: dict[str, Any]) -> list[str]:
+    """Gold standard against reward model over KL: PPO's iterations and best-of-N's N."""
+    if "overoptimization" not in summary:
+        return []
+    parts = [
+        "<h2>Reward over-optimisation</h2>",
+        "<p>The reward model is a proxy for the labelers' preferences. Plotted against the KL from the SFT "
+        "model, the proxy keeps rising while the gold standard eventually stops following it (Gao et al. "
+        "2022, <i>Scaling laws for reward model overoptimization</i>). PPO: its rollouts, iteration by "
+        "iteration; best-of-N: the best of N SFT samples by the reward model, at its KL log N - (N-1)/N.</p>",
+        _img(plot_overoptimization(summary["overoptimization"])),
+    ]
+    bon = summary["overoptimization"].get("bon_rm")
+    if bon:
         parts += [
-            "<h2>Likert scores (1-7, held-out labelers)</h2>",
-            _table(rows, ["model", "mean", "95% low", "95% high"]),
+            "<p>Best-of-N by the reward model, on the test prompts (N = 1 is the SFT answer itself):</p>",
+            _table(
+                [[r["n"], r["kl"], r["rm_score"], r["gold_score"]] for r in bon],
+                ["N", "KL to SFT (nats)", "reward-model score", "gold score"],
+            ),
         ]
+    return parts
 
-    if "ppo_curves" in summary:
-        parts += [
-            "<h2>PPO: reward and KL over iterations</h2>",
-            f"<img src='data:image/png;base64,{plot_ppo_curves(summary['ppo_curves'])}'>",
-        ]
 
-    if "overoptimization" in summary:
-        parts += [
-            "<h2>Reward over-optimisation</h2>",
-            "<p>The reward model is a proxy for the labelers' preferences. Plotted against the KL from the SFT "
-            "model, the proxy keeps rising while the gold standard eventually stops following it (Gao et al. "
-            "2022, <i>Scaling laws for reward model overoptimization</i>). PPO: its rollouts, iteration by "
-            "iteration; best-of-N: the best of N SFT samples by the reward model, at its KL log N - (N-1)/N.</p>",
-            f"<img src='data:image/png;base64,{plot_overoptimization(summary['overoptimization'])}'>",
-        ]
-        bon = summary["overoptimization"].get("bon_rm")
-        if bon:
-            parts += [
-                "<p>Best-of-N by the reward model, on the test prompts (N = 1 is the SFT answer itself):</p>",
-                _table(
-                    [[r["n"], r["kl"], r["rm_score"], r["gold_score"]] for r in bon],
-                    ["N", "KL to SFT (nats)", "reward-model score", "gold score"],
-                ),
-            ]
-
+def rounds_section(summary: dict[str, Any]) -> list[str]:
+    """Per round of the loop: the RM's accuracy before and after retraining, the policy's KL, gold score and
+    win rate (only where there is more than one round)."""
     rounds = summary.get("rounds", [])
-    if len(rounds) > 1:
+    if len(rounds) <= 1:
+        return []
+    rows = [
+        [
+            x["round"],
+            x.get("rm_accuracy_before", ""),
+            x.get("rm_accuracy_after", ""),
+            x["kl"],
+            x["gold_score"],
+            f"{x['win']['mean']:.2f} [{x['win']['ci_low']:.2f}, {x['win']['ci_high']:.2f}]",
+        ]
+        for x in rounds
+    ]
+    header = [
+        "round",
+        "RM accuracy before",
+        "RM accuracy after",
+        "KL to SFT (kept policy)",
+        "gold score",
+        "win rate vs SFT",
+    ]
+    return [
+        "<h2>Rounds of the loop (ChatGPT's repetition of steps 2 and 3)</h2>",
+        "<p>From round 2 on, training labelers rank samples of the current PPO policy and the one before "
+        "it, the reward model continues training on every round's rankings, and PPO continues from the "
+        "current policy with its KL still measured to SFT. RM accuracy: on that round's validation "
+        "rankings (the policies it is about to train), by the RM before and after retraining. The "
+        "over-optimisation plot above has one panel per round.</p>",
+        _table(rows, header),
+    ]
+
+
+def reward_model_section(summary: dict[str, Any]) -> list[str]:
+    """The RM's validation accuracy beside the labelers' agreement, and (where measured) what the gold
+    standard says about the validation pairs, overall and per instruction family."""
+    if "rm_val_accuracy" not in summary:
+        return []
+    ref = {}
+    if "labeler_agreement" in summary:
+        ref["training-labeler agreement"] = summary["labeler_agreement"]
+    acc = {"reward model": summary["rm_val_accuracy"]}
+    parts = ["<h2>Reward model</h2>", _img(plot_bars(acc, "pairwise accuracy", "validation accuracy", ref))]
+    rows = [["reward-model validation accuracy", summary["rm_val_accuracy"]]]
+    for k in ("labeler_agreement", "heldout_labeler_agreement"):
+        if k in summary:
+            rows.append([k.replace("_", " "), summary[k]])
+    a = summary.get("rm_analysis", {})
+    if "rm_analysis" in summary:
+        rows += [
+            ["the gold standard, as a reward model (the reachable accuracy)", a["gold_vs_labelers"]],
+            ["share of validation pairs the gold standard calls equally good", a["gold_tied_share"]],
+            ["on the other pairs: labelers ordering them as the gold standard", a["labelers_vs_gold_untied"]],
+            [
+                "on the other pairs: the reward model ordering them as the gold standard",
+                a["rm_vs_gold_untied"],
+            ],
+        ]
+    parts.append(_table(rows, ["", "pairwise agreement"]))
+    if "untied_by_family" in a:
         parts += [
-            "<h2>Rounds of the loop (ChatGPT's repetition of steps 2 and 3)</h2>",
-            "<p>From round 2 on, training labelers rank samples of the current PPO policy and the one before "
-            "it, the reward model continues training on every round's rankings, and PPO continues from the "
-            "current policy with its KL still measured to SFT. RM accuracy: on that round's validation "
-            "rankings (the policies it is about to train), by the RM before and after retraining. The "
-            "over-optimisation plot above has one panel per round.</p>",
+            "<p>Per instruction family, on the validation pairs the gold standard orders: where the reward "
+            "model falls short of the labelers it learned from.</p>",
             _table(
                 [
-                    [
-                        x["round"],
-                        x.get("rm_accuracy_before", ""),
-                        x.get("rm_accuracy_after", ""),
-                        x["kl"],
-                        x["gold_score"],
-                        f"{x['win']['mean']:.2f} [{x['win']['ci_low']:.2f}, {x['win']['ci_high']:.2f}]",
-                    ]
-                    for x in rounds
+                    [family, f["pairs"], f["labelers_vs_gold"], f["rm_vs_gold"]]
+                    for family, f in a["untied_by_family"].items()
                 ],
-                [
-                    "round",
-                    "RM accuracy before",
-                    "RM accuracy after",
-                    "KL to SFT (kept policy)",
-                    "gold score",
-                    "win rate vs SFT",
-                ],
+                ["family", "pairs", "labelers as the gold standard", "reward model as the gold standard"],
             ),
         ]
+    return parts
 
-    if "rm_val_accuracy" in summary:
-        ref = {}
-        if "labeler_agreement" in summary:
-            ref["training-labeler agreement"] = summary["labeler_agreement"]
-        acc = {"reward model": summary["rm_val_accuracy"]}
-        parts += [
-            "<h2>Reward model</h2>",
-            f"<img src='data:image/png;base64,{plot_bars(acc, 'pairwise accuracy', 'validation accuracy', ref)}'>",
-        ]
-        rows = [["reward-model validation accuracy", summary["rm_val_accuracy"]]]
-        for k in ("labeler_agreement", "heldout_labeler_agreement"):
-            if k in summary:
-                rows.append([k.replace("_", " "), summary[k]])
-        if "rm_analysis" in summary:
-            a = summary["rm_analysis"]
-            rows += [
-                ["the gold standard, as a reward model (the reachable accuracy)", a["gold_vs_labelers"]],
-                ["share of validation pairs the gold standard calls equally good", a["gold_tied_share"]],
-                [
-                    "on the other pairs: labelers ordering them as the gold standard",
-                    a["labelers_vs_gold_untied"],
-                ],
-                [
-                    "on the other pairs: the reward model ordering them as the gold standard",
-                    a["rm_vs_gold_untied"],
-                ],
-            ]
-        parts.append(_table(rows, ["", "pairwise agreement"]))
-        if "untied_by_family" in summary.get("rm_analysis", {}):
-            parts += [
-                "<p>Per instruction family, on the validation pairs the gold standard orders: where the reward "
-                "model falls short of the labelers it learned from.</p>",
-                _table(
-                    [
-                        [family, f["pairs"], f["labelers_vs_gold"], f["rm_vs_gold"]]
-                        for family, f in summary["rm_analysis"]["untied_by_family"].items()
-                    ],
-                    ["family", "pairs", "labelers as the gold standard", "reward model as the gold standard"],
-                ),
-            ]
 
-    if "pretrain_loss" in summary:
-        parts += [
-            "<h2>Alignment tax</h2>",
-            "<p>Language-model loss on held-out pretraining text (lower is better): RL fine-tuning moves the "
-            "model away from the pretraining distribution; PPO-ptx mixes pretraining gradients in to limit it.</p>",
-            f"<img src='data:image/png;base64,{plot_bars(summary['pretrain_loss'], 'loss (nats/token)', 'pretraining loss')}'>",
-        ]
-        if "benchmark_accuracy" in summary:
-            b = summary["benchmark_accuracy"]
-            parts.append(
-                f"<img src='data:image/png;base64,{plot_bars(b, 'accuracy', 'closed-QA benchmark')}'>"
-            )
+def alignment_tax_section(summary: dict[str, Any]) -> list[str]:
+    """Loss on held-out pretraining text and, beside it, the closed-QA benchmark."""
+    if "pretrain_loss" not in summary:
+        return []
+    parts = [
+        "<h2>Alignment tax</h2>",
+        "<p>Language-model loss on held-out pretraining text (lower is better): RL fine-tuning moves the "
+        "model away from the pretraining distribution; PPO-ptx mixes pretraining gradients in to limit it.</p>",
+        _img(plot_bars(summary["pretrain_loss"], "loss (nats/token)", "pretraining loss")),
+    ]
+    if "benchmark_accuracy" in summary:
+        parts.append(_img(plot_bars(summary["benchmark_accuracy"], "accuracy", "closed-QA benchmark")))
+    return parts
 
-    if summary.get("benchmarks"):
-        parts.append(benchmarks_section(summary["benchmarks"], summary.get("suite")))
 
-    if "truthfulness" in summary:
-        truth = summary["truthfulness"]
-        labels = {
-            "made_up_answer": "made-up answer (unanswerable questions)",
-            "admits_not_knowing": "admits not knowing (unanswerable questions)",
-            "hallucination": "hallucination (closed-domain tasks)",
-        }
-        parts += [
-            "<h2>Truthfulness</h2>",
-            "<p>The world's analogues of the paper's TruthfulQA and closed-domain hallucination evaluations "
-            "(evaluation-only probes, <code>instructrl/demo/probes.py</code>). Unanswerable questions ask about "
-            "things the world does not contain; an answer that gives a colour, city, number... makes one up, and "
-            'the honest one says "i do not know". On held-out users\' summarization, closed-QA and extraction '
-            "prompts, an answer hallucinates when it states a claim or names a thing that the given text does "
-            "not (the paper: 21% for InstructGPT, 41% for SFT). Shares with 95% Wilson intervals; lower is "
-            "better except for admitting not knowing.</p>",
-            f"<img src='data:image/png;base64,{plot_shares(truth, labels, 'truthfulness probes')}'>",
-            _table(_share_rows(truth, list(labels)), ["model", *labels.values()]),
-        ]
+def suite_section(summary: dict[str, Any]) -> list[str]:
+    """The eval suite's benchmarks (benchmarks_section)."""
+    if not summary.get("benchmarks"):
+        return []
+    return [benchmarks_section(summary["benchmarks"], summary.get("suite"))]
 
-    if "toxicity" in summary:
-        tox = summary["toxicity"]
-        labels = {
-            "plain_rude": "rude answers",
-            "polite_rude": "rude answers, asked to be polite",
-            "plain_rude_any": "prompts with any rude sample",
-            "polite_rude_any": "prompts with any rude sample, asked to be polite",
-        }
-        parts += [
-            "<h2>Toxicity</h2>",
-            "<p>The world's analogue of the paper's RealToxicityPrompts evaluation: beginnings of forum threads "
-            "and chats in which a rude reply has already been written, answered as they are and after "
-            '"please answer in a kind and polite way ."; an answer is rude when it holds one of the world\'s '
-            'rude words (the gold standard\'s own check; of them only "dumb" is in the vocabulary). '
-            '"Any rude sample" is the expected maximum over the samples per prompt. Lower is better.</p>',
-            f"<img src='data:image/png;base64,{plot_shares(tox, labels, 'toxicity probes')}'>",
-            _table(_share_rows(tox, list(labels)), ["model", *labels.values()]),
-        ]
 
-    if "samples" in summary:
-        models = [m for m in MODEL_LABELS if any(m in s for s in summary["samples"])]
-        rows = [[s["prompt"], *[s.get(m, "") for m in models]] for s in summary["samples"]]
-        parts += [
-            "<h2>Samples for the same prompts</h2>",
-            _table(rows, ["prompt", *[MODEL_LABELS[m] for m in models]]).replace(
-                "<table>", "<table class='samples'>"
-            ),
-        ]
+TRUTHFULNESS_LABELS = {
+    "made_up_answer": "made-up answer (unanswerable questions)",
+    "admits_not_knowing": "admits not knowing (unanswerable questions)",
+    "hallucination": "hallucination (closed-domain tasks)",
+}
+TOXICITY_LABELS = {
+    "plain_rude": "rude answers",
+    "polite_rude": "rude answers, asked to be polite",
+    "plain_rude_any": "prompts with any rude sample",
+    "polite_rude_any": "prompts with any rude sample, asked to be polite",
+}
 
+
+def truthfulness_section(summary: dict[str, Any]) -> list[str]:
+    if "truthfulness" not in summary:
+        return []
+    truth, labels = summary["truthfulness"], TRUTHFULNESS_LABELS
+    return [
+        "<h2>Truthfulness</h2>",
+        "<p>The world's analogues of the paper's TruthfulQA and closed-domain hallucination evaluations "
+        "(evaluation-only probes, <code>instructrl/demo/probes.py</code>). Unanswerable questions ask about "
+        "things the world does not contain; an answer that gives a colour, city, number... makes one up, and "
+        'the honest one says "i do not know". On held-out users\' summarization, closed-QA and extraction '
+        "prompts, an answer hallucinates when it states a claim or names a thing that the given text does "
+        "not (the paper: 21% for InstructGPT, 41% for SFT). Shares with 95% Wilson intervals; lower is "
+        "better except for admitting not knowing.</p>",
+        _img(plot_shares(truth, labels, "truthfulness probes")),
+        _table(_share_rows(truth, list(labels)), ["model", *labels.values()]),
+    ]
+
+
+def toxicity_section(summary: dict[str, Any]) -> list[str]:
+    if "toxicity" not in summary:
+        return []
+    tox, labels = summary["toxicity"], TOXICITY_LABELS
+    return [
+        "<h2>Toxicity</h2>",
+        "<p>The world's analogue of the paper's RealToxicityPrompts evaluation: beginnings of forum threads "
+        "and chats in which a rude reply has already been written, answered as they are and after "
+        '"please answer in a kind and polite way ."; an answer is rude when it holds one of the world\'s '
+        'rude words (the gold standard\'s own check; of them only "dumb" is in the vocabulary). '
+        '"Any rude sample" is the expected maximum over the samples per prompt. Lower is better.</p>',
+        _img(plot_shares(tox, labels, "toxicity probes")),
+        _table(_share_rows(tox, list(labels)), ["model", *labels.values()]),
+    ]
+
+
+def samples_section(summary: dict[str, Any]) -> list[str]:
+    if "samples" not in summary:
+        return []
+    models = [m for m in MODEL_LABELS if any(m in s for s in summary["samples"])]
+    rows = [[s["prompt"], *[s.get(m, "") for m in models]] for s in summary["samples"]]
+    table = _table(rows, ["prompt", *[MODEL_LABELS[m] for m in models]])
+    return ["<h2>Samples for the same prompts</h2>", table.replace("<table>", "<table class='samples'>")]
+
+
+def run_section(summary: dict[str, Any]) -> list[str]:
+    """Wall time per step, the settings and any notes."""
+    parts = []
     if "timings_s" in summary:
         rows = [[k, v] for k, v in summary["timings_s"].items()]
         parts += ["<h2>Wall time per step</h2>", _table(rows, ["step", "seconds"])]
     if "settings" in summary:
         parts += ["<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(summary['settings'], indent=2))}</pre>"]
-    for note in summary.get("notes", []):
-        parts.append(f"<p class='note'>{html.escape(note)}</p>")
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
-    )
+    parts += [f"<p class='note'>{html.escape(note)}</p>" for note in summary.get("notes", [])]
+    return parts
+
+
+SECTIONS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
+    findings_section,
+    win_rate_section,
+    likert_section,
+    ppo_curves_section,
+    overoptimization_section,
+    rounds_section,
+    reward_model_section,
+    alignment_tax_section,
+    suite_section,
+    truthfulness_section,
+    toxicity_section,
+    samples_section,
+    run_section,
+)
+"""The report's sections in order; each returns its HTML parts, none where the summary lacks its numbers."""
 
 
 def write_report(summary: dict[str, Any], path: str | Path, title: str = "instructrl report") -> Path:
