@@ -1,4 +1,4 @@
-"""`instructrl demo [--quick] [--out DIR] [--seed N] [--rounds R] [--resume]`"""
+"""`instructrl demo [--quick | --config demo.yaml] [--out DIR] [--seed N] [--rounds R] [--resume]`"""
 
 from __future__ import annotations
 
@@ -16,8 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a smaller world and models (76 s on 2 AVX2-only cores, 68 s on 2 AMX)",
     )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the demo's settings from YAML: `preset: full | quick`, then any key of instructrl/demo/demo.yaml "
+        "(the full demo's, written out) over it",
+    )
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the world, the people and the training")
+    p.add_argument(
+        "--seed", type=int, help="seed of the world, the people and the training (default: the config's, 0)"
+    )
     p.add_argument(
         "--rounds",
         type=int,
@@ -39,18 +47,27 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from instructrl.demo.pipeline import run_demo
-    from instructrl.demo.settings import DemoSettings
+    from instructrl.demo.settings import DemoSettings, load_demo_settings
     from instructrl.errors import UserError
 
-    settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings.full(args.seed)
+    if args.config and args.quick:
+        raise UserError("--quick and --config: choose one (`preset: quick` in the config file is --quick)")
+    if args.config:
+        settings = load_demo_settings(args.config)
+    else:
+        settings = DemoSettings.quick() if args.quick else DemoSettings.full()
+    if args.seed is not None:
+        settings = dataclasses.replace(settings, seed=args.seed)
     if args.rounds is not None:
         if args.rounds < 1:
             raise UserError(f"--rounds {args.rounds}: must be 1 or more")
         settings = dataclasses.replace(settings, rounds=args.rounds)
     if args.pretrain:
         settings = dataclasses.replace(settings, shipped_base=False)
-    again = ["instructrl demo", *(["--quick"] if args.quick else []), f"--out {shlex.quote(args.out)}"]
-    again += [f"--seed {args.seed}"] if args.seed != 0 else []
+    again = ["instructrl demo", *(["--quick"] if args.quick else [])]
+    again += [f"--config {shlex.quote(args.config)}"] if args.config else []
+    again += [f"--out {shlex.quote(args.out)}"]
+    again += [f"--seed {args.seed}"] if args.seed is not None else []
     again += [f"--rounds {args.rounds}"] if args.rounds is not None else []
     again += ["--pretrain"] if args.pretrain else []
     summary = run_demo(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from instructrl.demo.world import UserConfig
@@ -174,3 +175,57 @@ def ppo_config(s: DemoSettings, ptx: bool) -> PPOConfig:
         ptx_coef=s.ptx_coef if ptx else 0.0,
         checkpoint_every=20,
     )
+
+
+PRESETS = {"full": DemoSettings.full, "quick": DemoSettings.quick}
+SHIPPED_CONFIG = Path(__file__).with_name("demo.yaml")
+"""The full demo's settings written out (`instructrl demo --config` a copy of it, edited)."""
+
+
+def load_demo_settings(path: str | Path) -> DemoSettings:
+    """`instructrl demo --config FILE`: `preset: full | quick` (default full), then any DemoSettings key over
+    it (`users:` a mapping of UserConfig keys); every problem named at its file and line, exit 2."""
+    import difflib
+    from dataclasses import fields
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from instructrl.config import read_yaml_mapping
+    from instructrl.errors import UserError
+
+    loaded, lines = read_yaml_mapping(
+        path, "a mapping of the demo's settings (preset, then DemoSettings keys)"
+    )
+
+    def at(*key: str) -> str:
+        line = next((lines[key[:n]] for n in range(len(key), 0, -1) if key[:n] in lines), None)
+        return f"{path}:{line}" if line else str(path)
+
+    preset = loaded.pop("preset", "full")
+    if preset not in PRESETS:
+        raise UserError(f"{at('preset')}: preset {preset!r}: one of {', '.join(PRESETS)}")
+    base = asdict(PRESETS[preset]())
+    for section, known in (((), [f.name for f in fields(DemoSettings)]), (("users",), list(base["users"]))):
+        given = loaded if not section else loaded.get("users")
+        if not isinstance(given, dict):
+            if given is not None:
+                raise UserError(
+                    f"{at('users')}: 'users' must be a mapping of UserConfig keys ({', '.join(known)})"
+                )
+            continue
+        for key in given:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise UserError(
+                    f"{at(*section, str(key))}: unknown key '{'.'.join([*section, str(key)])}'.{hint}"
+                )
+    values = {**base, **loaded, "users": {**base["users"], **(loaded.get("users") or {})}}
+    try:
+        return TypeAdapter(DemoSettings).validate_python(values, strict=False)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(str(part) for part in err["loc"])
+            problems.append(f"{at(*loc)}: key '{'.'.join(loc)}': {err['msg']}")
+        raise UserError("invalid demo config:\n  " + "\n  ".join(problems)) from None
