@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import RM_SET, SFT_SET, make_demos, run_stage, write_jsonl
-from test_invariants import PPO_SET, assert_same_curves, metrics, sets, wait_for_lines
+from test_invariants import PPO_SET, TOLERANCE, assert_same_curves, metrics, sets, wait_for_lines
 
 from instructrl.errors import UserError
 from instructrl.training.runtime import eval_batches
@@ -335,3 +335,34 @@ def test_sharded_ppo_stopped_by_sigterm_resumes_to_the_same_run(
     for folder in ("final", "value"):
         a, b = weights(sharded_ppo / folder), weights(tmp_path / "run" / folder)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+
+
+@pytest.mark.slow
+def test_ppo_sharded_in_bf16_equals_one_unsharded_process_within_bf16s_tolerance(
+    sft_dir, rm_dir, data_dir, tmp_path
+):
+    """bf16, what `auto` runs on CPUs with bf16 units: the sharded models gathered in fp32 and computed under
+    autocast as unsharded ones are, so one iteration's rollout, losses and statistics agree within bf16's
+    tolerance (the next rollout samples the updated policies, which may draw other tokens: test_invariants)."""
+    bf16 = [*SHARDED_PPO, "iterations=1", "mixed_precision=bf16"]
+    one = tmp_path / "one"
+    run_stage(
+        "ppo",
+        one,
+        bf16,
+        policy_dir=sft_dir,
+        reward_dir=rm_dir,
+        prompts=data_dir / "prompts.jsonl",
+        pretrain_data=data_dir / "pretrain.jsonl",
+    )
+    inputs = ["--policy", str(sft_dir), "--reward", str(rm_dir), "--prompts", str(data_dir / "prompts.jsonl")]
+    inputs += ["--pretrain-data", str(data_dir / "pretrain.jsonl"), "--out", str(tmp_path / "two")]
+    launch(*TORCHRUN_2, "ppo", *inputs, *sets([*bf16, "sharding=fsdp"]))
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert (summary["mixed_precision"], summary["sharding"]) == ("bf16", "fsdp")
+    assert summary["process_state_bytes"]["param_type"] == "DTensor"
+
+    def training(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if "objective/kl" in r]
+
+    assert_same_curves(training(metrics(one)), training(metrics(tmp_path / "two")), **TOLERANCE["bf16"])
