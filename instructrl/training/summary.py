@@ -32,7 +32,7 @@ class StageSummary(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
 
     stage: str
-    """What ran: pretrain, sft, rm."""
+    """What ran: pretrain, sft, rm, ppo or ppo-ptx."""
     mixed_precision: str
     """The precision the run resolved: 'no', 'bf16' or 'fp16'."""
     processes: int
