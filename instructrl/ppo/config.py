@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from instructrl.training.config import ShardableConfig
 
@@ -45,6 +45,13 @@ class PPOConfig(ShardableConfig):
     its trend in the logs; the advantages are whitened)."""
     kl_coef: float = 0.02
     """β, the per-token KL penalty coefficient (the paper: 0.02); the start value when kl_target is set."""
+    ref_temperature: float | None = Field(default=None, gt=0)
+    """Temperature of the SFT reference the KL is measured to (empty: `temperature`, as lm-human-preferences
+    and TRL do). Below 1 the reference is SFT sharpened, π_SFT^(1/T) renormalised per token, so the KL pulls
+    the policy toward SFT's likelier answers: per token the penalty is β(log π - log π_SFT/T + log Z_T), which
+    adds about β(1/T - 1)·log π_SFT to the reward, a likelihood prior the reward model lacks (in the demo
+    SFT's likelier samples hold more right facts: RM + 0.1·log π_SFT orders SFT's samples better than the
+    RM alone, benchmarks/results/rm_levers.json). Off unless set."""
     kl_target: float | None = None
     """Target KL per episode for the adaptive controller of Ziegler et al. 2019 (empty: β stays fixed)."""
     kl_horizon: int = 10000

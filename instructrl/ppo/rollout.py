@@ -107,7 +107,7 @@ def sample_and_score(
             logits = response_logits(policy, ids[b], attn[b], R) / c.temperature  # (b, R, V)
             logprobs.append(token_logprobs(logits, response[b]))  # (b, R)
             with s.reference() as ref:
-                ref_logits = response_logits(ref, ids[b], attn[b], R) / c.temperature  # (b, R, V)
+                ref_logits = response_logits(ref, ids[b], attn[b], R) / (c.ref_temperature or c.temperature)
             ref_logprobs.append(token_logprobs(ref_logits, response[b]))  # (b, R)
             if with_values:
                 vals.append(values(s.value_model, ids[b], attn[b])[:, P - 1 : P + R - 1])  # (b, R)

@@ -262,3 +262,44 @@ def test_a_minibatch_update_skips_the_rollouts_padding_and_gives_the_same_step(
     n = len(by_length) // 2
     assert by_length[:n] == by_length[n:] and n >= 2 and sum(b for b, _ in by_length[:n]) == len(rows)
     assert max(w for _, w in by_length) == used and sum(b * w for b, w in by_length[:n]) < len(rows) * used
+
+
+@pytest.mark.parametrize("ref_temperature", [None, 0.5])
+def test_the_kl_is_measured_to_the_reference_at_its_temperature(
+    sft_dir, rm_dir, data_dir, tmp_path, ref_temperature
+):
+    """`ref_temperature` (a sharpened SFT reference): the rollout's reference log-probs are those of the SFT
+    model's logits divided by it, renormalised; unset, by the rollout `temperature` (here 0.7), as before."""
+    from instructrl.config import load_config
+    from instructrl.models.loading import load_causal_lm
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.ppo.setup import setup_ppo
+    from instructrl.ppo.train import ppo_iteration
+    from instructrl.training.runtime import finish, make_accelerator
+
+    sets = [*PPO_SET, "iterations=1", "temperature=0.7"]
+    sets += [f"ref_temperature={ref_temperature}"] if ref_temperature else []
+    config = load_config(PPOConfig, None, sets)
+    acc = make_accelerator(config)
+    s = setup_ppo(
+        policy_dir=sft_dir, reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl", out=tmp_path, config=config,
+        accelerator=acc,
+    )  # fmt: skip
+    _, r, _ = ppo_iteration(s, 0, 0)
+    finish(acc)
+    sft = load_causal_lm(sft_dir, dropout=False).eval()
+    ids, attn = torch.cat([r.query, r.response], 1), torch.cat([r.query_mask, r.mask], 1)
+    R = r.response.shape[1]
+    with torch.no_grad():
+        logits = sft(
+            input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)
+        ).logits
+    logits = logits[:, -R - 1 : -1].float() / (ref_temperature or 0.7)
+    expected = torch.log_softmax(logits, -1).gather(-1, r.response[..., None])[..., 0]
+    m = r.mask.bool()
+    torch.testing.assert_close(r.ref_logprobs[m], expected[m], rtol=1e-4, atol=1e-4)
+    # and it is not the other temperature's (the check can fail)
+    other = torch.log_softmax(logits * (ref_temperature or 0.7) / (0.7 if ref_temperature else 0.5), -1)
+    assert not torch.allclose(
+        r.ref_logprobs[m], other.gather(-1, r.response[..., None])[..., 0][m], atol=1e-3
+    )
