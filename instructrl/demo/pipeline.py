@@ -185,43 +185,52 @@ def step_sft(demo: Demo) -> dict[str, Any]:
 def step_rm(demo: Demo) -> dict[str, Any]:
     """K = 4..9 distinct responses per prompt, sampled from the SFT model and from the base model under a
     few-shot prompt (InstructGPT's comparisons also came from several policies); training labelers rank them,
-    some tasks twice for their agreement; then the reward model."""
+    some tasks twice for their agreement; then the reward model. With `rankings_per_prompt` > 1 each
+    training prompt is ranked again on fresh samples (K drawn afresh), pass 0 being the single pass's."""
     from instructrl.reward.train import run_rm
 
     s, world = demo.settings, demo.world
     sft, sft_tok = _load_policy(demo.path("sft", "final"))
     base, base_tok = _load_policy(demo.path("pretrain", "final"))
     files, agree, skipped = {}, [0, 0], 0
-    for split, n in (("train", s.n_comparison_prompts), ("validation", max(60, s.n_comparison_prompts // 8))):
-        rng = demo.rng(f"comparisons/{split}")
+    splits = (
+        ("train", s.n_comparison_prompts, s.rankings_per_prompt),
+        ("validation", max(60, s.n_comparison_prompts // 8), 1),
+    )
+    for split, n, passes in splits:
+        records, rng = [], demo.rng(f"comparisons/{split}")
         prompts = _sample(_prompts(demo, split), n, rng)
         texts = [p.prompt for p in prompts]
-        ks = [rng.randint(*s.k_range) for _ in prompts]
-        # about half from each policy, with one spare each for duplicates
-        n_sft = [(k + 1) // 2 + 1 for k in ks]
-        n_base = [k // 2 + 1 for k in ks]
-        from_sft = _generate(
-            demo,
-            sft,
-            sft_tok,
-            texts,
-            k=n_sft,
-            seed=hash_seed(s.seed, f"cmp-sft/{split}"),
-            desc=f"candidates from SFT ({split})",
-        )
-        from_base = _generate(
-            demo,
-            base,
-            base_tok,
-            [world.few_shot_prompt(t) for t in texts],
-            k=n_base,
-            seed=hash_seed(s.seed, f"cmp-base/{split}"),
-            desc=f"candidates from few-shot base ({split})",
-            template="{prompt}",
-        )
-        pools = [[*from_sft[i], *(few_shot_answer(r) for r in from_base[i])] for i in range(len(prompts))]
-        records, n_skipped = _rank(demo, prompts, pools, ks, rng, agree, model="sft+base_fewshot")
-        skipped += n_skipped
+        for pass_ in range(passes):  # each pass ranks fresh samples of the same prompts
+            tag = split if pass_ == 0 else f"{split}/{pass_}"
+            rng = rng if pass_ == 0 else demo.rng(f"comparisons/{tag}")
+            ks = [rng.randint(*s.k_range) for _ in prompts]
+            # about half from each policy, with one spare each for duplicates
+            n_sft = [(k + 1) // 2 + 1 for k in ks]
+            n_base = [k // 2 + 1 for k in ks]
+            from_sft = _generate(
+                demo,
+                sft,
+                sft_tok,
+                texts,
+                k=n_sft,
+                seed=hash_seed(s.seed, f"cmp-sft/{tag}"),
+                desc=f"candidates from SFT ({tag})",
+            )
+            from_base = _generate(
+                demo,
+                base,
+                base_tok,
+                [world.few_shot_prompt(t) for t in texts],
+                k=n_base,
+                seed=hash_seed(s.seed, f"cmp-base/{tag}"),
+                desc=f"candidates from few-shot base ({tag})",
+                template="{prompt}",
+            )
+            pools = [[*from_sft[i], *(few_shot_answer(r) for r in from_base[i])] for i in range(len(prompts))]
+            ranked, n_skipped = _rank(demo, prompts, pools, ks, rng, agree, model="sft+base_fewshot")
+            records += ranked
+            skipped += n_skipped
         files[split] = demo.path("data", f"comparisons_{split}.jsonl")
         write_jsonl(files[split], records)
     summary = run_rm(
@@ -387,7 +396,7 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     policies = {name: _load_policy(d) for name, d in dirs.items()}  # each model loaded once
     models = _evaluated_models(s)
     judged = (*models, *DIAGNOSTICS)
-    answers, bon_curve = _answers(demo, policies, prompts)
+    answers, bon_curve, rm_on_sft = _answers(demo, policies, prompts)
     truth, tox = _probes(demo, policies)
     _write_answers(demo, prompts, answers, (*judged, "sft_again"))
     return {
@@ -401,6 +410,7 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
         "benchmark_accuracy": _benchmark_accuracy(demo, policies),
         "overoptimization": _overoptimization_curves(demo, bon_curve),
         "rm_analysis": _rm_against_gold(demo),
+        "rm_on_sft_samples": rm_on_sft,
         "truthfulness": truth,
         "toxicity": tox,
         "samples": [{"prompt": p, **{m: answers[m][i] for m in models}} for i, p in enumerate(prompts[:8])],
@@ -425,10 +435,11 @@ def _evaluated_models(s: DemoSettings) -> tuple[str, ...]:
 
 def _answers(
     demo: Demo, policies: dict[str, tuple[Any, Any]], prompts: list[str]
-) -> tuple[dict[str, list[str]], list[dict[str, float]]]:
+) -> tuple[dict[str, list[str]], list[dict[str, float]], dict[str, Any]]:
     """Every model's answer to each prompt, with the same sampling seeds for every model (common random
     numbers); a second, independent SFT sample (sft_again: SFT against itself should come out at 0.5); the
-    best of N SFT samples by the RM and by the gold standard. Also best-of-N's over-optimisation curve."""
+    best of N SFT samples by the RM and by the gold standard. Also best-of-N's over-optimisation curve and
+    how each round's RM orders SFT's samples (rm_on_sft_samples)."""
     s, world = demo.settings, demo.world
     answers: dict[str, list[str]] = {}
     for name, (model, tok) in policies.items():
@@ -456,7 +467,7 @@ def _answers(
             answers["base_fewshot"] = [few_shot_answer(r[0]) for r in few]
     bon = _best_of_n(demo, prompts, candidates)
     answers["bon_rm"], answers["bon_gold"] = bon["bon_rm"], bon["bon_gold"]
-    return answers, bon["curve"]
+    return answers, bon["curve"], _rm_on_sft_samples(demo, prompts, candidates, bon["rm"])
 
 
 def _win_rates(
@@ -768,6 +779,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir
         "labeler_agreement": r["rm"]["labeler_agreement"],
         "heldout_labeler_agreement": ev["heldout_labeler_agreement"],
         "rm_analysis": rma,
+        "rm_on_sft_samples": ev["rm_on_sft_samples"],
         "overoptimization": ev["overoptimization"],
         "truthfulness": ev["truthfulness"],
         "toxicity": ev["toxicity"],
@@ -933,10 +945,26 @@ def _best_of_n(demo: Demo, prompts: list[str], candidates: list[list[str]]) -> d
             }
         )
     return {
+        "rm": rm,
         "bon_rm": [cs[j] for cs, j in zip(candidates, pick(rm, n), strict=True)],
         "bon_gold": [cs[j] for cs, j in zip(candidates, pick(gold, n), strict=True)],
         "curve": curve,
     }
+
+
+def _rm_on_sft_samples(
+    demo: Demo, prompts: list[str], candidates: list[list[str]], round1: list[list[float]]
+) -> dict[str, Any]:
+    """Each round's RM on SFT's own samples (the best-of-N candidates): the share of gold-ordered pairs it
+    orders as the gold standard does, by kind of error (rm_gold.py; a diagnostic). PPO climbs this ordering."""
+    from instructrl.demo.rm_gold import gold_pairs, pair_accuracy
+    from instructrl.evaluation.models import score_responses
+
+    pairs = gold_pairs(demo.world, prompts, candidates)
+    out = {"round1": pair_accuracy(pairs, round1)}
+    for r in range(2, demo.settings.rounds + 1):
+        out[f"round{r}"] = pair_accuracy(pairs, score_responses(rm_dir(demo, r), prompts, candidates))
+    return out
 
 
 def _rm_against_gold(demo: Demo) -> dict[str, Any]:

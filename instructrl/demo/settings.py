@@ -41,6 +41,9 @@ class DemoSettings:
     sft_epochs: int = 4
     sft_lr: float = 5e-4
     n_comparison_prompts: int = 3000
+    rankings_per_prompt: int = 1
+    """Ranking tasks per training comparison prompt, each on fresh samples (more comparisons than the
+    world's users have distinct prompts)."""
     k_range: tuple[int, int] = (4, 9)
     overlap: float = 0.1
     """Share of ranking tasks done by two training labelers (for their agreement)."""
@@ -54,6 +57,8 @@ class DemoSettings:
     ppo_lr: float = 3e-5
     kl_coef: float = 0.3
     """β on the normalised reward (SFT samples: mean 0, std 1)."""
+    ref_temperature: float | None = None
+    """PPO's KL to SFT at this reference temperature (PPOConfig.ref_temperature; empty: SFT as sampled)."""
     ptx_coef: float = 0.3
     max_new_tokens: int = 32
     best_of: int = 4
@@ -167,6 +172,7 @@ def ppo_config(s: DemoSettings, ptx: bool) -> PPOConfig:
         batch_size=s.ppo_batch,
         lr=s.ppo_lr,
         kl_coef=s.kl_coef,
+        ref_temperature=s.ref_temperature,
         lam=1.0,
         max_new_tokens=s.max_new_tokens,
         max_length=s.context,

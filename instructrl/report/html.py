@@ -716,7 +716,36 @@ def reward_model_section(summary: dict[str, Any]) -> list[str]:
                 ["family", "pairs", "labelers as the gold standard", "reward model as the gold standard"],
             ),
         ]
+    parts += _rm_on_sft_samples(summary.get("rm_on_sft_samples", {}))
     return parts
+
+
+def _rm_on_sft_samples(by_round: dict[str, Any]) -> list[str]:
+    """Each round's RM on the SFT model's own samples: what PPO climbs (a diagnostic against the gold standard)."""
+    if not by_round:
+        return []
+    kinds = ("knowledge", "content", "delivery_form")
+    rows = []
+    for name, a in by_round.items():
+        wide = next(v for k, v in a.items() if k.startswith("gap_at_least"))
+        rows.append(
+            [name.replace("round", "round "), a["all"]["pairs"], a["all"]["accuracy"]]
+            + [a["by_kind"][k]["accuracy"] for k in kinds]
+            + [wide["accuracy"]]
+        )
+    counts = ", ".join(
+        f"{k.replace('_', ' + ')} {next(iter(by_round.values()))['by_kind'][k]['pairs']}" for k in kinds
+    )
+    return [
+        "<p>On the SFT model's own samples (the best-of-N candidates of the evaluation prompts): the share of "
+        "pairs the gold standard orders that each round's reward model orders the same way, by the kind of "
+        f"error that separates the pair ({counts} pairs). PPO climbs this ordering; a diagnostic, the gold "
+        "standard never reaches training.</p>",
+        _table(
+            rows,
+            ["reward model", "pairs", "all", "knowledge", "content", "delivery + form", "wide gaps (≥ 0.6)"],
+        ),
+    ]
 
 
 def alignment_tax_section(summary: dict[str, Any]) -> list[str]:

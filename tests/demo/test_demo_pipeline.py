@@ -125,6 +125,15 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
     assert a["gold_vs_labelers"] * a["pairs"] == pytest.approx(
         a["gold_tied_share"] * a["pairs"] / 2 + labelers_right
     )
+    # each round's RM on SFT's own samples (the best-of-16 candidates): the same gold-ordered pairs for
+    # every round, split by kind of error; the kinds add up to all of them
+    on_sft = summary["rm_on_sft_samples"]
+    assert set(on_sft) == {"round1", "round2"}
+    for r in on_sft.values():
+        kinds = r["by_kind"].values()
+        assert sum(k["pairs"] for k in kinds) == r["all"]["pairs"] == on_sft["round1"]["all"]["pairs"] > 100
+        right = sum(k["accuracy"] * k["pairs"] for k in kinds if k["pairs"])
+        assert r["all"]["accuracy"] == pytest.approx(right / r["all"]["pairs"])
 
 
 def test_every_model_answers_the_truthfulness_and_toxicity_probes(quick_demo):
@@ -208,6 +217,7 @@ def test_report_has_the_plots_and_samples(quick_demo):
         "Settings",
     ):
         assert heading in html
+    assert "On the SFT model's own samples" in html  # the RM on SFT's samples, by kind of error
 
 
 def test_only_training_labelers_data_reaches_sft_rm_and_ppo(quick_demo):
@@ -231,6 +241,44 @@ def test_resume_of_a_finished_demo_redoes_nothing(quick_demo):
         pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=1), resume=True, log=lambda m: None)
     with pytest.raises(Exception, match="already holds a demo run"):
         pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), log=lambda m: None)
+
+
+def test_each_ranking_pass_ranks_fresh_samples_of_the_same_prompts(quick_demo, tmp_path, monkeypatch):
+    """`rankings_per_prompt=2`: the first pass is the run's own comparisons, unchanged; the second ranks the
+    same prompts again, on samples of their own (more comparisons than the world has distinct prompts)."""
+    import shutil
+
+    import instructrl.reward.train
+
+    out, *_ = quick_demo
+    for step in ("world", "data", "pretrain", "sft"):
+        shutil.copytree(out / step, tmp_path / step)
+    settings = dataclasses.replace(pipeline.DemoSettings.quick(seed=0), rankings_per_prompt=2)
+    demo = pipeline.Demo(tmp_path, settings, World(0), *_labelers(settings), log=lambda m: None)
+    monkeypatch.setattr(instructrl.reward.train, "run_rm", lambda **kw: {})  # the comparisons only
+    pipeline.step_rm(demo)
+    once = (out / "data" / "comparisons_train.jsonl").read_text().splitlines()
+    twice = (tmp_path / "data" / "comparisons_train.jsonl").read_text().splitlines()
+    assert twice[: len(once)] == once
+    first, second = [json.loads(x) for x in once], [json.loads(x) for x in twice[len(once) :]]
+    assert abs(len(second) - len(first)) < 0.1 * len(first)
+    assert {c["prompt"] for c in second} == {c["prompt"] for c in first}  # the same prompts ...
+    ranked = {(c["prompt"], tuple(sorted(c["responses"]))) for c in first}
+    fresh = [c for c in second if (c["prompt"], tuple(sorted(c["responses"]))) not in ranked]
+    assert len(fresh) > 0.9 * len(second)  # ... on fresh samples
+    # the validation comparisons are ranked once, as before
+    assert (tmp_path / "data" / "comparisons_validation.jsonl").read_text() == (
+        out / "data" / "comparisons_validation.jsonl"
+    ).read_text()
+
+
+def _labelers(settings):
+    from instructrl.demo.labelers import make_labelers
+
+    labelers = make_labelers(
+        World(settings.seed), settings.n_train_labelers, settings.n_heldout_labelers, seed=0
+    )
+    return [x for x in labelers if x.group == "train"], [x for x in labelers if x.group == "heldout"]
 
 
 def test_ranked_responses_are_distinct_as_the_world_reads_them(quick_demo):
