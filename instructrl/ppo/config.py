@@ -51,7 +51,7 @@ class PPOConfig(ShardableConfig):
     the policy toward SFT's likelier answers: per token the penalty is β(log π - log π_SFT/T + log Z_T), which
     adds about β(1/T - 1)·log π_SFT to the reward, a likelihood prior the reward model lacks (in the demo
     SFT's likelier samples hold more right facts: RM + 0.1·log π_SFT orders SFT's samples better than the
-    RM alone, benchmarks/results/rm_levers.json). Off unless set."""
+    RM alone, benchmarks/results/rm_levers.jsonl). Off unless set."""
     kl_target: float | None = None
     """Target KL per episode for the adaptive controller of Ziegler et al. 2019 (empty: β stays fixed)."""
     kl_horizon: int = 10000

@@ -1,0 +1,240 @@
+"""Issue 22's levers, measured on a finished full demo run: how well a reward model orders SFT's own samples as
+the gold standard does (by kind of error), what best-of-N by it wins, and what PPO against it wins.
+
+    python benchmarks/rm_levers.py RUN OUT [--rankings-per-prompt 3] [--rm-init DIR] [--alpha 0 0.1 0.25]
+                                           [--ppo] [--ppo-set ref_temperature=0.7 ...]
+
+RUN is a finished `instructrl demo` run (full settings). OUT gets RUN's world, data, base and SFT model
+(linked), then, with `--rankings-per-prompt N`, the demo's comparisons ranked N times per training prompt on
+fresh samples (`DemoSettings.rankings_per_prompt`) and a reward model trained on them with the demo's recipe
+(`--rm-init DIR`: from another SFT model, e.g. a larger one; `--rm-set KEY=VALUE`: RMConfig overrides).
+Measured, for RUN's round-1 and round-2 RMs and OUT's: on SFT's 16 samples per evaluation prompt (the
+demo's best-of-N candidates, regenerated with its seeds) the share of gold-ordered pairs each RM orders as
+the gold standard does (demo/rm_gold.py), for RM + alpha * log pi_SFT(y|x) per --alpha; the held-out
+labelers' win rate of best-of-4 and best-of-16 against SFT's answer (candidate 0), and their gold score.
+`--ppo`: PPO from SFT against OUT's RM with the demo's settings (`--ppo-set`: DemoSettings overrides, e.g.
+ref_temperature=0.7), its answers judged as the demo judges them. One JSON line per measurement is appended
+to results/rm_levers.jsonl. A diagnostic: the gold standard never reaches training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results" / "rm_levers.jsonl"
+
+
+def record(row: dict[str, Any]) -> None:
+    print(json.dumps(row))
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def cpu_kind() -> str:
+    """AMX, AVX512-BF16 or what torch reports (e.g. AVX2): the kinds the README's times name."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    if "amx_bf16" in flags:
+        return "AMX"
+    return "AVX512-BF16" if "avx512_bf16" in flags else torch.backends.cpu.get_cpu_capability()
+
+
+def sft_samples(demo, run: Path, out: Path) -> tuple[list[str], list[list[str]], list[list[float]]]:
+    """The evaluation's prompts, SFT's 16 candidates per prompt (as step_evaluate draws them) and log pi_SFT."""
+    import torch
+
+    from instructrl.datasets.tokenize import prompt_ids, response_ids
+    from instructrl.demo import pipeline as P
+    from instructrl.models.checkpoint import CheckpointMeta
+
+    cache = out / "sft16.json"
+    if cache.exists():
+        d = json.loads(cache.read_text())
+        return d["prompts"], d["candidates"], d["logp"]
+    s = demo.settings
+    prompts = [
+        p.prompt for p in P._sample(P._prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))
+    ]
+    model, tok = P._load_policy(run / "sft" / "final")
+    _, candidates = P.sft_answers_and_candidates(demo, model, tok, prompts)
+    template = CheckpointMeta.read(run / "sft" / "final").prompt_template
+    logp = []
+    with torch.no_grad():  # one sequence at a time: no padding to get right, ~20 s
+        for p, cs in zip(prompts, candidates, strict=True):
+            q = prompt_ids(tok, p, template)
+            row = []
+            for c in cs:
+                r = response_ids(tok, c, p)
+                logits = model(torch.tensor([q + r])).logits[0, len(q) - 1 : -1].float()
+                row.append(torch.log_softmax(logits, -1).gather(1, torch.tensor(r)[:, None]).sum().item())
+            logp.append(row)
+    cache.write_text(json.dumps({"prompts": prompts, "candidates": candidates, "logp": logp}))
+    return prompts, candidates, logp
+
+
+def measure_rm(demo, name: str, rm: Path, samples, alphas: list[float], base: dict[str, Any]) -> None:
+    from instructrl.demo import pipeline as P
+    from instructrl.demo.rm_gold import gold_pairs, pair_accuracy
+    from instructrl.evaluation.models import score_responses
+
+    prompts, candidates, logp = samples
+    pairs = gold_pairs(demo.world, prompts, candidates)
+    raw = score_responses(rm, prompts, candidates)
+    for alpha in alphas:
+        scores = [
+            [x + alpha * lp for x, lp in zip(a, b, strict=True)] for a, b in zip(raw, logp, strict=True)
+        ]
+        answers = {"sft": [c[0] for c in candidates]}
+        for n in (4, 16):
+            answers[f"best_of_{n}"] = [
+                cs[max(range(n), key=lambda j: sc[j])] for cs, sc in zip(candidates, scores, strict=True)
+            ]
+        win = P._win_rates(demo.heldout_labelers, prompts, answers, ("best_of_4", "best_of_16"))
+        acc = pair_accuracy(pairs, scores)
+        record(
+            {
+                **base,
+                "what": "rm",
+                "rm": name,
+                "alpha": alpha,
+                "pairs": acc["all"]["pairs"],
+                "accuracy": acc["all"]["accuracy"],
+                **{k: v["accuracy"] for k, v in acc["by_kind"].items()},
+                "wide_gaps": acc["gap_at_least_0.6"]["accuracy"],
+                **{
+                    m: {
+                        "win": win[m]["mean"],
+                        "ci_low": win[m]["ci_low"],
+                        "gold": sum(map(demo.world.gold_score, prompts, answers[m])) / len(prompts),
+                    }
+                    for m in ("best_of_4", "best_of_16")
+                },
+            }
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--rankings-per-prompt", type=int, default=None)
+    p.add_argument("--rm-init", type=Path, default=None, help="SFT model to start OUT's RM from")
+    p.add_argument("--rm-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.0])
+    p.add_argument("--ppo", action="store_true")
+    p.add_argument("--ppo-set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args()
+
+    import yaml
+
+    import instructrl.reward.train as rm_train
+    from instructrl.demo import pipeline as P
+    from instructrl.demo.labelers import make_labelers
+    from instructrl.demo.settings import DemoSettings, ppo_config, rm_config
+    from instructrl.demo.world import World
+    from instructrl.ppo.train import run_ppo
+    from instructrl.reward.config import RMConfig
+
+    saved = json.loads((args.run / "settings.json").read_text())
+    settings = DemoSettings.full(saved["seed"])
+    if {k: v for k, v in settings.as_json().items() if k in saved} != saved:
+        raise SystemExit(f"{args.run}: not a full demo run with default settings")
+    if args.rankings_per_prompt:
+        settings = dataclasses.replace(settings, rankings_per_prompt=args.rankings_per_prompt)
+    world = World(settings.seed)
+    labelers = make_labelers(
+        world, settings.n_train_labelers, settings.n_heldout_labelers, seed=settings.seed
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    for step in ("world", "pretrain", "sft"):
+        if not (args.out / step).exists():
+            (args.out / step).symlink_to((args.run / step).resolve())
+    if not (args.out / "data").exists():
+        shutil.copytree(args.run / "data", args.out / "data")
+    demo = P.Demo(
+        out=args.out,
+        settings=settings,
+        world=world,
+        train_labelers=[x for x in labelers if x.group == "train"],
+        heldout_labelers=[x for x in labelers if x.group == "heldout"],
+    )
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    base = {
+        "run": str(args.run),
+        "seed": settings.seed,
+        "rankings_per_prompt": settings.rankings_per_prompt,
+        "rm_init": str(args.rm_init or "sft"),
+        "cpu": cpu_kind(),
+        "commit": commit.strip(),
+    }
+    samples = sft_samples(demo, args.run, args.out)
+    demos = {**base, "rankings_per_prompt": 1, "rm_init": "sft"}  # the demo's own RMs
+    measure_rm(demo, "round1 (the demo's)", args.run / "rm" / "final", samples, args.alpha, demos)
+    if (args.run / "round2" / "rm" / "final").exists():
+        measure_rm(
+            demo, "round2 (the demo's)", args.run / "round2" / "rm" / "final", samples, args.alpha, demos
+        )
+    if not args.rankings_per_prompt and not args.rm_init:
+        return
+    if not (args.out / "data" / "rankings.done").exists():  # the demo's rankings, N passes; no RM yet
+        real, rm_train.run_rm = rm_train.run_rm, lambda **kw: {}
+        try:
+            P.step_rm(demo)
+        finally:
+            rm_train.run_rm = real
+        (args.out / "data" / "rankings.done").write_text("")
+    given = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.rm_set)}
+    config = RMConfig.model_validate({**rm_config(settings, epochs=settings.rm_epochs).model_dump(), **given})
+    summary = rm_train.run_rm(
+        model_dir=args.rm_init or args.out / "sft" / "final",
+        data=args.out / "data" / "comparisons_train.jsonl",
+        val_data=args.out / "data" / "comparisons_validation.jsonl",
+        norm_data=args.out / "data" / "demonstrations_train.jsonl",
+        out=args.out / "rm",
+        config=config,
+        resume=(args.out / "rm" / "config.yaml").exists(),
+    )
+    base["rm_set"] = args.rm_set
+    base["rm_time_s"] = summary["time_s"]
+    measure_rm(demo, "this run's", args.out / "rm" / "final", samples, args.alpha, base)
+    if not args.ppo:
+        return
+    overrides = dict(kv.split("=", 1) for kv in args.ppo_set)
+    ppo_settings = dataclasses.replace(
+        settings,
+        **{k: None if v == "none" else type(getattr(settings, k) or 0.0)(v) for k, v in overrides.items()},
+    )
+    name = "ppo_" + "_".join(f"{k}{v}" for k, v in overrides.items()) if overrides else "ppo"
+    run_ppo(
+        policy_dir=args.out / "sft" / "final",
+        reward_dir=args.out / "rm" / "final",
+        prompts=args.out / "data" / "prompts_train.jsonl",
+        val_prompts=args.out / "data" / "prompts_validation.jsonl",
+        pretrain_data=args.out / "data" / "pretrain.jsonl",
+        out=args.out / name,
+        config=ppo_config(ppo_settings, ptx=False),
+        resume=(args.out / name / "config.yaml").exists(),
+    )
+    prompts, candidates, _ = samples
+    model, tok = P._load_policy(args.out / name / "final")
+    seed = P.hash_seed(settings.seed, "eval")
+    answers = {"sft": [c[0] for c in candidates]}
+    answers["ppo"] = [
+        r[0] for r in P._generate(demo, model, tok, prompts, seed=seed, desc=f"answers: {name}")
+    ]
+    win = P._win_rates(demo.heldout_labelers, prompts, answers, ("ppo",))["ppo"]
+    gold = {m: sum(map(world.gold_score, prompts, a)) / len(prompts) for m, a in answers.items()}
+    record({**base, "what": "ppo", "ppo_set": args.ppo_set, "win": win["mean"], "ci_low": win["ci_low"], **{
+        f"gold_{m}": g for m, g in gold.items()}})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
