@@ -36,6 +36,7 @@ from instructrl.training.summary import read_model
 
 if TYPE_CHECKING:
     from instructrl.labeling.services.rounds import Split
+    from instructrl.ppo.setup import RewardFn
 
 ROUND_FILE = "round.json"
 
@@ -160,9 +161,11 @@ def continue_policy(
     val_prompts: Any = None,
     pretrain_data: Any = None,
     resume: bool = False,
+    reward_fn: RewardFn | None = None,
+    judge_fn: RewardFn | None = None,
 ) -> PPOSummary:
     """Step 2 of a round: PPO from SFT in round 1, continued from `previous_policy` later; the KL is always
-    measured to SFT, so it adds up over the rounds."""
+    measured to SFT, so it adds up over the rounds. `reward_fn`, `judge_fn`: run_ppo's."""
     from instructrl.ppo.train import run_ppo
 
     run = out / "ppo"
@@ -179,6 +182,8 @@ def continue_policy(
         config=config.ppo.model_copy(),
         resume=resume and resumable(run),
         changed_keys=config.changed.get("ppo", set()),
+        reward_fn=reward_fn,
+        judge_fn=judge_fn,
     )
     return PPOSummary.model_validate(summary)
 
@@ -264,10 +269,13 @@ def run_round(
     eval_prompts: list[str | list[Message]] | None = None,
     next_job: dict[str, Any] | None = None,
     resume: bool = False,
+    reward_fn: RewardFn | None = None,
+    judge_fn: RewardFn | None = None,
 ) -> RoundSummary:
     """One round: round 1 from the SFT model (`sft`), round N + 1 from round N's directory (`previous`).
     `data`: this round's new comparisons (earlier rounds' come from `previous`). `next_job`: the keyword
-    arguments of `start_next_job` but the policies (database_url, k, limit, split), to start the next round."""
+    arguments of `start_next_job` but the policies (database_url, k, limit, split), to start the next round.
+    `reward_fn`, `judge_fn`: PPO's (run_ppo), for a programmatic reward or checkpoint choice."""
     out = Path(out)
     if (sft is None) == (previous is None):
         raise UserError(
@@ -303,6 +311,8 @@ def run_round(
         val_prompts=val_prompts,
         pretrain_data=pretrain_data,
         resume=resume,
+        reward_fn=reward_fn,
+        judge_fn=judge_fn,
     )
     answers = None
     if config.answers and eval_prompts:

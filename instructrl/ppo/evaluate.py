@@ -73,6 +73,9 @@ def evaluate(s: PPOSetup, tag: str) -> dict[str, float]:
             "kl_mean": totals[2].item() / n,
             "length_mean": totals[3].item() / n,
         }
+    if s.judge_fn is not None and samples:  # every process judges all answers: the same choice everywhere
+        judged = s.judge_fn([x["prompt"] for x in samples], [x["response"] for x in samples])
+        metrics["judge_mean"] = sum(judged) / len(judged)
     if s.ptx_val:
         metrics["pretrain_loss"] = eval_loss(s.unwrapped_policy, s.ptx_val, s.tokenizer.pad_token_id, acc)
     return metrics
@@ -81,7 +84,8 @@ def evaluate(s: PPOSetup, tag: str) -> dict[str, float]:
 @dataclass
 class KeepBest:
     """Checkpoint choice. `evaluated` after every evaluation notes it and, with keep=best, saves the policy as
-    OUT/kept when its held-out reward is the best so far within kl_budget; `finish` after the last one makes
+    OUT/kept when its held-out reward (its judge's mean where PPO has a judge_fn) is the best so far within
+    kl_budget; `finish` after the last one makes
     the kept policy final/ (the last policy with keep=last, or when none was kept)."""
 
     evaluations: list[Evaluation] = field(default_factory=list)
@@ -92,18 +96,15 @@ class KeepBest:
     def evaluated(self, s: PPOSetup, iteration: int, metrics: dict[str, float]) -> None:
         self.evaluations.append({"iteration": iteration, **metrics})
         c = s.config
-        if c.keep != "best" or "score_mean" not in metrics:
+        key = "judge_mean" if s.judge_fn is not None else "score_mean"  # never both: one rule per run
+        if c.keep != "best" or key not in metrics:
             return
         if c.kl_budget is not None and metrics["kl_mean"] > c.kl_budget:
             return
-        if self.kept is not None and metrics["score_mean"] <= self.kept["score_mean"]:
+        if self.kept is not None and metrics[key] <= self.kept[key]:
             return
         s.run.save("kept", s.policy, s.tokenizer, s.meta.model_copy(update={"iteration": iteration}))
-        self.kept = {
-            "iteration": iteration,
-            "score_mean": metrics["score_mean"],
-            "kl_mean": metrics["kl_mean"],
-        }
+        self.kept = {"iteration": iteration, **{k: metrics[k] for k in ("score_mean", "kl_mean", key)}}
 
     def finish(self, s: PPOSetup) -> Evaluation:
         """final/ from OUT/kept, or the last policy saved as final/; returns final/'s evaluation."""

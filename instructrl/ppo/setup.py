@@ -71,6 +71,8 @@ class PPOSetup:
     value_model: torch.nn.Module  # V_φ, starts as the reward model; prepared for training as the policy is
     reward_model: torch.nn.Module | None  # r_ψ, frozen; None when reward_fn scores instead
     reward_fn: RewardFn | None
+    judge_fn: RewardFn | None
+    """Scores the held-out answers for the checkpoint choice (KeepBest) instead of the reward model."""
     reward_norm: RewardNorm
     # one AdamW, a parameter group for the policy and one for the value model (their shards, when sharded)
     optimizer: torch.optim.Optimizer
@@ -143,6 +145,7 @@ def setup_ppo(
     changed_keys: set[str] | None = None,
     reward_fn: RewardFn | None = None,
     accelerator: Accelerator | None = None,
+    judge_fn: RewardFn | None = None,
 ) -> PPOSetup:
     """Validate the inputs, load the four models and the data, build the optimizer. Writes nothing but
     OUT/config.yaml, and only once every input was read.
@@ -266,6 +269,7 @@ def setup_ppo(
         value_model=value_model,
         reward_model=reward_model,
         reward_fn=reward_fn,
+        judge_fn=judge_fn,
         reward_norm=RewardNorm(),
         optimizer=optimizer,
         scheduler=scheduler,

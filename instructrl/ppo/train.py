@@ -149,11 +149,14 @@ def run_ppo(
     resume: bool = False,
     changed_keys: set[str] | None = None,
     reward_fn: RewardFn | None = None,
+    judge_fn: RewardFn | None = None,
 ) -> dict[str, Any]:
     """PPO (PPO-ptx when config.ptx_coef > 0) from the SFT policy against the reward model in `reward_dir`.
 
     `reward_fn(prompts, responses) -> scores`, a Python function, replaces the reward model's score when
-    given (a programmatic or oracle reward); the value model still starts from `reward_dir`."""
+    given (a programmatic or oracle reward); the value model still starts from `reward_dir`.
+    `judge_fn(prompts, responses) -> scores` scores the held-out answers for keep=best instead of the
+    reward model being optimised (people's judgements, another reward model)."""
     s = setup_ppo(
         policy_dir=policy_dir,
         reward_dir=reward_dir,
@@ -166,6 +169,7 @@ def run_ppo(
         resume=resume,
         changed_keys=changed_keys,
         reward_fn=reward_fn,
+        judge_fn=judge_fn,
     )
     return train_ppo(s)
 

@@ -303,3 +303,38 @@ def test_the_kl_is_measured_to_the_reference_at_its_temperature(
     assert not torch.allclose(
         r.ref_logprobs[m], other.gather(-1, r.response[..., None])[..., 0][m], atol=1e-3
     )
+
+
+def test_a_judge_chooses_the_kept_policy_instead_of_the_reward_model(sft_dir, rm_dir, data_dir, tmp_path):
+    """`judge_fn` (people's judgements, another RM): keep=best keeps the evaluated policy the judge scores
+    highest, whatever the reward model being optimised says; its mean is in every evaluation."""
+    from safetensors.torch import load_file
+
+    from instructrl.config import load_config
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.ppo.train import run_ppo
+
+    calls: list[int] = []
+
+    def judge(prompts: list[str], responses: list[str]) -> list[float]:
+        calls.append(len(prompts))
+        return [10.0 if len(calls) == 2 else 0.0] * len(prompts)  # the evaluation after iteration 1
+
+    config = load_config(PPOConfig, None, [*PPO_SET, "iterations=3", "eval_every=1", "lr=1e-3"])
+    summary = run_ppo(
+        policy_dir=sft_dir, reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl", out=tmp_path / "judged",
+        config=config, judge_fn=judge,
+    )  # fmt: skip
+    assert calls == [8, 8, 8, 8]  # the start, iterations 1, 2, 3: the 8 held-out prompts each time
+    assert summary["kept_iteration"] == 1
+    assert [e["judge_mean"] for e in summary["evaluations"]] == [0.0, 10.0, 0.0, 0.0]
+    # final/ holds iteration 1's weights (a run of 1 iteration from the same seed), not the last iteration's
+    paths = dict(policy_dir=sft_dir, reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl")
+    for name, iterations in (("one", 1), ("three", 3)):
+        update = {"keep": "last", "iterations": iterations}
+        assert run_ppo(**paths, out=tmp_path / name, config=config.model_copy(update=update))[
+            "kept_iteration"
+        ] == (iterations)
+    weights = {n: load_file(tmp_path / n / "final" / "model.safetensors") for n in ("judged", "one", "three")}
+    assert all(torch.equal(weights["judged"][k], weights["one"][k]) for k in weights["judged"])
+    assert any(not torch.equal(weights["judged"][k], weights["three"][k]) for k in weights["judged"])
