@@ -12,8 +12,9 @@ Measured, for RUN's round-1 and round-2 RMs and OUT's: on SFT's 16 samples per e
 demo's best-of-N candidates, regenerated with its seeds) the share of gold-ordered pairs each RM orders as
 the gold standard does (demo/rm_gold.py), for RM + alpha * log pi_SFT(y|x) per --alpha; the held-out
 labelers' win rate of best-of-4 and best-of-16 against SFT's answer (candidate 0), and their gold score.
-`--ppo`: PPO from SFT against OUT's RM with the demo's settings (`--ppo-set`: DemoSettings overrides, e.g.
-ref_temperature=0.7), its answers judged as the demo judges them. One JSON line per measurement is appended
+`--ppo`: PPO from SFT against OUT's RM (the demo's round-1 RM when OUT trains none) with the demo's settings
+(`--ppo-set`: DemoSettings overrides, e.g. ref_temperature=0.7 or ppo_keep_by=labelers), its answers judged as
+the demo judges them. One JSON line per measurement is appended
 to results/rm_levers.jsonl. A diagnostic: the gold standard never reaches training.
 """
 
@@ -121,6 +122,44 @@ def measure_rm(demo, name: str, rm: Path, samples, alphas: list[float], base: di
         )
 
 
+def train_rm(args, demo, settings, samples, base: dict[str, Any]) -> Path:
+    """The demo's rankings N times per prompt, an RM on them (from --rm-init), measured; its directory."""
+    import yaml
+
+    import instructrl.reward.train as rm_train
+    from instructrl.demo import pipeline as P
+    from instructrl.demo.settings import rm_config
+    from instructrl.reward.config import RMConfig
+
+    if not (args.out / "data" / "rankings.done").exists():  # the demo's rankings, N passes; no RM yet
+        real, rm_train.run_rm = rm_train.run_rm, lambda **kw: {}
+        try:
+            P.step_rm(demo)
+        finally:
+            rm_train.run_rm = real
+        (args.out / "data" / "rankings.done").write_text("")
+    given = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.rm_set)}
+    config = RMConfig.model_validate({**rm_config(settings, epochs=settings.rm_epochs).model_dump(), **given})
+    done = args.out / "rm" / "summary.json"
+    summary = (
+        json.loads(done.read_text())
+        if done.exists()
+        else rm_train.run_rm(
+            model_dir=args.rm_init or args.out / "sft" / "final",
+            data=args.out / "data" / "comparisons_train.jsonl",
+            val_data=args.out / "data" / "comparisons_validation.jsonl",
+            norm_data=args.out / "data" / "demonstrations_train.jsonl",
+            out=args.out / "rm",
+            config=config,
+            resume=(args.out / "rm" / "config.yaml").exists(),
+        )
+    )
+    base["rm_set"] = args.rm_set
+    base["rm_time_s"] = summary["time_s"]
+    measure_rm(demo, "this run's", args.out / "rm" / "final", samples, args.alpha, base)
+    return args.out / "rm" / "final"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path)
@@ -133,15 +172,11 @@ def main() -> None:
     p.add_argument("--ppo-set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
 
-    import yaml
-
-    import instructrl.reward.train as rm_train
     from instructrl.demo import pipeline as P
     from instructrl.demo.labelers import make_labelers
-    from instructrl.demo.settings import DemoSettings, ppo_config, rm_config
+    from instructrl.demo.settings import DemoSettings, ppo_config
     from instructrl.demo.world import World
     from instructrl.ppo.train import run_ppo
-    from instructrl.reward.config import RMConfig
 
     saved = json.loads((args.run / "settings.json").read_text())
     settings = DemoSettings.full(saved["seed"])
@@ -182,29 +217,9 @@ def main() -> None:
         measure_rm(
             demo, "round2 (the demo's)", args.run / "round2" / "rm" / "final", samples, args.alpha, demos
         )
-    if not args.rankings_per_prompt and not args.rm_init:
-        return
-    if not (args.out / "data" / "rankings.done").exists():  # the demo's rankings, N passes; no RM yet
-        real, rm_train.run_rm = rm_train.run_rm, lambda **kw: {}
-        try:
-            P.step_rm(demo)
-        finally:
-            rm_train.run_rm = real
-        (args.out / "data" / "rankings.done").write_text("")
-    given = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.rm_set)}
-    config = RMConfig.model_validate({**rm_config(settings, epochs=settings.rm_epochs).model_dump(), **given})
-    summary = rm_train.run_rm(
-        model_dir=args.rm_init or args.out / "sft" / "final",
-        data=args.out / "data" / "comparisons_train.jsonl",
-        val_data=args.out / "data" / "comparisons_validation.jsonl",
-        norm_data=args.out / "data" / "demonstrations_train.jsonl",
-        out=args.out / "rm",
-        config=config,
-        resume=(args.out / "rm" / "config.yaml").exists(),
-    )
-    base["rm_set"] = args.rm_set
-    base["rm_time_s"] = summary["time_s"]
-    measure_rm(demo, "this run's", args.out / "rm" / "final", samples, args.alpha, base)
+    reward_dir = args.run / "rm" / "final"  # PPO's: the demo's round-1 RM, or this run's
+    if args.rankings_per_prompt or args.rm_init:
+        reward_dir = train_rm(args, demo, settings, samples, base)
     if not args.ppo:
         return
     overrides = dict(kv.split("=", 1) for kv in args.ppo_set)
@@ -215,14 +230,18 @@ def main() -> None:
     name = "ppo_" + "_".join(f"{k}{v}" for k, v in overrides.items()) if overrides else "ppo"
     run_ppo(
         policy_dir=args.out / "sft" / "final",
-        reward_dir=args.out / "rm" / "final",
+        reward_dir=reward_dir,
         prompts=args.out / "data" / "prompts_train.jsonl",
         val_prompts=args.out / "data" / "prompts_validation.jsonl",
         pretrain_data=args.out / "data" / "pretrain.jsonl",
         out=args.out / name,
         config=ppo_config(ppo_settings, ptx=False),
         resume=(args.out / name / "config.yaml").exists(),
+        judge_fn=P.labelers_judge(
+            dataclasses.replace(demo, settings=ppo_settings), args.out / name / "judge.json"
+        ),
     )
+    base["rm"] = "the demo's round 1" if reward_dir == args.run / "rm" / "final" else "this run's"
     prompts, candidates, _ = samples
     model, tok = P._load_policy(args.out / name / "final")
     seed = P.hash_seed(settings.seed, "eval")

@@ -360,6 +360,7 @@ def step_round(demo: Demo, round_: int) -> dict[str, Any]:
         val_prompts=demo.path("data", "prompts_validation.jsonl"),
         config=config,
         resume=True,
+        judge_fn=labelers_judge(demo, demo.path(f"round{round_}", JUDGE_BASELINE)),
     )
     return record.model_dump()
 
@@ -371,6 +372,7 @@ def step_ppo(demo: Demo, ptx: bool, reward_fn: RewardFn | None = None) -> dict[s
 
     name = "ppo_ptx" if ptx else "ppo"
     return run_ppo(
+        judge_fn=labelers_judge(demo, demo.path(name, JUDGE_BASELINE)),
         policy_dir=demo.path("sft", "final"),
         reward_dir=demo.path("rm", "final"),
         prompts=demo.path("data", "prompts_train.jsonl"),
@@ -381,6 +383,33 @@ def step_ppo(demo: Demo, ptx: bool, reward_fn: RewardFn | None = None) -> dict[s
         resume=_has_run(demo.path(name)),
         reward_fn=reward_fn,
     )
+
+
+JUDGE_BASELINE = "judge_baseline.json"
+
+
+def labelers_judge(demo: Demo, baseline_file: Path) -> RewardFn | None:
+    """With `ppo_keep_by: labelers`, PPO's checkpoint choice by the training labelers instead of the RM being
+    optimised: each held-out answer (validation users' prompts) against the first evaluation's answer to the
+    same prompt, the policy PPO started from; 1 a win, 0.5 a tie, 0 a loss. The first answers are kept in
+    `baseline_file`, so that a resumed run judges against the same ones. None with `ppo_keep_by:
+    reward_model` (the RM's mean score chooses)."""
+    if demo.settings.ppo_keep_by != "labelers":
+        return None
+    baseline: dict[str, str] = json.loads(baseline_file.read_text()) if baseline_file.exists() else {}
+    labelers = demo.train_labelers
+
+    def judge(prompts: list[str], responses: list[str]) -> list[float]:
+        if not baseline:
+            baseline.update(zip(prompts, responses, strict=True))
+            atomic_write_text(baseline_file, json.dumps(baseline))
+        verdicts = (
+            labelers[i % len(labelers)].compare(p, r, baseline[p])
+            for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+        )
+        return [{"a": 1.0, "b": 0.0, "tie": 0.5}[v] for v in verdicts]
+
+    return judge
 
 
 # ---------------------------------------------------------------------------------------------------------

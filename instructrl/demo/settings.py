@@ -59,6 +59,10 @@ class DemoSettings:
     """β on the normalised reward (SFT samples: mean 0, std 1)."""
     ref_temperature: float | None = None
     """PPO's KL to SFT at this reference temperature (PPOConfig.ref_temperature; empty: SFT as sampled)."""
+    ppo_keep_by: Literal["reward_model", "labelers"] = "reward_model"
+    """What chooses PPO's kept checkpoint among its evaluations on validation prompts: the mean score of the
+    RM being optimised, or the training labelers' comparisons with the starting policy's answers
+    (pipeline.labelers_judge). Never the held-out labelers or the gold standard."""
     ptx_coef: float = 0.3
     max_new_tokens: int = 32
     best_of: int = 4

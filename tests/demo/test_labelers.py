@@ -86,3 +86,35 @@ def test_demonstrations_are_good_with_occasional_small_flaws(world: World, label
     assert statistics.mean(scores) > 0.97
     assert 0.02 <= sum(s < 1.0 for s in scores) / len(scores) <= 0.12
     assert len({labelers[i].write_demonstration(prompts[0]) for i in range(10)}) > 1  # natural variety
+
+
+def test_ppo_can_keep_the_checkpoint_its_training_labelers_prefer(world, labelers, tmp_path):
+    """`ppo_keep_by: labelers`: PPO's judge compares each held-out answer with the first evaluation's answer to
+    the same prompt, by training labelers only, and judges a resumed run against the same first answers."""
+    import dataclasses
+
+    from instructrl.demo.pipeline import Demo, labelers_judge
+    from instructrl.demo.settings import DemoSettings
+
+    train = [x for x in labelers if x.group == "train"]
+    heldout = [x for x in labelers if x.group == "heldout"]
+    settings = DemoSettings.quick(seed=0)
+    demo = Demo(tmp_path, settings, world, train, heldout)
+    assert labelers_judge(demo, tmp_path / "judge.json") is None  # the default: the RM chooses
+    demo = Demo(tmp_path, dataclasses.replace(settings, ppo_keep_by="labelers"), world, train, heldout)
+    rng = random.Random(0)
+    prompts = [world.make_prompt(rng, "open_qa") for _ in range(40)]
+    right = [world.respond(p, rng) for p in prompts]
+    wrong = ["the tumbit is rude ." for _ in prompts]
+    judge = labelers_judge(demo, tmp_path / "judge.json")
+    assert judge is not None
+    judge(prompts, wrong)  # the first evaluation: the starting policy's answers, kept
+    better, worse = judge(prompts, right), judge(prompts, wrong)
+    assert sum(better) / len(better) > 0.8 and sum(worse) / len(worse) < 0.7
+    expected = [
+        {"a": 1.0, "b": 0.0, "tie": 0.5}[train[i % len(train)].compare(p, r, w)]
+        for i, (p, r, w) in enumerate(zip(prompts, right, wrong, strict=True))
+    ]
+    assert better == expected
+    resumed = labelers_judge(demo, tmp_path / "judge.json")  # a new process: the baseline from the file
+    assert resumed is not None and resumed(prompts, right) == better
