@@ -60,31 +60,32 @@ def main() -> None:
                     row.append(torch.log_softmax(logits, -1).gather(1, torch.tensor(r)[:, None]).sum().item())
                 logp.append(row)
         cache.write_text(json.dumps([candidates, logp]))
-    rm = score_responses(reward_dir, texts, candidates)
-    best = [
-        cs[max((j for j in range(n) if cs[j].strip()), key=lambda j: r[j] + alpha * lp[j], default=0)]
-        for cs, r, lp in zip(candidates, rm, logp, strict=True)
-    ]
-    chosen = sum(map(world.gold_score, texts, best)) / len(texts)
-    one = sum(world.gold_score(t, c[0]) for t, c in zip(texts, candidates, strict=True)) / len(texts)
-    print(f"gold of the chosen answers {chosen:.3f}, of one sample {one:.3f}")
-    data = out / f"best{tag}_a{alpha}.jsonl"
-    rows = [
-        {"prompt": t, "response": b, "user_id": p.user_id}
-        for t, b, p in zip(texts, best, prompts, strict=True)
-        if b.strip()
-    ]
-    write_jsonl(data, rows)
     name = f"sft{tag}_a{alpha}_lr{lr}_e{epochs}"
-    config = sft_config(s).model_copy(update={"lr": lr, "epochs": epochs})
-    run_sft(
-        model_dir=run / "sft" / "final",
-        data=data,
-        val_data=run / "data" / "demonstrations_validation.jsonl",
-        out=out / name,
-        config=config,
-        resume=(out / name / "config.yaml").exists(),
-    )
+    if not (out / name / "summary.json").exists():  # a finished probe is only evaluated again
+        rm = score_responses(reward_dir, texts, candidates)
+        best = [
+            cs[max((j for j in range(n) if cs[j].strip()), key=lambda j: r[j] + alpha * lp[j], default=0)]
+            for cs, r, lp in zip(candidates, rm, logp, strict=True)
+        ]
+        chosen = sum(map(world.gold_score, texts, best)) / len(texts)
+        one = sum(world.gold_score(t, c[0]) for t, c in zip(texts, candidates, strict=True)) / len(texts)
+        print(f"gold of the chosen answers {chosen:.3f}, of one sample {one:.3f}")
+        data = out / f"best{tag}_a{alpha}.jsonl"
+        rows = [
+            {"prompt": t, "response": b, "user_id": p.user_id}
+            for t, b, p in zip(texts, best, prompts, strict=True)
+            if b.strip()
+        ]
+        write_jsonl(data, rows)
+        config = sft_config(s).model_copy(update={"lr": lr, "epochs": epochs})
+        run_sft(
+            model_dir=run / "sft" / "final",
+            data=data,
+            val_data=run / "data" / "demonstrations_validation.jsonl",
+            out=out / name,
+            config=config,
+            resume=(out / name / "config.yaml").exists(),
+        )
     evaluation = json.loads((out / "sft16.json").read_text())
     eval_prompts, eval_candidates = evaluation["prompts"], evaluation["candidates"]
     tuned, tuned_tok = P._load_policy(out / name / "final")
