@@ -40,7 +40,7 @@ from instructrl.datasets.io import read_comparisons, write_jsonl  # noqa: E402
 from instructrl.datasets.records import Comparison  # noqa: E402
 from instructrl.demo import pipeline  # noqa: E402
 from instructrl.demo.knowledge import canon  # noqa: E402
-from instructrl.demo.labelers import make_labelers  # noqa: E402
+from instructrl.demo.labelers import OUTCOME, make_labelers  # noqa: E402
 from instructrl.demo.settings import ppo_config  # noqa: E402
 from instructrl.demo.world import World, few_shot_answer  # noqa: E402
 from instructrl.evaluation.models import generate_answers_k, score_responses  # noqa: E402
@@ -98,7 +98,7 @@ class Run:
         """a against b, judged by the held-out labelers as the demo's evaluation judges."""
         held = self.demo.heldout_labelers
         verdicts = [held[i % len(held)].compare(p, a[i], b[i]) for i, p in enumerate(prompts)]
-        return win_rate([{"a": 1.0, "b": 0.0, "tie": 0.5}[v] for v in verdicts])
+        return win_rate([OUTCOME[v] for v in verdicts])
 
 
 def attempt_ppo(args) -> dict:

@@ -40,6 +40,8 @@ GROUP_NOISE: dict[str, float] = {"train": 0.225, "heldout": 0.18}
 """Mean noise (std of perceived quality) per group, calibrated to the paper's agreement rates."""
 TIE_MARGIN = 0.02
 """`compare` calls two responses a tie when the perceived qualities differ by less than this."""
+OUTCOME = {"a": 1.0, "b": 0.0, "tie": 0.5}
+"""Response a's win-rate outcome for each verdict of `compare`."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from instructrl.datasets.io import atomic_write_text, read_records, write_jsonl
 from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
 from instructrl.demo import base
 from instructrl.demo.knowledge import canon
-from instructrl.demo.labelers import Labeler, make_labelers
+from instructrl.demo.labelers import OUTCOME, Labeler, make_labelers
 from instructrl.demo.probes import ProbeSet
 from instructrl.demo.settings import (
     TEMPLATE,
@@ -407,7 +407,7 @@ def labelers_judge(demo: Demo, baseline_file: Path) -> RewardFn | None:
             labelers[i % len(labelers)].compare(p, r, baseline[p])
             for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
         )
-        return [{"a": 1.0, "b": 0.0, "tie": 0.5}[v] for v in verdicts]
+        return [OUTCOME[v] for v in verdicts]
 
     return judge
 
@@ -509,7 +509,7 @@ def _win_rates(
         outcomes = []
         for i, p in enumerate(prompts):
             verdict = labelers[i % len(labelers)].compare(p, other[i], answers["sft"][i])
-            outcomes.append({"a": 1.0, "b": 0.0, "tie": 0.5}[verdict])
+            outcomes.append(OUTCOME[verdict])
         out[m] = win_rate(outcomes)
     return out
 

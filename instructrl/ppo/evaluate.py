@@ -85,8 +85,8 @@ def evaluate(s: PPOSetup, tag: str) -> dict[str, float]:
 class KeepBest:
     """Checkpoint choice. `evaluated` after every evaluation notes it and, with keep=best, saves the policy as
     OUT/kept when its held-out reward (its judge's mean where PPO has a judge_fn) is the best so far within
-    kl_budget; `finish` after the last one makes
-    the kept policy final/ (the last policy with keep=last, or when none was kept)."""
+    kl_budget; `finish` after the last one makes the kept policy final/ (the last policy with keep=last, or
+    when none was kept)."""
 
     evaluations: list[Evaluation] = field(default_factory=list)
     """Every evaluation so far, in order, each with its iteration."""
