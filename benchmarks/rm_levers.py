@@ -48,46 +48,56 @@ def cpu_kind() -> str:
     return "AVX512-BF16" if "avx512_bf16" in flags else torch.backends.cpu.get_cpu_capability()
 
 
-def sft_samples(demo, run: Path, out: Path) -> tuple[list[str], list[list[str]], list[list[float]]]:
-    """The evaluation's prompts, SFT's 16 candidates per prompt (as step_evaluate draws them) and log pi_SFT."""
-    import torch
-
+def loglikelihoods(
+    model, tok, template: str, prompts: list[str], responses: list[list[str]]
+) -> list[list[float]]:
+    """log pi(y | x) of each response, summed over its tokens, in batched fp32 forward passes
+    (`request_loglikelihoods`, the evaluations' own); an empty response's is 0."""
     from instructrl.datasets.tokenize import prompt_ids, response_ids
+    from instructrl.evaluation.benchmarks.common import max_length, request_loglikelihoods
+
+    requests, where = [], []
+    for i, (p, rs) in enumerate(zip(prompts, responses, strict=True)):
+        q = prompt_ids(tok, p, template)
+        for j, r in enumerate(rs):
+            if ids := response_ids(tok, r, p):
+                requests.append((q, ids))
+                where.append((i, j))
+    scores = request_loglikelihoods(model, requests, tok.pad_token_id, max_length(model, tok), batch_size=64)
+    out = [[0.0] * len(rs) for rs in responses]
+    for (i, j), lp in zip(where, scores, strict=True):
+        out[i][j] = lp
+    return out
+
+
+def sft_samples(demo, run: Path, out: Path):
+    """The evaluation's prompts, SFT's 16 candidates per prompt (as step_evaluate draws them), their log pi_SFT
+    and their gold-ordered pairs (demo/rm_gold.py)."""
     from instructrl.demo import pipeline as P
+    from instructrl.demo.rm_gold import gold_pairs
     from instructrl.models.checkpoint import CheckpointMeta
 
     cache = out / "sft16.json"
-    if cache.exists():
-        d = json.loads(cache.read_text())
-        return d["prompts"], d["candidates"], d["logp"]
-    s = demo.settings
-    prompts = [
-        p.prompt for p in P._sample(P._prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))
-    ]
-    model, tok = P._load_policy(run / "sft" / "final")
-    _, candidates = P.sft_answers_and_candidates(demo, model, tok, prompts)
-    template = CheckpointMeta.read(run / "sft" / "final").prompt_template
-    logp = []
-    with torch.no_grad():  # one sequence at a time: no padding to get right, ~20 s
-        for p, cs in zip(prompts, candidates, strict=True):
-            q = prompt_ids(tok, p, template)
-            row = []
-            for c in cs:
-                r = response_ids(tok, c, p)
-                logits = model(torch.tensor([q + r])).logits[0, len(q) - 1 : -1].float()
-                row.append(torch.log_softmax(logits, -1).gather(1, torch.tensor(r)[:, None]).sum().item())
-            logp.append(row)
-    cache.write_text(json.dumps({"prompts": prompts, "candidates": candidates, "logp": logp}))
-    return prompts, candidates, logp
+    if not cache.exists():
+        s = demo.settings
+        prompts = [
+            p.prompt for p in P._sample(P._prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))
+        ]
+        model, tok = P._load_policy(run / "sft" / "final")
+        _, candidates = P.sft_answers_and_candidates(demo, model, tok, prompts)
+        template = CheckpointMeta.read(run / "sft" / "final").prompt_template
+        logp = loglikelihoods(model, tok, template, prompts, candidates)
+        cache.write_text(json.dumps({"prompts": prompts, "candidates": candidates, "logp": logp}))
+    d = json.loads(cache.read_text())
+    return d["prompts"], d["candidates"], d["logp"], gold_pairs(demo.world, d["prompts"], d["candidates"])
 
 
 def measure_rm(demo, name: str, rm: Path, samples, alphas: list[float], base: dict[str, Any]) -> None:
     from instructrl.demo import pipeline as P
-    from instructrl.demo.rm_gold import gold_pairs, pair_accuracy
+    from instructrl.demo.rm_gold import pair_accuracy
     from instructrl.evaluation.models import score_responses
 
-    prompts, candidates, logp = samples
-    pairs = gold_pairs(demo.world, prompts, candidates)
+    prompts, candidates, logp, pairs = samples
     raw = score_responses(rm, prompts, candidates)
     for alpha in alphas:
         scores = [
@@ -242,7 +252,7 @@ def main() -> None:
         ),
     )
     base["rm"] = "the demo's round 1" if reward_dir == args.run / "rm" / "final" else "this run's"
-    prompts, candidates, _ = samples
+    prompts, candidates, *_ = samples
     model, tok = P._load_policy(args.out / name / "final")
     seed = P.hash_seed(settings.seed, "eval")
     answers = {"sft": [c[0] for c in candidates]}

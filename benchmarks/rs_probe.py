@@ -14,16 +14,16 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from instructrl.datasets.io import write_jsonl
-from instructrl.datasets.tokenize import prompt_ids, response_ids
 from instructrl.demo import pipeline as P
 from instructrl.demo.labelers import make_labelers
 from instructrl.demo.settings import TEMPLATE, DemoSettings, sft_config
 from instructrl.demo.world import World
 from instructrl.evaluation.models import score_responses
 from instructrl.sft.train import run_sft
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rm_levers import loglikelihoods  # noqa: E402  (log pi_SFT, as rm_levers.py measures it)
 
 
 def main() -> None:
@@ -45,21 +45,11 @@ def main() -> None:
     texts = [p.prompt for p in prompts]
     model, tok = P._load_policy(run / "sft" / "final")
     cache = out / "cands.json"
-    if cache.exists():
-        candidates, logp = json.loads(cache.read_text())
-    else:
+    if not cache.exists():
         seed = P.hash_seed(s.seed, "rs")
         candidates = P._generate(demo, model, tok, texts, k=n, seed=seed, desc="rs candidates")
-        logp = []
-        with torch.no_grad():
-            for p, cs in zip(texts, candidates, strict=True):
-                q, row = prompt_ids(tok, p, TEMPLATE), []
-                for c in cs:
-                    r = response_ids(tok, c, p)
-                    logits = model(torch.tensor([q + r])).logits[0, len(q) - 1 : -1].float()
-                    row.append(torch.log_softmax(logits, -1).gather(1, torch.tensor(r)[:, None]).sum().item())
-                logp.append(row)
-        cache.write_text(json.dumps([candidates, logp]))
+        cache.write_text(json.dumps([candidates, loglikelihoods(model, tok, TEMPLATE, texts, candidates)]))
+    candidates, logp = json.loads(cache.read_text())
     name = f"sft{tag}_a{alpha}_lr{lr}_e{epochs}"
     if not (out / name / "summary.json").exists():  # a finished probe is only evaluated again
         rm = score_responses(reward_dir, texts, candidates)
