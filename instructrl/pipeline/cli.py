@@ -13,6 +13,7 @@ one command -> label again.
 from __future__ import annotations
 
 import argparse
+import shlex
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,8 +56,10 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
 
     overrides = [*args.overrides, *([f"out={args.out}"] if args.out else [])]
     config = load_pipeline_config(args.config, overrides)
+    again = ["instructrl", "pipeline", "--config", args.config, *(["--out", args.out] if args.out else [])]
+    again += [a for o in args.overrides for a in ("--set", o)]
     with stopped_exit():
-        report = run_pipeline(config)
+        report = run_pipeline(config, resume_command=shlex.join(again))
     print(f"wrote {config.out / 'report.md'} ({len(report.rounds)} rounds)")
     return 0
 

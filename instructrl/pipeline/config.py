@@ -172,18 +172,25 @@ class PipelineConfig(BaseModel):
     """The pipeline's directory: one folder per step, the step log and the report (`--out` overrides)."""
     base_model: str
     """The model SFT starts from: a folder written by save_pretrained or a Hub id ORG/NAME[@REVISION]."""
-    data: Annotated[
-        Annotated[ExportedLabels, Tag("exported")] | Annotated[DatabaseLabels, Tag("database")],
-        Discriminator(_label_source),
-    ]
+    data: (
+        Annotated[
+            Annotated[ExportedLabels, Tag("exported")] | Annotated[DatabaseLabels, Tag("database")],
+            Discriminator(_label_source),
+        ]
+        | None
+    ) = None
     """Where the human data comes from: `source: exported` (the default), the labeling app's export folders;
-    `source: database`, the app's database while its labelers rank each round."""
+    `source: database`, the app's database while its labelers rank each round. (Required in a config file;
+    a program passes its own `LabelSource` to `pipeline_steps` instead, as the demo does.)"""
     pretrain: Path | None = None
     """Pretraining text, JSONL ({"text": ...}), for PPO-ptx (needed when ppo.ptx_coef > 0)."""
     sft: SFTConfig = Field(default_factory=SFTConfig)
     """SFT on the demonstrations (`instructrl sft` keys)."""
     rm: RMConfig = Field(default_factory=RMConfig)
     """Every round's reward model (`instructrl rm` keys); normalised on the demonstrations, as the paper."""
+    later_rm_epochs: int | None = Field(default=None, ge=1)
+    """Epochs of the reward model from round 2 on, where it continues from the last round's RM on every
+    round's comparisons (empty: rm.epochs, as in round 1)."""
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     """Every round's PPO (`instructrl ppo` keys); ptx_coef > 0 makes it PPO-ptx."""
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -191,10 +198,15 @@ class PipelineConfig(BaseModel):
     changed: dict[str, set[str]] = Field(default_factory=dict, exclude=True)
     """The keys the user set, per stage (a stage reads e.g. its prompt template from the model unless set)."""
 
-    def round_config(self) -> RoundConfig:
-        """The config of each round: this pipeline's RM and PPO sections."""
-        changed = {k: v for k, v in self.changed.items() if k in STAGES}
-        return RoundConfig(rm=self.rm, ppo=self.ppo, changed=changed)
+    def round_config(self, round_: int) -> RoundConfig:
+        """Round `round_`'s config: this pipeline's RM and PPO sections (from round 2 on, the RM's epochs
+        `later_rm_epochs` where set)."""
+        changed = {k: set(v) for k, v in self.changed.items() if k in STAGES}
+        rm = self.rm
+        if round_ > 1 and self.later_rm_epochs is not None:
+            rm = rm.model_copy(update={"epochs": self.later_rm_epochs})
+            changed.setdefault("rm", set()).add("epochs")
+        return RoundConfig(rm=rm, ppo=self.ppo, changed=changed)
 
 
 def describe_pipeline() -> str:
@@ -255,6 +267,11 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
             raise UserError(
                 f"{origin.get((key,), path)}: unknown key '{key}' (a pipeline config has {', '.join(known)}).{hint}"
             )
+    if values.get("data") is None:
+        raise UserError(
+            f"{origin.get(('data',), path)}: no 'data' section: say where the labels come from "
+            f"(source: exported, with the export folders, or source: database; see --help-config)"
+        )
     stages: dict[str, Any] = {}
     for name, cls in STAGE_SECTIONS.items():
         given = values.pop(name, None) or {}

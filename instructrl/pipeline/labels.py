@@ -2,7 +2,7 @@
 
     exported   the labeling app's exports (`instructrl label export`), one folder per round
     database   the app's database: start round N's generation job from the policies, wait for its rankings
-    demo       the demo's simulated labelers (to come)
+    demo       the demo's simulated labelers (instructrl.demo.labels; a program's source, not a config's)
 
 The pipeline asks a source for the demonstrations once, for the PPO prompts once, and for each round's
 rankings with the policies that round's answers should come from; a source that collects rankings (the
@@ -15,11 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from instructrl.errors import UserError
+
+if TYPE_CHECKING:
+    from instructrl.ppo.setup import RewardFn
 
 
 class Demonstrations(NamedTuple):
@@ -58,6 +61,12 @@ class LabelSource(Protocol):
     def round_labels(self, round_: int, *, policy: Path, previous_policy: Path | None) -> RoundLabels:
         """Round `round_`'s rankings, of answers from `policy` (SFT in round 1, round N - 1's policy later)
         and `previous_policy` (the one before it; None in round 1)."""
+        ...
+
+    def judge(self, round_: int, out: Path) -> RewardFn | None:
+        """PPO's checkpoint choice in round `round_` (its directory `out`) by this source's labelers
+        (run_ppo's `judge_fn`), or None: by the reward model's score. Only a source whose labelers answer
+        while PPO runs can judge (the demo's); people working in the app answer later."""
         ...
 
 
@@ -118,6 +127,9 @@ class ExportedFiles:
 
     def round_labels(self, round_: int, *, policy: Path, previous_policy: Path | None) -> RoundLabels:
         return self._round(round_)  # exported already: whoever exported them chose the policies
+
+    def judge(self, round_: int, out: Path) -> RewardFn | None:
+        return None
 
     def _round(self, round_: int) -> RoundLabels:
         return RoundLabels(*_split_files(self.config.rounds[round_ - 1], "comparisons.jsonl"))
@@ -265,3 +277,6 @@ class DatabaseRounds:
         folder = self.config.exports / f"round{round_}"
         service.export_labels(database_url=url, out_dir=folder, round=round_)
         return RoundLabels(*_split_files(folder, "comparisons.jsonl"))
+
+    def judge(self, round_: int, out: Path) -> RewardFn | None:
+        return None

@@ -17,6 +17,10 @@ in this process. The pipeline's directory:
 
 Resuming is running the same command again: a step in steps.json is skipped; an interrupted one continues
 from its stage's checkpoint (the stages' own --resume); the steps after it run as usual.
+
+The runner (`run_steps`) and the plan (`pipeline_steps`) are apart, so that a client adds its own steps
+around the method's: the demo puts its world and pretraining before SFT, and its PPO-ptx arm and its
+evaluation after the rounds, with its simulated labelers as the `LabelSource`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel
@@ -39,6 +43,9 @@ from instructrl.pipeline.config import PipelineConfig
 from instructrl.pipeline.labels import LabelSource
 from instructrl.pipeline.round import RoundSummary, resumable, run_round
 from instructrl.sft.summary import SFTSummary
+
+if TYPE_CHECKING:
+    from instructrl.ppo.setup import RewardFn
 
 
 class StepRecord(BaseModel):
@@ -64,6 +71,18 @@ class PipelineReport(BaseModel):
     suite_report: str | None = None
     steps: dict[str, float]
     """Seconds each step took (when it ran; a resumed step counts its last run only)."""
+
+
+class StepFailed(RuntimeError):
+    """A step raised an unexpected error (the cause, a defect of instructrl); the message says how to go on."""
+
+
+class Step(NamedTuple):
+    """One resumable step of a plan: its name in steps.json, what it does in words, and the call doing it."""
+
+    name: str
+    title: str
+    run: Callable[[], StepRecord]
 
 
 class Steps:
@@ -137,10 +156,12 @@ def step_sft(config: PipelineConfig, labels: LabelSource) -> StepRecord:
                 changed_keys=config.changed.get("sft", set()),
             )
         )
-    return _record("sft", {"model": str(run / "final")}, summary.as_dict())
+    return step_record("sft", {"model": str(run / "final")}, summary.as_dict())
 
 
-def step_round(config: PipelineConfig, labels: LabelSource, round_: int) -> StepRecord:
+def step_round(
+    config: PipelineConfig, labels: LabelSource, round_: int, reward_fn: RewardFn | None = None
+) -> StepRecord:
     out = config.out / f"round{round_}"
     if (out / "round.json").is_file():
         record = RoundSummary.read(out)
@@ -162,15 +183,17 @@ def step_round(config: PipelineConfig, labels: LabelSource, round_: int) -> Step
             val_data=data.validation,
             prompts=prompts.train,
             val_prompts=prompts.validation,
-            config=config.round_config(),
+            config=config.round_config(round_),
             sft=sft if previous is None else None,
             previous=previous,
             norm_data=labels.demonstrations().train,  # the paper: demonstrations score 0 on average
             pretrain_data=config.pretrain,
             resume=out.exists(),
+            judge_fn=labels.judge(round_, out),
+            reward_fn=reward_fn,
         )
     outputs = {"policy": record.policy, "reward_model": record.reward_model, "round": str(out / "round.json")}
-    return _record(f"round{round_}", outputs, record.model_dump(mode="json"))
+    return step_record(f"round{round_}", outputs, record.model_dump(mode="json"))
 
 
 def step_answers(config: PipelineConfig, models: dict[str, str]) -> StepRecord:
@@ -198,7 +221,7 @@ def step_answers(config: PipelineConfig, models: dict[str, str]) -> StepRecord:
         str(cfg.max_new_tokens),
     ]
     command += ["--seed", str(cfg.seed), "--out", str(answers.out)]
-    return _record(
+    return step_record(
         "eval-answers", {"answers": str(answers.out)}, {"pairs": pairs, "command": shlex.join(command)}
     )
 
@@ -216,11 +239,13 @@ def step_suite(config: PipelineConfig, models: dict[str, str]) -> StepRecord:
         samples=cfg.samples, limit=cfg.limit,
     )  # fmt: skip
     result = run_suite(suite)
-    return _record("eval-suite", {"report": str(result.report)}, {"command": command_line("suite", suite)})
+    return step_record(
+        "eval-suite", {"report": str(result.report)}, {"command": command_line("suite", suite)}
+    )
 
 
-def step_report(config: PipelineConfig, steps: Steps, rounds: int) -> StepRecord:
-    done = steps.done
+def step_report(config: PipelineConfig, rounds: int) -> StepRecord:
+    done = Steps(config.out, lambda _: None).done  # the records of the steps before this one
     report = PipelineReport(
         base_model=config.base_model,
         sft=done["sft"].outputs["model"],
@@ -232,7 +257,7 @@ def step_report(config: PipelineConfig, steps: Steps, rounds: int) -> StepRecord
     )
     atomic_write_text(config.out / "report.json", report.model_dump_json(indent=2) + "\n")
     atomic_write_text(config.out / "report.md", render_report(report))
-    return _record("report", {"report": str(config.out / "report.md")}, {})
+    return step_record("report", {"report": str(config.out / "report.md")}, {})
 
 
 def render_report(report: PipelineReport) -> str:
@@ -265,7 +290,7 @@ def render_report(report: PipelineReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _record(name: str, outputs: dict[str, str], summary: dict[str, Any]) -> StepRecord:
+def step_record(name: str, outputs: dict[str, str], summary: dict[str, Any]) -> StepRecord:
     return StepRecord(
         name=name, finished_at=datetime.now(UTC).isoformat(timespec="seconds"), seconds=0.0,
         outputs=outputs, summary=summary,
@@ -275,42 +300,90 @@ def _record(name: str, outputs: dict[str, str], summary: dict[str, Any]) -> Step
 # --- the runner ---------------------------------------------------------------------------------------------
 
 
-def run_pipeline(config: PipelineConfig, *, log: Callable[[str], None] = print) -> PipelineReport:
-    """Every step not done yet, in order; returns the report (OUT/report.json)."""
-    from instructrl.models.loading import resolve_model
-
-    labels: LabelSource = config.data.open()
-    resolve_model(config.base_model, "base model")  # a missing folder or uncached Hub id fails here
-    labels.check()  # bad data fails here, before any training
-    for file in (config.evaluation.answers.prompts,) if config.evaluation.answers else ():
-        if not Path(file).is_file():
-            raise UserError(f"{file}: no such prompts file (evaluation.answers.prompts)")
-    out = config.out
-    start_dir(out, config)
-    steps = Steps(out, log)
-
-    rounds = labels.rounds
+def pipeline_steps(
+    config: PipelineConfig, labels: LabelSource, *, reward_fn: RewardFn | None = None
+) -> list[Step]:
+    """The method's steps on `labels`, in order: SFT, the rounds, the evaluations asked for, the report.
+    `reward_fn`: PPO's reward instead of each round's RM (run_ppo's; for a programmatic reward)."""
+    out, rounds = config.out, labels.rounds
     policies = {f"round{n}": str(out / f"round{n}" / "ppo" / "final") for n in range(1, rounds + 1)}
-    plan: list[tuple[str, Callable[[], StepRecord]]] = [("sft", partial(step_sft, config, labels))]
-    plan += [(f"round{n}", partial(step_round, config, labels, n)) for n in range(1, rounds + 1)]
+    plan = [Step("sft", "SFT on the demonstrations", partial(step_sft, config, labels))]
+    plan += [
+        Step(
+            f"round{n}",
+            f"round {n}: its rankings, the reward model retrained, PPO "
+            + ("from SFT" if n == 1 else f"continued from round {n - 1}'s policy"),
+            partial(step_round, config, labels, n, reward_fn),
+        )
+        for n in range(1, rounds + 1)
+    ]
     if config.evaluation.answers is not None:
         answering = {"sft": str(out / "sft" / "final"), **policies}
-        plan.append(("eval-answers", partial(step_answers, config, answering)))
+        plan.append(Step("eval-answers", "A/B pairs against SFT", partial(step_answers, config, answering)))
     if config.evaluation.suite is not None:
         benchmarked = {
             "base": config.base_model,
             "sft": str(out / "sft" / "final"),
             "policy": policies[f"round{rounds}"],
         }
-        plan.append(("eval-suite", partial(step_suite, config, benchmarked)))
-    plan.append(("report", partial(step_report, config, steps, rounds)))
+        plan.append(Step("eval-suite", "the public benchmarks", partial(step_suite, config, benchmarked)))
+    plan.append(Step("report", "the report", partial(step_report, config, rounds)))
+    return plan
 
-    for i, (name, run) in enumerate(plan, start=1):
-        if name in steps.done:
-            steps.log("skip", name, f" (done {steps.done[name].finished_at})")
+
+def run_steps(
+    out: Path, plan: list[Step], *, log: Callable[[str], None] = print, resume_command: str
+) -> Steps:
+    """Every step of `plan` not in OUT/steps.json yet, in order, each recorded there once it is done. A step
+    that fails says which it was and how to go on (`resume_command`); the steps before it are kept."""
+    steps = Steps(out, log)
+    for i, step in enumerate(plan, start=1):
+        if step.name in steps.done:
+            steps.log("skip", step.name, f" (done {steps.done[step.name].finished_at})")
             continue
-        steps.log("start", name, f" ({i} of {len(plan)})")
+        steps.log("start", step.name, f" ({i} of {len(plan)}: {step.title})")
         t0 = time.perf_counter()
-        record = run()
+        try:
+            record = step.run()
+        except BaseException as e:
+            kept = [s.name for s in plan if s.name in steps.done]
+            how = (
+                f"stopped in step '{step.name}' ({step.title}) after {time.perf_counter() - t0:.0f} s; "
+                f"the steps done ({', '.join(kept) or 'none'}) are kept in {out}. "
+                f"Go on from this step with: {resume_command}"
+            )
+            from instructrl.training.runtime import Stopped
+
+            if isinstance(e, UserError):
+                raise UserError(f"{e}\n{how}") from None
+            if isinstance(e, Exception) and not isinstance(
+                e, Stopped
+            ):  # a defect: its traceback, then how to go on
+                raise StepFailed(how) from e
+            steps.log("stopped", step.name, f" ({type(e).__name__})")
+            log(how)  # stopped (Ctrl-C, SIGTERM: the stage saved a checkpoint) or interrupted
+            raise
         steps.finish(record.model_copy(update={"seconds": time.perf_counter() - t0}))
-    return PipelineReport.model_validate_json((out / "report.json").read_text(encoding="utf-8"))
+    return steps
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    *,
+    log: Callable[[str], None] = print,
+    resume_command: str = "the same `instructrl pipeline` command",
+) -> PipelineReport:
+    """Every step not done yet, in order; returns the report (OUT/report.json)."""
+    from instructrl.models.loading import resolve_model
+
+    if config.data is None:
+        raise UserError("the pipeline config has no 'data' section: say where the labels come from")
+    labels: LabelSource = config.data.open()
+    resolve_model(config.base_model, "base model")  # a missing folder or uncached Hub id fails here
+    labels.check()  # bad data fails here, before any training
+    for file in (config.evaluation.answers.prompts,) if config.evaluation.answers else ():
+        if not Path(file).is_file():
+            raise UserError(f"{file}: no such prompts file (evaluation.answers.prompts)")
+    start_dir(config.out, config)
+    run_steps(config.out, pipeline_steps(config, labels), log=log, resume_command=resume_command)
+    return PipelineReport.model_validate_json((config.out / "report.json").read_text(encoding="utf-8"))

@@ -225,6 +225,7 @@ def test_a_pipeline_killed_hard_after_a_step_goes_on_from_there(tiny_model_dir, 
         (("  batch_size: 8\n", "  batch_size: 8\n  ptx_coef: 1\n"), "pipeline.yaml:24: ppo.ptx_coef > 0 (PPO-ptx) needs pretraining text"),
         (("    max_new_tokens: 8\n", "    max_new_tokens: 0\n"), "pipeline.yaml:33: key 'evaluation.answers.max_new_tokens'"),
         (("round2\n", "round3\n"), "round3: no such export folder"),
+        (("data:\n", "dataa:\n"), "pipeline.yaml:3: unknown key 'dataa' (a pipeline config has out, "),
     ],
 )  # fmt: skip
 def test_a_bad_pipeline_config_says_where_and_trains_nothing(
@@ -242,4 +243,86 @@ def test_the_example_config_is_a_valid_pipeline_config():
     from instructrl.pipeline.config import load_pipeline_config
 
     config = load_pipeline_config(Path(__file__).parents[2] / "examples" / "pipeline.yaml")
-    assert config.data.open().rounds == 2 and config.round_config().rm.latest_round_weight == 2
+    assert config.data is not None and config.data.open().rounds == 2
+    assert config.round_config(1).rm.latest_round_weight == 2
+
+
+def test_later_rounds_can_train_the_continued_reward_model_for_fewer_epochs(tmp_path):
+    from instructrl.pipeline.config import PipelineConfig
+    from instructrl.reward.config import RMConfig
+
+    config = PipelineConfig(out=tmp_path, base_model="org/tiny-gpt2", rm=RMConfig(epochs=4))
+    assert [config.round_config(n).rm.epochs for n in (1, 2, 3)] == [4, 4, 4]
+    later = config.model_copy(update={"later_rm_epochs": 2})
+    assert [later.round_config(n).rm.epochs for n in (1, 2, 3)] == [4, 2, 2]
+    assert "epochs" in later.round_config(2).changed["rm"] and "rm" not in later.round_config(1).changed
+
+
+def test_a_round_asks_its_label_source_for_the_judge_of_its_ppo(tmp_path, monkeypatch):
+    """A source whose labelers answer while PPO runs (the demo's) chooses PPO's kept checkpoint; the round
+    passes its judge, for that round's directory, to run_round."""
+    import instructrl.pipeline.run as run
+    from instructrl.pipeline.config import PipelineConfig
+    from instructrl.pipeline.labels import Demonstrations, Prompts, RoundLabels
+
+    def judge(prompts, responses):
+        return [1.0] * len(prompts)
+
+    class Source:
+        rounds = 1
+        asked: list = []
+
+        def demonstrations(self):
+            return Demonstrations(tmp_path / "demos.jsonl", None)
+
+        def prompts(self):
+            return Prompts(tmp_path / "prompts.jsonl", None)
+
+        def round_labels(self, round_, *, policy, previous_policy):
+            assert policy == tmp_path / "sft" / "final" and previous_policy is None
+            return RoundLabels(tmp_path / "comparisons.jsonl", None)
+
+        def judge(self, round_, out):
+            self.asked.append((round_, out))
+            return judge
+
+    seen = {}
+
+    def run_round(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(run, "run_round", run_round)
+    with pytest.raises(RuntimeError, match="stop here"):
+        run.step_round(PipelineConfig(out=tmp_path, base_model="m"), Source(), 1)
+    assert Source.asked == [(1, tmp_path / "round1")] and seen["judge_fn"] is judge
+    assert seen["sft"] == tmp_path / "sft" / "final" and seen["reward_fn"] is None
+
+
+def test_a_failed_step_names_itself_and_the_command_that_goes_on(hub_cache, exports, tmp_path, monkeypatch):
+    """A step that fails on a user's mistake: a clean error (exit 2) naming the step, what is kept and the
+    command that goes on from it; a defect: its traceback under the same words."""
+    import instructrl.pipeline.run as run
+    from instructrl.errors import UserError
+
+    def disk_full(**kwargs):
+        raise UserError("the disk is full")
+
+    monkeypatch.setattr(run, "run_round", disk_full)
+    out = tmp_path / "out"
+    config = config_file(tmp_path, exports, out)
+    code, _, err = run_cli("pipeline", "--config", config, "--set", "sft.epochs=1")
+    assert code == 2 and "the disk is full" in err and "Traceback" not in err, err
+    assert "stopped in step 'round1'" in err and f"the steps done (sft) are kept in {out}" in err
+    assert f"instructrl pipeline --config {config} --set sft.epochs=1" in err
+    assert list(read(out / "steps.json")) == ["sft"]
+
+    def defect(**kwargs):
+        raise AssertionError("a bug")
+
+    monkeypatch.setattr(run, "run_round", defect)
+    from instructrl.pipeline.config import load_pipeline_config
+
+    with pytest.raises(run.StepFailed, match=r"step 'round1'.*Go on from this step with") as e:
+        run.run_pipeline(load_pipeline_config(config, ["sft.epochs=1"]), log=lambda m: None)
+    assert isinstance(e.value.__cause__, AssertionError)
