@@ -24,7 +24,10 @@ import shutil
 import sys
 from pathlib import Path
 
-COPIED = ("world", "data", "pretrain", "sft", "rm")
+COPIED = ("world", "data", "pretrain", "sft", "round1/rm")
+"""What the oracle run takes from the demo run: everything up to round 1's reward model (its PPO is redone)."""
+DONE = ("world", "pretrain", "sft")
+"""The copied steps, marked done in steps.json (round 1 then reads its rankings and RM back, runs PPO)."""
 
 
 def main() -> None:
@@ -35,8 +38,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="demo setting override")
     args = p.parse_args()
 
-    from instructrl.demo import pipeline
     from instructrl.demo.pipeline import DemoSettings, run_demo
+    from instructrl.demo.world import World
 
     saved = json.loads((args.run / "settings.json").read_text())
     settings = DemoSettings.full(saved["seed"])
@@ -50,18 +53,18 @@ def main() -> None:
     for step in COPIED:
         if not (args.out / step).exists():
             shutil.copytree(args.run / step, args.out / step)
+    steps = json.loads((args.run / "steps.json").read_text())
+    if not (args.out / "steps.json").exists():
+        (args.out / "steps.json").write_text(json.dumps({k: steps[k] for k in DONE}, indent=2))
+    world = World(settings.seed)
 
-    demo_step_ppo = pipeline.step_ppo
+    def gold(prompts: list[str], responses: list[str]) -> list[float]:
+        pairs = zip(prompts, responses, strict=True)
+        return [args.scale * (world.gold_score(p, r) - 1.0) for p, r in pairs]
 
-    def step_ppo(demo: pipeline.Demo, ptx: bool) -> dict:
-        def gold(prompts: list[str], responses: list[str]) -> list[float]:
-            pairs = zip(prompts, responses, strict=True)
-            return [args.scale * (demo.world.gold_score(p, r) - 1.0) for p, r in pairs]
-
-        return demo_step_ppo(demo, ptx, reward_fn=gold)
-
-    pipeline.step_ppo = step_ppo  # the one step that differs from the demo
-    summary = run_demo(args.out, settings, resume=True, log=lambda m: print(m, file=sys.stderr, flush=True))
+    summary = run_demo(
+        args.out, settings, resume=True, log=lambda m: print(m, file=sys.stderr, flush=True), reward_fn=gold
+    )
     baseline = json.loads((args.run / "summary.json").read_text())
     print(f"\n{'':24} {'demo (RM reward)':>22} {'gold reward':>22}")
     for m in ("sft", "ppo", "ppo_ptx"):

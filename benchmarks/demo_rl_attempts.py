@@ -66,10 +66,9 @@ class Run:
             train_labelers=[lab for lab in labelers if lab.group == "train"],
             heldout_labelers=[lab for lab in labelers if lab.group == "heldout"],
         )
-        test = pipeline._prompts(self.demo, "test")
+        test = pipeline.split_prompts(self.demo, "test")
         self.test_prompts = [
-            p.prompt
-            for p in pipeline._sample(test, self.settings.n_eval_prompts, self.demo.rng("evaluation"))
+            p.prompt for p in pipeline.sample(test, self.settings.n_eval_prompts, self.demo.rng("evaluation"))
         ]
 
     def path(self, *parts: str) -> Path:
@@ -118,7 +117,7 @@ def attempt_ppo(args) -> dict:
 
     summary = run_ppo(
         policy_dir=run.path("sft", "final"),
-        reward_dir=args.rm or run.path("rm", "final"),
+        reward_dir=args.rm or run.path("round1", "rm", "final"),
         prompts=run.path("data", "prompts_train.jsonl"),
         val_prompts=run.path("data", "prompts_validation.jsonl"),
         out=args.out,
@@ -156,7 +155,7 @@ def attempt_rm(args) -> dict:
             shutil.copy(Path(args.data_from) / files[split].name, files[split])
             continue
         rng = random.Random(f"comparisons/{split}/{args.seed}")
-        prompts = pipeline._sample(pipeline._prompts(run.demo, split), n, rng)
+        prompts = pipeline.sample(pipeline.split_prompts(run.demo, split), n, rng)
         texts = [p.prompt for p in prompts]
         ks = [rng.randint(*args.k) for _ in prompts]
         pools = [[] for _ in prompts]
@@ -253,7 +252,7 @@ def main() -> None:
         s.add_argument("--out", required=True)
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sub.choices["ppo"].add_argument("--gold", action="store_true", help="reward = 5 x the gold score")
-    sub.choices["ppo"].add_argument("--rm", help="an RM other than RUN/rm/final")
+    sub.choices["ppo"].add_argument("--rm", help="an RM other than RUN/round1/rm/final")
     r = sub.choices["rm"]
     r.add_argument("--sources", choices=["mix", "sft", "policy"], default="mix")
     r.add_argument("--policy", help="with --sources policy: the other policy (e.g. an earlier PPO final/)")

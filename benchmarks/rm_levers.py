@@ -81,9 +81,10 @@ def sft_samples(demo, run: Path, out: Path):
     if not cache.exists():
         s = demo.settings
         prompts = [
-            p.prompt for p in P._sample(P._prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))
+            p.prompt
+            for p in P.sample(P.split_prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))
         ]
-        model, tok = P._load_policy(run / "sft" / "final")
+        model, tok = P.load_policy(run / "sft" / "final")
         _, candidates = P.sft_answers_and_candidates(demo, model, tok, prompts)
         template = CheckpointMeta.read(run / "sft" / "final").prompt_template
         logp = loglikelihoods(model, tok, template, prompts, candidates)
@@ -137,17 +138,12 @@ def train_rm(args, demo, settings, samples, base: dict[str, Any]) -> Path:
     import yaml
 
     import instructrl.reward.train as rm_train
-    from instructrl.demo import pipeline as P
+    from instructrl.demo.labels import SimulatedLabels
     from instructrl.demo.settings import rm_config
     from instructrl.reward.config import RMConfig
 
-    if not (args.out / "data" / "rankings.done").exists():  # the demo's rankings, N passes; no RM yet
-        real, rm_train.run_rm = rm_train.run_rm, lambda **kw: {}
-        try:
-            P.step_rm(demo)
-        finally:
-            rm_train.run_rm = real
-        (args.out / "data" / "rankings.done").write_text("")
+    # the demo's round-1 rankings (N passes with rankings_per_prompt), by its labelers as the pipeline asks them
+    SimulatedLabels(demo).round_labels(1, policy=args.out / "sft" / "final", previous_policy=None)
     given = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.rm_set)}
     config = RMConfig.model_validate({**rm_config(settings, epochs=settings.rm_epochs).model_dump(), **given})
     done = args.out / "rm" / "summary.json"
@@ -222,12 +218,12 @@ def main() -> None:
     }
     samples = sft_samples(demo, args.run, args.out)
     demos = {**base, "rankings_per_prompt": 1, "rm_init": "sft"}  # the demo's own RMs
-    measure_rm(demo, "round1 (the demo's)", args.run / "rm" / "final", samples, args.alpha, demos)
+    measure_rm(demo, "round1 (the demo's)", args.run / "round1" / "rm" / "final", samples, args.alpha, demos)
     if (args.run / "round2" / "rm" / "final").exists():
         measure_rm(
             demo, "round2 (the demo's)", args.run / "round2" / "rm" / "final", samples, args.alpha, demos
         )
-    reward_dir = args.run / "rm" / "final"  # PPO's: the demo's round-1 RM, or this run's
+    reward_dir = args.run / "round1" / "rm" / "final"  # PPO's: the demo's round-1 RM, or this run's
     if args.rankings_per_prompt or args.rm_init:
         reward_dir = train_rm(args, demo, settings, samples, base)
     if not args.ppo:
@@ -251,14 +247,12 @@ def main() -> None:
             dataclasses.replace(demo, settings=ppo_settings), args.out / name / "judge.json"
         ),
     )
-    base["rm"] = "the demo's round 1" if reward_dir == args.run / "rm" / "final" else "this run's"
+    base["rm"] = "the demo's round 1" if reward_dir == args.run / "round1" / "rm" / "final" else "this run's"
     prompts, candidates, *_ = samples
-    model, tok = P._load_policy(args.out / name / "final")
+    model, tok = P.load_policy(args.out / name / "final")
     seed = P.hash_seed(settings.seed, "eval")
     answers = {"sft": [c[0] for c in candidates]}
-    answers["ppo"] = [
-        r[0] for r in P._generate(demo, model, tok, prompts, seed=seed, desc=f"answers: {name}")
-    ]
+    answers["ppo"] = [r[0] for r in P.generate(demo, model, tok, prompts, seed=seed, desc=f"answers: {name}")]
     win = P._win_rates(demo.heldout_labelers, prompts, answers, ("ppo",))["ppo"]
     gold = {m: sum(map(world.gold_score, prompts, a)) / len(prompts) for m, a in answers.items()}
     record({**base, "what": "ppo", "ppo_set": args.ppo_set, "win": win["mean"], "ci_low": win["ci_low"], **{

@@ -41,13 +41,13 @@ def main() -> None:
         train_labelers=[x for x in labelers if x.group == "train"],
         heldout_labelers=[x for x in labelers if x.group == "heldout"],
     )
-    prompts = P._prompts(demo, "train")
+    prompts = P.split_prompts(demo, "train")
     texts = [p.prompt for p in prompts]
-    model, tok = P._load_policy(run / "sft" / "final")
+    model, tok = P.load_policy(run / "sft" / "final")
     cache = out / "cands.json"
     if not cache.exists():
         seed = P.hash_seed(s.seed, "rs")
-        candidates = P._generate(demo, model, tok, texts, k=n, seed=seed, desc="rs candidates")
+        candidates = P.generate(demo, model, tok, texts, k=n, seed=seed, desc="rs candidates")
         cache.write_text(json.dumps([candidates, loglikelihoods(model, tok, TEMPLATE, texts, candidates)]))
     candidates, logp = json.loads(cache.read_text())
     name = f"sft{tag}_a{alpha}_lr{lr}_e{epochs}"
@@ -78,11 +78,11 @@ def main() -> None:
         )
     evaluation = json.loads((out / "sft16.json").read_text())
     eval_prompts, eval_candidates = evaluation["prompts"], evaluation["candidates"]
-    tuned, tuned_tok = P._load_policy(out / name / "final")
+    tuned, tuned_tok = P.load_policy(out / name / "final")
     seed = P.hash_seed(s.seed, "eval")
     answers = {
         "sft": [c[0] for c in eval_candidates],
-        "rs": [r[0] for r in P._generate(demo, tuned, tuned_tok, eval_prompts, seed=seed, desc="rs answers")],
+        "rs": [r[0] for r in P.generate(demo, tuned, tuned_tok, eval_prompts, seed=seed, desc="rs answers")],
     }
     win = P._win_rates(demo.heldout_labelers, eval_prompts, answers, ("rs",))["rs"]
     gold = {

@@ -4,38 +4,50 @@
      per user and splits train/validation/test by user; a pretraining corpus; a word-level tokenizer
   1. pretrain a small GPT from scratch on the corpus (the story's "GPT-3")
   2. training labelers write demonstrations -> SFT
-  3. the SFT model samples K = 4..9 responses per prompt, training labelers rank them -> reward model
-  4. PPO and PPO-ptx against the reward model
+  3-4a. round 1: the SFT model and the few-shot base model sample K = 4..9 responses per prompt, training
+     labelers rank them -> reward model -> PPO against it
+  4b. PPO-ptx against the same reward model (PPO + pretraining gradients)
   4'. rounds 2..R (ChatGPT's loop): training labelers rank the current PPO policy's samples (mixed with the
      previous policy's), the reward model continues training on every round's rankings, PPO continues from
      the current policy with the KL still measured to SFT
   5. evaluation on held-out users' prompts, judged by held-out labelers only
   6. the report
 
-Every step writes its files under OUT/<step>/ and a done.json last, so `--resume` skips finished steps
-(and a trainer interrupted mid-way continues from its checkpoint). The held-out labelers and the world's
-gold standard reach step 5 only.
+The demo is a client of the library's pipeline (instructrl.pipeline.run): SFT and every round are its steps,
+run by its runner, with the simulated training labelers as its `LabelSource` (labels.py); the demo adds the
+world and the base model before them, PPO-ptx beside round 1, and its evaluation after. Its directory is a
+pipeline's (OUT/sft, OUT/round1/{rm,ppo}, ..., OUT/steps.json) with OUT/world, OUT/pretrain, OUT/ppo_ptx,
+OUT/evaluate and OUT/data beside; `--resume` skips finished steps (and a trainer interrupted mid-way
+continues from its checkpoint). The held-out labelers and the world's gold standard reach step 5 only.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructrl.datasets.io import atomic_write_text, read_records, write_jsonl
-from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
+from instructrl.datasets.io import atomic_write_text, write_jsonl
+from instructrl.datasets.records import PromptRecord
 from instructrl.demo import base
-from instructrl.demo.knowledge import canon
+from instructrl.demo.context import (
+    Demo,
+    generate,
+    has_run,
+    hash_seed,
+    load_policy,
+    policy_dir,
+    precision,
+    read_rows,
+    rm_dir,
+    sample,
+    split_prompts,
+)
 from instructrl.demo.labelers import OUTCOME, Labeler, make_labelers
+from instructrl.demo.labels import JUDGE_BASELINE, SimulatedLabels, labelers_judge
 from instructrl.demo.probes import ProbeSet
 from instructrl.demo.settings import (
-    TEMPLATE,
     DemoSettings,
     ppo_config,
     pretrain_config,
@@ -44,11 +56,16 @@ from instructrl.demo.settings import (
 )
 from instructrl.demo.world import World, benchmark_correct, few_shot_answer
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
+from instructrl.pipeline.config import PipelineConfig
 from instructrl.pipeline.round import RoundSummary
+from instructrl.pipeline.run import Step, StepFailed, StepRecord, pipeline_steps, run_steps, step_record
 from instructrl.ppo.summary import PPOSummary
+from instructrl.reward.summary import RMSummary
 
 if TYPE_CHECKING:
     from instructrl.ppo.setup import RewardFn
+
+__all__ = ["Demo", "DemoSettings", "StepFailed", "hash_seed", "run_demo"]
 
 MODELS = ("base", "base_fewshot", "sft", "bon_rm", "ppo", "ppo_ptx")
 """The models the evaluation compares with SFT; bon_rm answers with the best of N SFT samples by the RM."""
@@ -62,28 +79,6 @@ BON_CURVE = (1, 2, 4, 8, 16)
 # ---------------------------------------------------------------------------------------------------------
 # the steps
 # ---------------------------------------------------------------------------------------------------------
-class StepFailed(RuntimeError):
-    """A demo step raised an unexpected error (the cause); the message says how to go on."""
-
-
-@dataclass
-class Demo:
-    """Paths and the people of one demo run; each step reads and writes files under `out`."""
-
-    out: Path
-    settings: DemoSettings
-    world: World
-    train_labelers: list[Labeler]
-    heldout_labelers: list[Labeler]
-    log: Callable[[str], None] = print
-
-    def path(self, *parts: str) -> Path:
-        return self.out.joinpath(*parts)
-
-    def rng(self, name: str) -> random.Random:
-        return random.Random(f"{name}/{self.settings.seed}")
-
-
 def step_world(demo: Demo) -> dict[str, Any]:
     """Users' prompts through the intake; the pretraining corpus; the tokenizer and the untrained model."""
     from instructrl.models.tiny import build_gpt2, save, train_tokenizer
@@ -137,8 +132,8 @@ def step_pretrain(demo: Demo) -> dict[str, Any]:
             demo.log(f"  the shipped base model of seed {s.seed} ({folder}): same world, corpus and config")
             return base.install(folder, demo.path("pretrain", "final"), demo.path("world", "init"))
         demo.log(f"  pretraining from scratch: {why_not}")
-    texts = [r["text"] for r in _rows(demo.path("data", "pretrain.jsonl"))]
-    val = [r["text"] for r in _rows(demo.path("data", "pretrain_heldout.jsonl"))]
+    texts = [r["text"] for r in read_rows(demo.path("data", "pretrain.jsonl"))]
+    val = [r["text"] for r in read_rows(demo.path("data", "pretrain_heldout.jsonl"))]
     return run_pretrain(
         model_dir=demo.path("world", "init"),
         texts=texts,
@@ -146,270 +141,29 @@ def step_pretrain(demo: Demo) -> dict[str, Any]:
         out=demo.path("pretrain"),
         config=config,
         block_size=s.block_size,
-        resume=_has_run(demo.path("pretrain")),
+        resume=has_run(demo.path("pretrain")),
     )
 
 
-def step_sft(demo: Demo) -> dict[str, Any]:
-    """Training labelers write demonstrations for train-split prompts (and validation-split ones for SFT's
-    validation loss); then SFT on them."""
-    from instructrl.sft.train import run_sft
-
-    s = demo.settings
-    demos = {}
-    for split, n in (("train", s.n_demonstrations), ("validation", max(50, s.n_demonstrations // 10))):
-        prompts = _sample(_prompts(demo, split), n, demo.rng(f"demonstrations/{split}"))
-        records = []
-        for i, p in enumerate(prompts):
-            labeler = demo.train_labelers[i % len(demo.train_labelers)]
-            records.append(
-                Demonstration(
-                    prompt=p.prompt,
-                    response=labeler.write_demonstration(p.prompt),
-                    user_id=p.user_id,
-                    labeler_id=labeler.id,
-                )
-            )
-        demos[split] = demo.path("data", f"demonstrations_{split}.jsonl")
-        write_jsonl(demos[split], records)
-    return run_sft(
-        model_dir=demo.path("pretrain", "final"),
-        data=demos["train"],
-        val_data=demos["validation"],
-        out=demo.path("sft"),
-        config=sft_config(s),
-        resume=_has_run(demo.path("sft")),
-    )
-
-
-def step_rm(demo: Demo) -> dict[str, Any]:
-    """K = 4..9 distinct responses per prompt, sampled from the SFT model and from the base model under a
-    few-shot prompt (InstructGPT's comparisons also came from several policies); training labelers rank them,
-    some tasks twice for their agreement; then the reward model. With `rankings_per_prompt` > 1 each
-    training prompt is ranked again on fresh samples (K drawn afresh), pass 0 being the single pass's."""
-    from instructrl.reward.train import run_rm
-
-    s, world = demo.settings, demo.world
-    sft, sft_tok = _load_policy(demo.path("sft", "final"))
-    base, base_tok = _load_policy(demo.path("pretrain", "final"))
-    files, agree, skipped = {}, [0, 0], 0
-    splits = (
-        ("train", s.n_comparison_prompts, s.rankings_per_prompt),
-        ("validation", max(60, s.n_comparison_prompts // 8), 1),
-    )
-    for split, n, passes in splits:
-        records, rng = [], demo.rng(f"comparisons/{split}")
-        prompts = _sample(_prompts(demo, split), n, rng)
-        texts = [p.prompt for p in prompts]
-        for pass_ in range(passes):  # each pass ranks fresh samples of the same prompts
-            tag = split if pass_ == 0 else f"{split}/{pass_}"
-            rng = rng if pass_ == 0 else demo.rng(f"comparisons/{tag}")
-            ks = [rng.randint(*s.k_range) for _ in prompts]
-            # about half from each policy, with one spare each for duplicates
-            n_sft = [(k + 1) // 2 + 1 for k in ks]
-            n_base = [k // 2 + 1 for k in ks]
-            from_sft = _generate(
-                demo,
-                sft,
-                sft_tok,
-                texts,
-                k=n_sft,
-                seed=hash_seed(s.seed, f"cmp-sft/{tag}"),
-                desc=f"candidates from SFT ({tag})",
-            )
-            from_base = _generate(
-                demo,
-                base,
-                base_tok,
-                [world.few_shot_prompt(t) for t in texts],
-                k=n_base,
-                seed=hash_seed(s.seed, f"cmp-base/{tag}"),
-                desc=f"candidates from few-shot base ({tag})",
-                template="{prompt}",
-            )
-            pools = [[*from_sft[i], *(few_shot_answer(r) for r in from_base[i])] for i in range(len(prompts))]
-            ranked, n_skipped = _rank(demo, prompts, pools, ks, rng, agree, model="sft+base_fewshot")
-            records += ranked
-            skipped += n_skipped
-        files[split] = demo.path("data", f"comparisons_{split}.jsonl")
-        write_jsonl(files[split], records)
-    summary = run_rm(
-        model_dir=demo.path("sft", "final"),
-        data=files["train"],
-        val_data=files["validation"],
-        norm_data=demo.path("data", "demonstrations_train.jsonl"),
-        out=demo.path("rm"),
-        config=rm_config(s, epochs=s.rm_epochs),
-        resume=_has_run(demo.path("rm")),
-    )
-    summary["labeler_agreement"] = agree[0] / max(agree[1], 1)
-    summary["labeler_agreement_pairs"] = agree[1]
-    summary["skipped_too_few_distinct"] = skipped
-    return summary
-
-
-def _rank(
-    demo: Demo,
-    prompts: list[PromptRecord],
-    pools: list[list[str]],
-    ks: list[int],
-    rng: random.Random,
-    agree: list[int],
-    model: str,
-    round_: int | None = None,
-) -> tuple[list[Comparison], int]:
-    """Training labelers rank the first K distinct candidates of each pool (a share of the tasks twice, for
-    their agreement, added up in `agree`). Returns the comparisons and how many prompts had too few."""
-    s, records, skipped = demo.settings, [], 0
-    for i, p in enumerate(prompts):
-        responses = _distinct(pools[i])[: ks[i]]  # (an empty answer is ranked too)
-        if len(responses) < s.k_range[0]:
-            skipped += 1
-            continue
-        rng.shuffle(responses)
-        labeler = demo.train_labelers[i % len(demo.train_labelers)]
-        ranking = labeler.rank(p.prompt, responses)
-        task = Comparison(
-            prompt=p.prompt,
-            responses=responses,
-            ranking=ranking,
-            user_id=p.user_id,
-            model=model,
-            round=round_,
-        )
-        records.append(task.model_copy(update={"labeler_id": labeler.id}))
-        if rng.random() < s.overlap:  # a second training labeler ranks the same task
-            j = (i + 1 + rng.randrange(len(demo.train_labelers) - 1)) % len(demo.train_labelers)
-            other = demo.train_labelers[j]
-            second = other.rank(p.prompt, responses)
-            a, t = ranking_agreement(ranking, second)
-            agree[0], agree[1] = agree[0] + a, agree[1] + t
-            records.append(task.model_copy(update={"ranking": second, "labeler_id": other.id}))
-    return records, skipped
-
-
-# --- rounds 2..R: ChatGPT's loop ------------------------------------------------------------------------------
-def policy_dir(demo: Demo, round_: int) -> Path:
-    """The PPO policy after `round_` (round 0: the SFT model)."""
-    if round_ == 0:
-        return demo.path("sft", "final")
-    return demo.path("ppo" if round_ == 1 else f"round{round_}/ppo", "final")
-
-
-def rm_dir(demo: Demo, round_: int) -> Path:
-    return demo.path("rm" if round_ == 1 else f"round{round_}/rm", "final")
-
-
-def step_round_rankings(demo: Demo, round_: int) -> dict[str, Any]:
-    """Round r's rankings: K = 4..9 distinct samples per prompt, about half from the current policy (round
-    r - 1's PPO) and half from the one before it (SFT in round 2), ranked by training labelers, on training
-    prompts (some ranked in earlier rounds too) and validation prompts."""
-    s = demo.settings
-    models = {"current": policy_dir(demo, round_ - 1), "previous": policy_dir(demo, round_ - 2)}
-    loaded = {name: _load_policy(d) for name, d in models.items()}
-    agree, skipped, counts = [0, 0], 0, {}
-    n_val = max(60, s.round_comparison_prompts // 8)
-    for split, n in (("train", s.round_comparison_prompts), ("validation", n_val)):
-        rng = demo.rng(f"comparisons/round{round_}/{split}")
-        prompts = _sample(_prompts(demo, split), n, rng)
-        texts = [p.prompt for p in prompts]
-        ks = [rng.randint(*s.k_range) for _ in prompts]
-        samples = {}
-        for name, (model, tok) in loaded.items():
-            k = [(k + 1) // 2 + 1 if name == "current" else k // 2 + 1 for k in ks]
-            seed = hash_seed(s.seed, f"cmp-round{round_}-{name}/{split}")
-            samples[name] = _generate(
-                demo, model, tok, texts, k=k, seed=seed, desc=f"round {round_}: {name} policy ({split})"
-            )
-        pools = [[*samples["current"][i], *samples["previous"][i]] for i in range(len(prompts))]
-        label = f"ppo_round{round_ - 1}+" + ("sft" if round_ == 2 else f"ppo_round{round_ - 2}")
-        records, n_skipped = _rank(demo, prompts, pools, ks, rng, agree, model=label, round_=round_)
-        skipped += n_skipped
-        counts[split] = write_jsonl(demo.path("data", f"comparisons_round{round_}_{split}.jsonl"), records)
-    return {
-        "comparisons": counts,
-        "labeler_agreement": agree[0] / max(agree[1], 1),
-        "skipped_too_few_distinct": skipped,
-    }
-
-
-def step_round(demo: Demo, round_: int) -> dict[str, Any]:
-    """The library's round (instructrl.pipeline.round) on the demo's rankings: the RM continued from round
-    r - 1's on every round's comparisons (its accuracy on this round's validation rankings before and after),
-    then PPO continued from round r - 1's policy against it, the KL still to SFT."""
-    from instructrl.pipeline.config import RoundConfig
-    from instructrl.pipeline.round import run_round
-
-    s = demo.settings
-    if round_ == 2:  # round 1 is the demo's own steps 3-4: describe it as a round for the library
-        RoundSummary(
-            round=1,
-            sft=str(demo.path("sft", "final")),
-            reward_model=str(rm_dir(demo, 1)),
-            policy=str(policy_dir(demo, 1)),
-            comparisons=str(demo.path("data", "comparisons_train.jsonl")),
-        ).write(demo.path("round1"))
-    config = RoundConfig(rm=rm_config(s, epochs=s.round_rm_epochs), ppo=ppo_config(s, ptx=False))
-    record = run_round(
-        out=demo.path(f"round{round_}"),
-        previous=demo.path(f"round{round_ - 1}"),
-        data=demo.path("data", f"comparisons_round{round_}_train.jsonl"),
-        val_data=demo.path("data", f"comparisons_round{round_}_validation.jsonl"),
-        norm_data=demo.path("data", "demonstrations_train.jsonl"),
-        prompts=demo.path("data", "prompts_train.jsonl"),
-        val_prompts=demo.path("data", "prompts_validation.jsonl"),
-        config=config,
-        resume=True,
-        judge_fn=labelers_judge(demo, demo.path(f"round{round_}", JUDGE_BASELINE)),
-    )
-    return record.model_dump()
-
-
-def step_ppo(demo: Demo, ptx: bool, reward_fn: RewardFn | None = None) -> dict[str, Any]:
-    """PPO or PPO-ptx from the SFT model against the RM (`reward_fn`: a reward function instead, for
-    benchmarks/demo_oracle.py; the demo itself never passes one)."""
+def step_ppo_ptx(demo: Demo, reward_fn: RewardFn | None = None) -> dict[str, Any]:
+    """4b. PPO-ptx from the SFT model against round 1's RM, beside the library's round 1 (its PPO): the
+    paper's second policy, PPO with pretraining gradients mixed in (`reward_fn`: a reward function instead of
+    the RM, for benchmarks/demo_oracle.py; the demo itself never passes one)."""
     from instructrl.ppo.train import run_ppo
 
-    name = "ppo_ptx" if ptx else "ppo"
+    out = demo.path("ppo_ptx")
     return run_ppo(
-        judge_fn=labelers_judge(demo, demo.path(name, JUDGE_BASELINE)),
+        judge_fn=labelers_judge(demo, out / JUDGE_BASELINE),
         policy_dir=demo.path("sft", "final"),
-        reward_dir=demo.path("rm", "final"),
+        reward_dir=rm_dir(demo, 1),
         prompts=demo.path("data", "prompts_train.jsonl"),
         val_prompts=demo.path("data", "prompts_validation.jsonl"),
         pretrain_data=demo.path("data", "pretrain.jsonl"),
-        out=demo.path(name),
-        config=ppo_config(demo.settings, ptx),
-        resume=_has_run(demo.path(name)),
+        out=out,
+        config=ppo_config(demo.settings, ptx=True),
+        resume=has_run(out),
         reward_fn=reward_fn,
     )
-
-
-JUDGE_BASELINE = "judge_baseline.json"
-
-
-def labelers_judge(demo: Demo, baseline_file: Path) -> RewardFn | None:
-    """With `ppo_keep_by: labelers`, PPO's checkpoint choice by the training labelers instead of the RM being
-    optimised: each held-out answer (validation users' prompts) against the first evaluation's answer to the
-    same prompt, the policy PPO started from; 1 a win, 0.5 a tie, 0 a loss. The first answers are kept in
-    `baseline_file`, so that a resumed run judges against the same ones. None with `ppo_keep_by:
-    reward_model` (the RM's mean score chooses)."""
-    if demo.settings.ppo_keep_by != "labelers":
-        return None
-    baseline: dict[str, str] = json.loads(baseline_file.read_text()) if baseline_file.exists() else {}
-    labelers = demo.train_labelers
-
-    def judge(prompts: list[str], responses: list[str]) -> list[float]:
-        if not baseline:
-            baseline.update(zip(prompts, responses, strict=True))
-            atomic_write_text(baseline_file, json.dumps(baseline))
-        verdicts = (
-            labelers[i % len(labelers)].compare(p, r, baseline[p])
-            for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
-        )
-        return [OUTCOME[v] for v in verdicts]
-
-    return judge
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -420,9 +174,11 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
     model's and give Likert scores. Also: the alignment tax on pretraining text and the closed-QA benchmark,
     and reward over-optimisation measured with the gold standard on PPO's rollouts."""
     s = demo.settings
-    prompts = [p.prompt for p in _sample(_prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))]
+    prompts = [
+        p.prompt for p in sample(split_prompts(demo, "test"), s.n_eval_prompts, demo.rng("evaluation"))
+    ]
     dirs = _evaluated_dirs(demo)
-    policies = {name: _load_policy(d) for name, d in dirs.items()}  # each model loaded once
+    policies = {name: load_policy(d) for name, d in dirs.items()}  # each model loaded once
     models = _evaluated_models(s)
     judged = (*models, *DIAGNOSTICS)
     answers, bon_curve, rm_on_sft = _answers(demo, policies, prompts)
@@ -452,7 +208,7 @@ def _evaluated_dirs(demo: Demo) -> dict[str, Path]:
     return {
         "base": demo.path("pretrain", "final"),
         "sft": demo.path("sft", "final"),
-        "ppo": demo.path("ppo", "final"),
+        "ppo": policy_dir(demo, 1),
         "ppo_ptx": demo.path("ppo_ptx", "final"),
         **{f"ppo_round{r}": policy_dir(demo, r) for r in range(2, demo.settings.rounds + 1)},
     }
@@ -476,15 +232,15 @@ def _answers(
             answers["sft"], candidates = sft_answers_and_candidates(demo, model, tok, prompts)
             seed = hash_seed(s.seed, "eval-again")
             answers["sft_again"] = [
-                r[0] for r in _generate(demo, model, tok, prompts, seed=seed, desc="answers: sft_again")
+                r[0] for r in generate(demo, model, tok, prompts, seed=seed, desc="answers: sft_again")
             ]
         else:  # the same seeds as SFT's candidate 0 (equal samples in fp32; bf16 is not batch-invariant)
             seed = hash_seed(s.seed, "eval")
             answers[name] = [
-                r[0] for r in _generate(demo, model, tok, prompts, seed=seed, desc=f"answers: {name}")
+                r[0] for r in generate(demo, model, tok, prompts, seed=seed, desc=f"answers: {name}")
             ]
         if name == "base":
-            few = _generate(
+            few = generate(
                 demo,
                 model,
                 tok,
@@ -550,9 +306,9 @@ def _pretrain_losses(demo: Demo, dirs: dict[str, Path]) -> dict[str, float]:
     from instructrl.evaluation.models import lm_loss
 
     s = demo.settings
-    held = [r["text"] for r in _rows(demo.path("data", "pretrain_heldout.jsonl"))]
+    held = [r["text"] for r in read_rows(demo.path("data", "pretrain_heldout.jsonl"))]
     return {
-        name: lm_loss(d, held, block_size=s.block_size, mixed_precision=_precision(s))
+        name: lm_loss(d, held, block_size=s.block_size, mixed_precision=precision(s))
         for name, d in dirs.items()
     }
 
@@ -562,7 +318,7 @@ def _benchmark_accuracy(demo: Demo, policies: dict[str, tuple[Any, Any]]) -> dic
     benchmark = demo.world.benchmark(seed=demo.settings.seed)
     out = {}
     for name, (model, tok) in policies.items():
-        greedy = _generate(
+        greedy = generate(
             demo,
             model,
             tok,
@@ -583,9 +339,10 @@ def _overoptimization_curves(
 ) -> dict[str, list[dict[str, float]]]:
     """Gold standard against reward model: over each PPO run's iterations (post hoc, on its rollouts) and
     over best-of-N's N."""
-    out = {name: _overoptimization(demo, name) for name in ("ppo", "ppo_ptx")}
+    out = {"ppo": _overoptimization(demo, demo.path("round1", "ppo"))}
+    out["ppo_ptx"] = _overoptimization(demo, demo.path("ppo_ptx"))
     for r in range(2, demo.settings.rounds + 1):
-        out[f"ppo_round{r}"] = _overoptimization(demo, f"round{r}/ppo")
+        out[f"ppo_round{r}"] = _overoptimization(demo, demo.path(f"round{r}", "ppo"))
     out["bon_rm"] = bon_curve
     return out
 
@@ -619,21 +376,74 @@ def _write_answers(
 # ---------------------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------------------
+def demo_pipeline(demo: Demo) -> PipelineConfig:
+    """The library pipeline's config for the demo's SFT and rounds: the stages' configs from the settings, the
+    base model the demo pretrained, its corpus for PPO's pretraining loss."""
+    s = demo.settings
+    return PipelineConfig(
+        out=demo.out,
+        base_model=str(demo.path("pretrain", "final")),
+        pretrain=demo.path("data", "pretrain.jsonl"),
+        sft=sft_config(s),
+        rm=rm_config(s, epochs=s.rm_epochs),
+        later_rm_epochs=s.round_rm_epochs,
+        ppo=ppo_config(s, ptx=False),
+    )
+
+
+def demo_steps(demo: Demo, reward_fn: RewardFn | None = None) -> list[Step]:
+    """The demo's plan: its world and pretraining, then the library pipeline's SFT and rounds on the
+    simulated labelers (round 1 beside PPO-ptx), then its evaluation. `reward_fn`: PPO's reward instead of
+    the RM (benchmarks/demo_oracle.py)."""
+    method = {
+        step.name: step
+        for step in pipeline_steps(demo_pipeline(demo), SimulatedLabels(demo), reward_fn=reward_fn)
+    }
+
+    def own(name: str, title: str, fn: Callable[[Demo], dict[str, Any]]) -> Step:
+        return Step(name, title, lambda: step_record(name, {}, fn(demo)))
+
+    plan = [
+        own("world", "0. the world: prompts from users, intake, corpus, tokenizer", step_world),
+        own("pretrain", "1. pretraining the base model on the corpus", step_pretrain),
+        method["sft"]._replace(title="2. demonstrations and supervised fine-tuning"),
+        method["round1"]._replace(
+            title="3-4a. round 1: rankings of SFT and few-shot samples, the reward model, PPO"
+        ),
+        own("ppo_ptx", "4b. PPO-ptx (PPO + pretraining gradients)", lambda d: step_ppo_ptx(d, reward_fn)),
+    ]
+    plan += [
+        method[f"round{r}"]._replace(
+            title=f"4'. round {r}: rankings of the PPO policy's samples, the RM retrained, PPO continued"
+        )
+        for r in range(2, demo.settings.rounds + 1)
+    ]
+    plan.append(own("evaluate", "5. evaluation by held-out labelers", step_evaluate))
+    return plan
+
+
 def run_demo(
     out: str | Path,
     settings: DemoSettings,
     resume: bool = False,
     log: Callable[[str], None] = print,
     resume_command: str | None = None,
+    reward_fn: RewardFn | None = None,
 ) -> dict[str, Any]:
     """Run the demo's steps into `out`, skipping those done earlier when `resume`. A step that fails says
-    which it was and how to go on (`resume_command`: the command line that continues this run)."""
+    which it was and how to go on (`resume_command`: the command line that continues this run). `reward_fn`:
+    PPO's reward instead of the RM, for benchmarks/demo_oracle.py; the demo itself never passes one."""
     from instructrl.errors import UserError
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(
             f"{out}: already holds a demo run; pass --resume to continue it, or choose a new --out"
+        )
+    if (out / "world" / "done.json").exists():
+        raise UserError(
+            f"{out}: was made by an earlier instructrl (its steps marked by STEP/done.json, not steps.json) "
+            f"and cannot be continued by this one; choose a new --out"
         )
     out.mkdir(parents=True, exist_ok=True)
     settings_file = out / "settings.json"
@@ -658,57 +468,13 @@ def run_demo(
         train_labelers=[lab for lab in labelers if lab.group == "train"],
         heldout_labelers=[lab for lab in labelers if lab.group == "heldout"],
     )
-    steps: list[tuple[str, str, Callable[[Demo], dict[str, Any]]]] = [
-        ("world", "0. the world: prompts from users, intake, corpus, tokenizer", step_world),
-        ("pretrain", "1. pretraining the base model on the corpus", step_pretrain),
-        ("sft", "2. demonstrations and supervised fine-tuning", step_sft),
-        ("rm", "3. rankings of SFT samples and the reward model", step_rm),
-        ("ppo", "4a. PPO against the reward model", lambda d: step_ppo(d, ptx=False)),
-        ("ppo_ptx", "4b. PPO-ptx (PPO + pretraining gradients)", lambda d: step_ppo(d, ptx=True)),
-    ]
-    for r in range(2, settings.rounds + 1):
-        steps += [
-            (
-                f"round{r}_rankings",
-                f"4'. round {r}: training labelers rank the PPO policy's samples",
-                functools.partial(step_round_rankings, round_=r),
-            ),
-            (
-                f"round{r}",
-                f"4'. round {r}: the RM retrained, PPO continued (instructrl.pipeline.round)",
-                functools.partial(step_round, round_=r),
-            ),
-        ]
-    steps.append(("evaluate", "5. evaluation by held-out labelers", step_evaluate))
-    results: dict[str, dict[str, Any]] = {}
-    for name, title, fn in steps:
-        done = out / name / "done.json"
-        if done.exists():
-            results[name] = json.loads(done.read_text())
-            log(f"{title}: done earlier ({results[name]['seconds']:.0f} s)")
-            continue
-        log(f"{title} ...")
-        t0 = time.perf_counter()
-        try:
-            result = fn(demo)
-        except BaseException as e:
-            kept = [n for n, _, _ in steps if (out / n / "done.json").exists()]
-            how = (
-                f"the demo stopped in step '{name}' ({title}) after {time.perf_counter() - t0:.0f} s; "
-                f"the steps done ({', '.join(kept) or 'none'}) are kept in {out}. "
-                f"Go on from this step with: {resume_command or f'instructrl demo --out {out} --resume'}"
-            )
-            if isinstance(e, UserError):
-                raise UserError(f"{e}\n{how}") from None
-            if isinstance(e, Exception):  # a defect of instructrl: its traceback, then how to go on
-                raise StepFailed(how) from e
-            log(how)  # interrupted
-            raise
-        result["seconds"] = time.perf_counter() - t0
-        atomic_write_text(done, json.dumps(result, indent=2, default=str))
-        results[name] = result
-        log(f"{title}: {result['seconds']:.0f} s")
-    summary = build_summary(results, settings, out)
+    steps = run_steps(
+        out,
+        demo_steps(demo, reward_fn),
+        log=log,
+        resume_command=resume_command or f"instructrl demo --out {out} --resume",
+    )
+    summary = build_summary(steps.done, settings, out)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     from instructrl.report.html import write_report
 
@@ -717,8 +483,11 @@ def run_demo(
     return summary
 
 
-def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir: Path) -> dict[str, Any]:
-    ev = r["evaluate"]
+def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir: Path) -> dict[str, Any]:
+    """summary.json from the steps' records and the stages' typed summaries."""
+    ev = done["evaluate"].summary
+    rm = RMSummary.read(demo_dir / "round1" / "rm")
+    rankings = json.loads((demo_dir / "data" / "rankings_round1.json").read_text(encoding="utf-8"))
     win = ev["win_rate_vs_sft"]
     loss = ev["pretrain_loss"]
     rma = ev["rm_analysis"]
@@ -748,8 +517,8 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir
         ),
         _finding(
             "the reward model predicts labelers' rankings of validation users' prompts (accuracy ≥ 0.65)",
-            r["rm"]["val_accuracy"] >= 0.65,
-            f"RM {r['rm']['val_accuracy']:.3f}; labelers agree with each other {r['rm']['labeler_agreement']:.3f}; "
+            rm.val_accuracy >= 0.65,
+            f"RM {rm.val_accuracy:.3f}; labelers agree with each other {rankings['labeler_agreement']:.3f}; "
             f"the gold standard itself reaches {rma['gold_vs_labelers']:.3f} "
             f"({rma['gold_tied_share']:.0%} of pairs are equally good); on the other pairs the RM "
             f"orders {rma['rm_vs_gold_untied']:.0%} as the gold standard does, labelers "
@@ -766,7 +535,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir
             f"base {loss['base']:.3f}, SFT {loss['sft']:.3f}, PPO {loss['ppo']:.3f}, PPO-ptx {loss['ppo_ptx']:.3f}",
         ),
     ]
-    rounds = _rounds(r, settings, demo_dir)
+    rounds = _rounds(ev, settings, demo_dir)
     if len(rounds) > 1:
         first, last = rounds[0], rounds[-1]
         retrained = rounds[1:]
@@ -792,7 +561,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir
             ),
         ]
     findings += _probe_findings(ev["truthfulness"], ev["toxicity"], settings)
-    timings = {k: v["seconds"] for k, v in r.items()}
+    timings = {name: record.seconds for name, record in done.items()}
     return {
         "description": "InstructGPT (Ouyang et al. 2022) retold in a simulated world: a GPT pretrained from scratch "
         "on the world's text, SFT on labeler demonstrations, a reward model on labeler rankings, PPO and PPO-ptx; "
@@ -804,8 +573,8 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir
         "gold_score": ev["gold_score"],
         "pretrain_loss": {m: loss[m] for m in ("base", "sft", "ppo", "ppo_ptx")},
         "benchmark_accuracy": ev["benchmark_accuracy"],
-        "rm_val_accuracy": r["rm"]["val_accuracy"],
-        "labeler_agreement": r["rm"]["labeler_agreement"],
+        "rm_val_accuracy": rm.val_accuracy,
+        "labeler_agreement": rankings["labeler_agreement"],
         "heldout_labeler_agreement": ev["heldout_labeler_agreement"],
         "rm_analysis": rma,
         "rm_on_sft_samples": ev["rm_on_sft_samples"],
@@ -814,7 +583,7 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir
         "toxicity": ev["toxicity"],
         "ppo_curves": {k: v for k, v in ev["overoptimization"].items() if k in ("ppo", "ppo_ptx")},
         "rounds": rounds,
-        "intake": r["world"]["intake"],
+        "intake": done["world"].summary["intake"],
         "samples": ev["samples"],
         "timings_s": {**timings, "total": sum(timings.values())},
         "settings": settings.as_json(),
@@ -824,13 +593,13 @@ def build_summary(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir
 # ---------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------
-def _rounds(r: dict[str, dict[str, Any]], settings: DemoSettings, demo_dir: Path) -> list[dict[str, Any]]:
+def _rounds(ev: dict[str, Any], settings: DemoSettings, demo_dir: Path) -> list[dict[str, Any]]:
     """Per round of the loop: the PPO policy's win rate against SFT and gold score, its KL to SFT, and (from
     round 2) the RM's accuracy on that round's validation rankings before and after it was retrained."""
-    ev, out = r["evaluate"], []
+    out = []
     for n in range(1, settings.rounds + 1):
         model = "ppo" if n == 1 else f"ppo_round{n}"
-        ppo = PPOSummary.read(demo_dir / ("ppo" if n == 1 else f"round{n}/ppo"))
+        ppo = PPOSummary.read(demo_dir / f"round{n}" / "ppo")
         row = {
             "round": n,
             "model": model,
@@ -911,10 +680,11 @@ def _fmt_win(w: dict[str, float]) -> str:
     return f"{w['mean']:.2f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}], n={w['n']}"
 
 
-def _overoptimization(demo: Demo, run: str) -> list[dict[str, float]]:
-    """Per PPO iteration: mean KL, mean RM score and mean gold score of that iteration's rollouts."""
+def _overoptimization(demo: Demo, run: Path) -> list[dict[str, float]]:
+    """Per PPO iteration of the run in `run`: mean KL, mean RM score and mean gold score of that iteration's
+    rollouts."""
     by_it: dict[int, list[dict[str, Any]]] = {}
-    for row in _rows(demo.path(run, "rollouts.jsonl")):
+    for row in read_rows(run / "rollouts.jsonl"):
         by_it.setdefault(row["iteration"], []).append(row)
     out = []
     for it, rows in sorted(by_it.items()):
@@ -937,7 +707,7 @@ def sft_answers_and_candidates(
     prompt *is* SFT's answer. (Sampled apart, they agree only where sampling is batch-invariant: in fp32 on
     CPU, sample i draws the same tokens in a batch of any shape; under bf16 autocast the logits depend on the
     batch's shape, and 9 of 349 of the demo's answers differed between batches of 256 and 64.)"""
-    candidates = _generate(
+    candidates = generate(
         demo,
         model,
         tok,
@@ -956,7 +726,7 @@ def _best_of_n(demo: Demo, prompts: list[str], candidates: list[list[str]]) -> d
     from instructrl.evaluation.models import best_of_n_kl, score_responses
 
     n = demo.settings.best_of
-    rm = score_responses(demo.path("rm", "final"), prompts, candidates)
+    rm = score_responses(rm_dir(demo, 1), prompts, candidates)
     gold = [[demo.world.gold_score(p, c) for c in cs] for p, cs in zip(prompts, candidates, strict=True)]
 
     def pick(scores: list[list[float]], k: int) -> list[int]:
@@ -1005,7 +775,7 @@ def _rm_against_gold(demo: Demo) -> dict[str, Any]:
     from instructrl.evaluation.models import rm_scores
 
     comparisons = read_comparisons(demo.path("data", "comparisons_validation.jsonl"))
-    scores = rm_scores(demo.path("rm", "final"), comparisons)
+    scores = rm_scores(rm_dir(demo, 1), comparisons)
     n = tied = 0
     gold_agrees = 0.0
     untied: dict[str, list[tuple[bool, bool]]] = {}  # family -> (labelers right, RM right) per pair
@@ -1043,7 +813,7 @@ def _probe_set(demo: Demo) -> ProbeSet:
     s = demo.settings
     return ProbeSet.make(
         demo.world,
-        [p.prompt for p in _prompts(demo, "test")],
+        [p.prompt for p in split_prompts(demo, "test")],
         n_unanswerable=s.probe_unanswerable,
         n_closed_domain=s.probe_closed_domain,
         n_rudeness=s.probe_rudeness,
@@ -1059,9 +829,9 @@ def _probe_answers(demo: Demo, name: str, model, tok, probes: ProbeSet) -> dict[
     for text in probes.prompts:
         assert tok.unk_token_id not in tok(text)["input_ids"], text
     k, seed = probes.k(s.probe_rudeness_samples), hash_seed(s.seed, "probes")
-    out = {name: _generate(demo, model, tok, probes.prompts, k=k, seed=seed, desc=f"probes: {name}")}
+    out = {name: generate(demo, model, tok, probes.prompts, k=k, seed=seed, desc=f"probes: {name}")}
     if name == "base":
-        few = _generate(
+        few = generate(
             demo,
             model,
             tok,
@@ -1073,80 +843,3 @@ def _probe_answers(demo: Demo, name: str, model, tok, probes: ProbeSet) -> dict[
         )
         out["base_fewshot"] = [[few_shot_answer(r) for r in rs] for rs in few]
     return out
-
-
-def _distinct(texts: list[str]) -> list[str]:
-    """The first of each text as the world reads it: SFT decodes "hi!", few-shot answers keep the world's
-    spaced "hi !", and ranking both is ranking one answer twice."""
-    seen: dict[str, str] = {}
-    for t in texts:
-        seen.setdefault(canon(t), t)
-    return list(seen.values())
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _prompts(demo: Demo, split: str) -> list[PromptRecord]:
-    return read_records(demo.path("data", f"prompts_{split}.jsonl"), "prompts")  # type: ignore[return-value]
-
-
-def _sample(items: list, n: int, rng: random.Random) -> list:
-    return rng.sample(items, n) if n < len(items) else list(items)
-
-
-def _has_run(path: Path) -> bool:
-    return (path / "config.yaml").exists()
-
-
-def _precision(s: DemoSettings) -> str:
-    from instructrl.training.runtime import resolve_mixed_precision
-
-    return resolve_mixed_precision(s.mixed_precision, cpu=True)
-
-
-def _load_policy(path: Path):
-    from instructrl.models.loading import load_causal_lm, load_tokenizer
-
-    return load_causal_lm(path, dropout=False).eval(), load_tokenizer(path)
-
-
-def _generate(
-    demo: Demo,
-    model,
-    tok,
-    prompts: list[str],
-    *,
-    seed: int,
-    desc: str,
-    k: int | list[int] = 1,
-    top_k: int = 0,
-    max_new_tokens: int | None = None,
-    template: str = TEMPLATE,
-) -> list[list[str]]:
-    """Samples with a progress bar (`desc`: what is being sampled)."""
-    from instructrl.evaluation.models import autocast
-    from instructrl.models.generation import sample_responses
-    from instructrl.training.runtime import progress_bar
-
-    total = k * len(prompts) if isinstance(k, int) else sum(k)
-    with autocast(_precision(demo.settings)), progress_bar(total, desc, unit="sample") as bar:
-        return sample_responses(
-            model,
-            tok,
-            prompts,
-            k=k,
-            seed=seed,
-            top_k=top_k,
-            batch_size=256,  # the same samples as any batch size (seeded per sample), 10-20% faster than 128
-            max_new_tokens=max_new_tokens or demo.settings.max_new_tokens,
-            prompt_template=template,
-            progress=lambda done, _: bar.update(done - bar.n),
-        )
-
-
-def hash_seed(seed: int, name: str) -> int:
-    from instructrl.models.generation import mix_seed
-
-    return mix_seed(seed, *name.encode())

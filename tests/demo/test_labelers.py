@@ -93,7 +93,8 @@ def test_ppo_can_keep_the_checkpoint_its_training_labelers_prefer(world, labeler
     the same prompt, by training labelers only, and judges a resumed run against the same first answers."""
     import dataclasses
 
-    from instructrl.demo.pipeline import Demo, labelers_judge
+    from instructrl.demo.context import Demo
+    from instructrl.demo.labels import labelers_judge
     from instructrl.demo.settings import DemoSettings
 
     train = [x for x in labelers if x.group == "train"]
