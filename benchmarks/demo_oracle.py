@@ -39,6 +39,7 @@ def main() -> None:
     args = p.parse_args()
 
     from instructrl.demo.pipeline import DemoSettings, run_demo
+    from instructrl.demo.summary import DemoSummary
     from instructrl.demo.world import World
 
     saved = json.loads((args.run / "settings.json").read_text())
@@ -65,16 +66,17 @@ def main() -> None:
     summary = run_demo(
         args.out, settings, resume=True, log=lambda m: print(m, file=sys.stderr, flush=True), reward_fn=gold
     )
-    baseline = json.loads((args.run / "summary.json").read_text())
+    baseline = DemoSummary.read(args.run).as_json()
+    summary_doc = summary.as_json()
     print(f"\n{'':24} {'demo (RM reward)':>22} {'gold reward':>22}")
     for m in ("sft", "ppo", "ppo_ptx"):
-        a, b = baseline["win_rate_vs_sft"][m], summary["win_rate_vs_sft"][m]
+        a, b = baseline["win_rate_vs_sft"][m], summary_doc["win_rate_vs_sft"][m]
         print(
             f"win rate vs SFT {m:8} {a['mean']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]"
             f"{'':6} {b['mean']:.2f} [{b['ci_low']:.2f}, {b['ci_high']:.2f}]"
         )
     for m in ("sft", "ppo", "ppo_ptx"):
-        print(f"gold score {m:13} {baseline['gold_score'][m]:22.3f} {summary['gold_score'][m]:22.3f}")
+        print(f"gold score {m:13} {baseline['gold_score'][m]:22.3f} {summary_doc['gold_score'][m]:22.3f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from readme_section import update_readme
 
+from instructrl.demo.summary import DemoSummary
+
 HERE = Path(__file__).resolve().parent
 PROBED = ("sft", "ppo", "ppo_ptx", "ppo_round2")
 """The models whose truthfulness and toxicity probes the table shows (the summary has every model's)."""
@@ -32,7 +34,7 @@ def run_seed(seed: int, out: Path) -> dict:
             cmd.append("--resume")
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
-    return json.loads((out / "summary.json").read_text())
+    return DemoSummary.read(out).as_json()  # read through its type: a summary of another shape fails here
 
 
 def figures(summary: dict) -> dict:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         resume_command=" ".join([*again, "--resume"]),
     )
     print()
-    for f in summary["findings"]:
-        print(f"  [{'x' if f['holds'] else ' '}] {f['claim']}: {f['numbers']}")
+    for f in summary.findings:
+        print(f"  [{'x' if f.holds else ' '}] {f.claim}: {f.numbers}")
     print(f"\nreport: {args.out}/report.html   numbers: {args.out}/summary.json")
     return 0

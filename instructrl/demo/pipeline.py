@@ -54,6 +54,7 @@ from instructrl.demo.settings import (
     rm_config,
     sft_config,
 )
+from instructrl.demo.summary import DemoSummary
 from instructrl.demo.world import World, benchmark_correct, few_shot_answer
 from instructrl.evaluation.stats import mean_ci, ranking_agreement, win_rate
 from instructrl.pipeline.config import PipelineConfig
@@ -429,7 +430,7 @@ def run_demo(
     log: Callable[[str], None] = print,
     resume_command: str | None = None,
     reward_fn: RewardFn | None = None,
-) -> dict[str, Any]:
+) -> DemoSummary:
     """Run the demo's steps into `out`, skipping those done earlier when `resume`. A step that fails says
     which it was and how to go on (`resume_command`: the command line that continues this run). `reward_fn`:
     PPO's reward instead of the RM, for benchmarks/demo_oracle.py; the demo itself never passes one."""
@@ -475,15 +476,17 @@ def run_demo(
         resume_command=resume_command or f"instructrl demo --out {out} --resume",
     )
     summary = build_summary(steps.done, settings, out)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    file = summary.write(out)
     from instructrl.report.html import write_report
 
-    write_report(summary, out / "report.html", title="instructrl demo: InstructGPT in a small world")
-    log(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    write_report(
+        summary.as_json(), out / "report.html", title="instructrl demo: InstructGPT in a small world"
+    )
+    log(f"wrote {file} and {out / 'report.html'}")
     return summary
 
 
-def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir: Path) -> dict[str, Any]:
+def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir: Path) -> DemoSummary:
     """summary.json from the steps' records and the stages' typed summaries."""
     ev = done["evaluate"].summary
     rm = RMSummary.read(demo_dir / "round1" / "rm")
@@ -562,7 +565,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
         ]
     findings += _probe_findings(ev["truthfulness"], ev["toxicity"], settings)
     timings = {name: record.seconds for name, record in done.items()}
-    return {
+    return DemoSummary.model_validate({
         "description": "InstructGPT (Ouyang et al. 2022) retold in a simulated world: a GPT pretrained from scratch "
         "on the world's text, SFT on labeler demonstrations, a reward model on labeler rankings, PPO and PPO-ptx; "
         "judged by held-out labelers on held-out users' prompts.",
@@ -587,7 +590,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
         "samples": ev["samples"],
         "timings_s": {**timings, "total": sum(timings.values())},
         "settings": settings.as_json(),
-    }
+    })  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from instructrl.demo import pipeline
 from instructrl.demo.labelers import Labeler
 from instructrl.demo.labels import SimulatedLabels
+from instructrl.demo.summary import DemoSummary
 from instructrl.demo.world import World
 from instructrl.training import runtime
 
@@ -63,7 +64,7 @@ def quick_demo(tmp_path_factory):
 
     mp.setattr(runtime, "progress_bar", progress_bar)
     try:
-        summary = pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), log=log)
+        summary = pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), log=log).as_json()
     finally:
         mp.undo()
     return out, summary, calls, bars
@@ -224,7 +225,7 @@ def test_only_training_labelers_data_reaches_sft_rm_and_ppo(quick_demo):
 def test_resume_of_a_finished_demo_redoes_nothing(quick_demo):
     out, summary, *_ = quick_demo
     again = pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=0), resume=True, log=lambda m: None)
-    assert again == summary
+    assert again.as_json() == summary and again == DemoSummary.read(out)
     with pytest.raises(Exception, match="other settings"):
         pipeline.run_demo(out, pipeline.DemoSettings.quick(seed=1), resume=True, log=lambda m: None)
     with pytest.raises(Exception, match="already holds a demo run"):

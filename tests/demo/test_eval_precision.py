@@ -31,7 +31,7 @@ def demo_in(precision: str, world: World, out: Path) -> Demo:
 def test_sft_answers_are_candidate_zero_of_best_of_n(precision, world, tmp_path):
     demo = demo_in(precision, world, tmp_path)
     prompts = [p.prompt for p in world.user_prompts(seed=0)[:N_PROMPTS]]
-    model, tok = pipeline._load_policy(QUICK_BASE)
+    model, tok = pipeline.load_policy(QUICK_BASE)
     answers, candidates = pipeline.sft_answers_and_candidates(demo, model, tok, prompts)
     assert [len(c) for c in candidates] == [max(BON_CURVE)] * N_PROMPTS
     assert answers == [c[0] for c in candidates]
@@ -43,9 +43,9 @@ def test_every_model_draws_sft_s_seeds_in_fp32_only(world, tmp_path):
     batch of another shape (one sample per prompt). Equal samples from an equal model hold in fp32 only."""
     demo = demo_in("no", world, tmp_path)
     prompts = [p.prompt for p in world.user_prompts(seed=0)[:N_PROMPTS]]
-    model, tok = pipeline._load_policy(QUICK_BASE)
+    model, tok = pipeline.load_policy(QUICK_BASE)
     answers, _ = pipeline.sft_answers_and_candidates(demo, model, tok, prompts)
-    alone = pipeline._generate(
+    alone = pipeline.generate(
         demo, model, tok, prompts, seed=pipeline.hash_seed(0, "eval"), desc="answers: the same model"
     )
     assert [r[0] for r in alone] == answers
