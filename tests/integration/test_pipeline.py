@@ -177,6 +177,39 @@ def test_the_pipeline_runs_two_rounds_and_a_rerun_after_a_stop_redoes_no_finishe
     assert code == 2 and "these keys differ: ppo.iterations" in err, err
 
 
+SMALL = [
+    "sft.epochs=1", "sft.batch_size=16", "sft.lr=3e-3", "rm.batch_size=16", "rm.lr=1e-3",
+    "ppo.iterations=2", "ppo.rollout_batch_size=16", "ppo.batch_size=8", "ppo.max_new_tokens=8",
+    "ppo.eval_prompts=16", "evaluation.answers.max_new_tokens=8",
+]  # fmt: skip
+"""The example's sizes made a test's: every other key is the example's own (its precision: auto)."""
+
+
+def test_the_example_config_runs_end_to_end_on_a_tiny_model(hub_cache, exports, tmp_path, monkeypatch):
+    """examples/pipeline.yaml itself, from a directory laid out as its comments say (the app's exports under
+    exports/, the prompts under data/), on a tiny Hub model and with a test's sizes: two rounds, the A/B
+    answers, the report; a second run of the same command skips every step."""
+    example = Path(__file__).parents[2] / "examples" / "pipeline.yaml"
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "prompts_train.jsonl", make_prompts(100))
+    write_jsonl(tmp_path / "data" / "prompts_validation.jsonl", make_prompts(20, seed=3))
+    write_jsonl(tmp_path / "data" / "prompts_test.jsonl", make_prompts(6, seed=9))
+    monkeypatch.chdir(tmp_path)
+    sets = [a for kv in ["base_model=org/tiny-gpt2", *SMALL] for a in ("--set", kv)]
+    code, _, err = run_cli("pipeline", "--config", str(example), *sets)
+    assert code == 0, err
+    out = tmp_path / "runs" / "pipeline"
+    assert list(read(out / "steps.json")) == ["sft", "round1", "round2", "eval-answers", "report"]
+    r2 = read(out / "round2" / "round.json")
+    assert r2["previous"] == "runs/pipeline/round1" and 0 <= r2["rm_accuracy_after"] <= 1
+    pairs = [json.loads(line) for line in (out / "eval" / "answers.jsonl").open()]
+    assert [(p["model_a"], p["model_b"]) for p in pairs] == [("round1", "sft")] * 6 + [("round2", "sft")] * 6
+    code, _, err = run_cli("pipeline", "--config", str(example), *sets)
+    assert code == 0, err
+    log = [line.split(" ", 2)[1:] for line in (out / "steps.log").read_text().splitlines()[-5:]]
+    assert [event for event, _ in log] == ["skip"] * 5
+
+
 def test_a_pipeline_killed_hard_after_a_step_goes_on_from_there(tiny_model_dir, exports, tmp_path):
     """SIGKILL (no checkpoint, no clean-up) in round 1's RM, SFT done, before the RM's first checkpoint."""
     out = tmp_path / "killed"
