@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Self
+
+from pydantic import BaseModel, ConfigDict
 
 from instructrl.datasets.io import atomic_write_text, write_jsonl
 from instructrl.datasets.records import Comparison, Demonstration, PromptRecord
@@ -36,11 +38,37 @@ from instructrl.demo.labelers import OUTCOME
 from instructrl.demo.world import few_shot_answer
 from instructrl.evaluation.stats import ranking_agreement
 from instructrl.pipeline.labels import Demonstrations, Prompts, RoundLabels
+from instructrl.training.summary import read_model
 
 if TYPE_CHECKING:
     from instructrl.ppo.setup import RewardFn
 
 JUDGE_BASELINE = "judge_baseline.json"
+
+
+class RankingRecord(BaseModel):
+    """OUT/data/rankings_roundN.json: how a round's ranking went, written once its comparisons are."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    labeler_agreement: float
+    """Pairwise agreement of two training labelers ranking the same task (the tasks ranked twice)."""
+    labeler_agreement_pairs: int
+    skipped_too_few_distinct: int
+    """Prompts left out: fewer than K_min distinct candidates."""
+    comparisons: dict[str, int] = {}
+    """Rankings written per split (rounds 2..R)."""
+
+    @classmethod
+    def read(cls, demo: Demo, round_: int) -> Self:
+        return read_model(cls, record_file(demo, round_))
+
+    def write(self, demo: Demo, round_: int) -> None:
+        atomic_write_text(record_file(demo, round_), self.model_dump_json(indent=2))
+
+
+def record_file(demo: Demo, round_: int) -> Path:
+    return demo.path("data", f"rankings_round{round_}.json")
 
 
 class SimulatedLabels:
@@ -89,14 +117,13 @@ class SimulatedLabels:
             split: self.demo.path("data", comparisons_file(round_, split))
             for split in ("train", "validation")
         }
-        record = self.demo.path("data", f"rankings_round{round_}.json")
-        if not record.is_file():
+        if not record_file(self.demo, round_).is_file():
             if round_ == 1:
-                stats = self._rank_first(policy, files)
+                record = self._rank_first(policy, files)
             else:
                 assert previous_policy is not None
-                stats = self._rank_later(round_, policy, previous_policy, files)
-            atomic_write_text(record, json.dumps(stats, indent=2))
+                record = self._rank_later(round_, policy, previous_policy, files)
+            record.write(self.demo, round_)
         return RoundLabels(files["train"], files["validation"])
 
     def judge(self, round_: int, out: Path) -> RewardFn | None:
@@ -104,7 +131,7 @@ class SimulatedLabels:
 
     # --- the rankings --------------------------------------------------------------------------------------
 
-    def _rank_first(self, sft_dir: Path, files: dict[str, Path]) -> dict[str, Any]:
+    def _rank_first(self, sft_dir: Path, files: dict[str, Path]) -> RankingRecord:
         """Round 1: samples of the SFT model and of the few-shot base model. With `rankings_per_prompt` > 1
         each training prompt is ranked again on fresh samples (K drawn afresh), pass 0 being the single
         pass's."""
@@ -143,15 +170,15 @@ class SimulatedLabels:
                 records += ranked
                 skipped += n_skipped
             write_jsonl(files[split], records)
-        return {
-            "labeler_agreement": agree[0] / max(agree[1], 1),
-            "labeler_agreement_pairs": agree[1],
-            "skipped_too_few_distinct": skipped,
-        }
+        return RankingRecord(
+            labeler_agreement=agree[0] / max(agree[1], 1),
+            labeler_agreement_pairs=agree[1],
+            skipped_too_few_distinct=skipped,
+        )
 
     def _rank_later(
         self, round_: int, current: Path, previous: Path, files: dict[str, Path]
-    ) -> dict[str, Any]:
+    ) -> RankingRecord:
         """Round r > 1: samples of the current policy and of the one before it, on training prompts (some
         ranked in earlier rounds too) and validation prompts."""
         demo, s = self.demo, self.demo.settings
@@ -175,12 +202,12 @@ class SimulatedLabels:
             records, n_skipped = self._rank(prompts, pools, ks, rng, agree, model=label, round_=round_)
             skipped += n_skipped
             counts[split] = write_jsonl(files[split], records)
-        return {
-            "comparisons": counts,
-            "labeler_agreement": agree[0] / max(agree[1], 1),
-            "labeler_agreement_pairs": agree[1],
-            "skipped_too_few_distinct": skipped,
-        }
+        return RankingRecord(
+            comparisons=counts,
+            labeler_agreement=agree[0] / max(agree[1], 1),
+            labeler_agreement_pairs=agree[1],
+            skipped_too_few_distinct=skipped,
+        )
 
     def _rank(
         self,

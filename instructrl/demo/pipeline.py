@@ -45,7 +45,7 @@ from instructrl.demo.context import (
     split_prompts,
 )
 from instructrl.demo.labelers import OUTCOME, Labeler, make_labelers
-from instructrl.demo.labels import JUDGE_BASELINE, SimulatedLabels, labelers_judge
+from instructrl.demo.labels import JUDGE_BASELINE, RankingRecord, SimulatedLabels, labelers_judge
 from instructrl.demo.probes import ProbeSet
 from instructrl.demo.settings import (
     DemoSettings,
@@ -62,6 +62,7 @@ from instructrl.pipeline.round import RoundSummary
 from instructrl.pipeline.run import Step, StepFailed, StepRecord, pipeline_steps, run_steps, step_record
 from instructrl.ppo.summary import PPOSummary
 from instructrl.reward.summary import RMSummary
+from instructrl.training.summary import read_model
 
 if TYPE_CHECKING:
     from instructrl.ppo.setup import RewardFn
@@ -490,7 +491,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
     """summary.json from the steps' records and the stages' typed summaries."""
     ev = done["evaluate"].summary
     rm = RMSummary.read(demo_dir / "round1" / "rm")
-    rankings = json.loads((demo_dir / "data" / "rankings_round1.json").read_text(encoding="utf-8"))
+    rankings = read_model(RankingRecord, demo_dir / "data" / "rankings_round1.json")
     win = ev["win_rate_vs_sft"]
     loss = ev["pretrain_loss"]
     rma = ev["rm_analysis"]
@@ -521,7 +522,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
         _finding(
             "the reward model predicts labelers' rankings of validation users' prompts (accuracy ≥ 0.65)",
             rm.val_accuracy >= 0.65,
-            f"RM {rm.val_accuracy:.3f}; labelers agree with each other {rankings['labeler_agreement']:.3f}; "
+            f"RM {rm.val_accuracy:.3f}; labelers agree with each other {rankings.labeler_agreement:.3f}; "
             f"the gold standard itself reaches {rma['gold_vs_labelers']:.3f} "
             f"({rma['gold_tied_share']:.0%} of pairs are equally good); on the other pairs the RM "
             f"orders {rma['rm_vs_gold_untied']:.0%} as the gold standard does, labelers "
@@ -577,7 +578,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
         "pretrain_loss": {m: loss[m] for m in ("base", "sft", "ppo", "ppo_ptx")},
         "benchmark_accuracy": ev["benchmark_accuracy"],
         "rm_val_accuracy": rm.val_accuracy,
-        "labeler_agreement": rankings["labeler_agreement"],
+        "labeler_agreement": rankings.labeler_agreement,
         "heldout_labeler_agreement": ev["heldout_labeler_agreement"],
         "rm_analysis": rma,
         "rm_on_sft_samples": ev["rm_on_sft_samples"],
