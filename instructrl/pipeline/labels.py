@@ -238,44 +238,24 @@ class DatabaseRounds:
     def round_labels(self, round_: int, *, policy: Path, previous_policy: Path | None) -> RoundLabels:
         from instructrl.labeling.services import rounds as service
 
-        url = self.config.database_url
-        if service.round_progress(database_url=url, round=round_).tasks == 0:
-            # the names the round's responses are recorded under, as `instructrl round --db` gives them
-            names = ["sft" if n == 0 else f"round{n}" for n in (round_ - 1, round_ - 2)]
-            sources = [(policy, names[0]), *([(previous_policy, names[1])] if previous_policy else [])]
-            self.log(
-                f"labels: round {round_}: sampling its candidates from {', '.join(n for _, n in sources)}"
-            )
-            try:
-                service.start_round_generation(
-                    database_url=url,
-                    round=round_,
-                    checkpoints=[service.Checkpoint(path, name) for path, name in sources],
-                    k=self.config.k,
-                    limit=self.config.limit,
-                    split=self.config.split,
-                    seed=self.config.seed,
-                )
-            except service.GenerationFailed as e:
-                raise UserError(f"round {round_}'s generation job {e.job_id} failed: {e.error}") from None
-        hours = self.config.timeout_hours
-        seen: list[int] = []
-
-        def progress(now: service.RoundProgress) -> None:
-            if not seen or now.ranked != seen[-1]:  # a line when the count moves, not every poll
-                self.log(f"labels: round {round_}: {now.ranked} of {now.tasks} ranking tasks ranked")
-            seen.append(now.ranked)
-
-        service.wait_for_rankings(
-            database_url=url,
+        # the names the round's responses are recorded under, as `instructrl round --db` gives them
+        names = ["sft" if n == 0 else f"round{n}" for n in (round_ - 1, round_ - 2)]
+        sources = [(policy, names[0]), *([(previous_policy, names[1])] if previous_policy else [])]
+        hours, folder = self.config.timeout_hours, self.config.exports / f"round{round_}"
+        service.collect_round(
+            database_url=self.config.database_url,
             round=round_,
+            checkpoints=[service.Checkpoint(path, name) for path, name in sources],
+            k=self.config.k,
+            limit=self.config.limit,
+            split=self.config.split,
+            seed=self.config.seed,
+            out_dir=folder,
             poll_seconds=self.config.poll_seconds,
             timeout_seconds=hours * 3600 if hours is not None else None,
-            progress=progress,
+            log=self.log,
             sleep=self.sleep,
         )
-        folder = self.config.exports / f"round{round_}"
-        service.export_labels(database_url=url, out_dir=folder, round=round_)
         return RoundLabels(*_split_files(folder, "comparisons.jsonl"))
 
     def judge(self, round_: int, out: Path) -> RewardFn | None:

@@ -207,3 +207,45 @@ def export_labels(*, database_url: str, out_dir: Path, round: int | None = None)
             return export(session=session, out_dir=out_dir, round=round)
     finally:
         db.dispose()
+
+
+def collect_round(
+    *,
+    database_url: str,
+    round: int,
+    checkpoints: list[Checkpoint],
+    k: int,
+    limit: int,
+    split: Split,
+    seed: int,
+    out_dir: Path,
+    poll_seconds: float = 30.0,
+    timeout_seconds: float | None = None,
+    log: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ExportSummary:
+    """A round's rankings, from start to export, as the pipeline asks for them in one call: round `round`'s
+    generation job from `checkpoints` (unless the round holds ranking tasks already: uploaded, or a job
+    started before the caller was stopped), the wait until every ranking task is ranked (a `log` line when
+    the count moves), and the round's rankings exported into `out_dir`. A failed job is a UserError."""
+    if round_progress(database_url=database_url, round=round).tasks == 0:
+        log(f"labels: round {round}: sampling its candidates from {', '.join(c.name for c in checkpoints)}")
+        try:
+            start_round_generation(
+                database_url=database_url, round=round, checkpoints=checkpoints, k=k, limit=limit,
+                split=split, seed=seed,
+            )  # fmt: skip
+        except GenerationFailed as e:
+            raise UserError(f"round {round}'s generation job {e.job_id} failed: {e.error}") from None
+    seen: list[int] = []
+
+    def progress(now: RoundProgress) -> None:
+        if not seen or now.ranked != seen[-1]:  # a line when the count moves, not every poll
+            log(f"labels: round {round}: {now.ranked} of {now.tasks} ranking tasks ranked")
+        seen.append(now.ranked)
+
+    wait_for_rankings(
+        database_url=database_url, round=round, poll_seconds=poll_seconds, timeout_seconds=timeout_seconds,
+        progress=progress, sleep=sleep,
+    )  # fmt: skip
+    return export_labels(database_url=database_url, out_dir=out_dir, round=round)
