@@ -565,7 +565,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
             ),
         ]
     findings += _probe_findings(ev["truthfulness"], ev["toxicity"], settings)
-    timings = {name: record.seconds for name, record in done.items()}
+    timings = _timings(done, settings, demo_dir)
     return DemoSummary.model_validate({
         "description": "InstructGPT (Ouyang et al. 2022) retold in a simulated world: a GPT pretrained from scratch "
         "on the world's text, SFT on labeler demonstrations, a reward model on labeler rankings, PPO and PPO-ptx; "
@@ -589,7 +589,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
         "rounds": rounds,
         "intake": done["world"].summary["intake"],
         "samples": ev["samples"],
-        "timings_s": {**timings, "total": sum(timings.values())},
+        "timings_s": timings,
         "settings": settings.as_json(),
     })  # fmt: skip
 
@@ -597,6 +597,24 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
 # ---------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------
+def _timings(done: dict[str, StepRecord], settings: DemoSettings, demo_dir: Path) -> dict[str, float]:
+    """Seconds per step and in all; each round's step also split into its reward model and its PPO (their
+    summaries' own times) and the rest — the rankings, mostly sampling the candidates."""
+    out: dict[str, float] = {}
+    for name, record in done.items():
+        out[name] = record.seconds
+        if name.startswith("round") and name[5:].isdigit():
+            rm = RMSummary.read(demo_dir / name / "rm").time_s
+            ppo = PPOSummary.read(demo_dir / name / "ppo").time_s
+            out |= {
+                f"{name}: reward model": rm,
+                f"{name}: PPO": ppo,
+                f"{name}: rankings and the rest": record.seconds - rm - ppo,
+            }
+    out["total"] = sum(record.seconds for record in done.values())
+    return out
+
+
 def _rounds(ev: dict[str, Any], settings: DemoSettings, demo_dir: Path) -> list[dict[str, Any]]:
     """Per round of the loop: the PPO policy's win rate against SFT and gold score, its KL to SFT, and (from
     round 2) the RM's accuracy on that round's validation rankings before and after it was retrained."""

@@ -81,9 +81,16 @@ def test_summary_holds_every_figure_the_issue_asks_for(quick_demo):
     # the quick run's candidates are mostly equally poor, so labelers agree little more than by chance there;
     # the full run measures ~0.7 (the paper: 0.73)
     assert 0.35 < summary["labeler_agreement"] < 1 and 0.35 < summary["heldout_labeler_agreement"] < 1
-    assert set(summary["timings_s"]) == {
-        "world", "pretrain", "sft", "round1", "ppo_ptx", "round2", "evaluate", "total"
-    }  # fmt: skip
+    steps = ("world", "pretrain", "sft", "round1", "ppo_ptx", "round2", "evaluate")
+    parts = [f"round{n}: {what}" for n in (1, 2) for what in ("reward model", "PPO", "rankings and the rest")]
+    timings = summary["timings_s"]
+    assert set(timings) == {*steps, *parts, "total"}
+    assert timings["total"] == pytest.approx(sum(timings[s] for s in steps))
+    for n in (1, 2):  # a round's parts add up to the round
+        assert sum(timings[f"round{n}: {w}"] for w in ("reward model", "PPO", "rankings and the rest")) == (
+            pytest.approx(timings[f"round{n}"])
+        )
+        assert min(timings[f"round{n}: {w}"] for w in ("reward model", "PPO", "rankings and the rest")) > 0
     assert summary["settings"]["seed"] == 0
     for run in ("ppo", "ppo_ptx"):
         curve = summary["overoptimization"][run]
