@@ -32,7 +32,14 @@ RESULTS = Path(__file__).parent / "results" / "rm_levers.jsonl"
 
 
 def record(row: dict[str, Any]) -> None:
+    """Print the row; append it to RESULTS unless a row of another commit holds the same measurement with the
+    same numbers (a later run measures the demo's own RMs again: a repeat, not a new result)."""
     print(json.dumps(row))
+    same = {k: v for k, v in row.items() if k != "commit"}
+    earlier = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
+    if any({k: v for k, v in e.items() if k != "commit"} == same for e in earlier):
+        print("  (recorded earlier with the same numbers: not appended)")
+        return
     with RESULTS.open("a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -175,6 +182,7 @@ def main() -> None:
     p.add_argument("--rm-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.0])
     p.add_argument("--ppo", action="store_true")
+    p.add_argument("--ptx", action="store_true", help="with --ppo: PPO-ptx (the demo's ptx_coef)")
     p.add_argument("--ppo-set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
 
@@ -234,6 +242,7 @@ def main() -> None:
         **{k: None if v == "none" else type(getattr(settings, k) or 0.0)(v) for k, v in overrides.items()},
     )
     name = "ppo_" + "_".join(f"{k}{v}" for k, v in overrides.items()) if overrides else "ppo"
+    name = name.replace("ppo", "ppo_ptx", 1) if args.ptx else name
     run_ppo(
         policy_dir=args.out / "sft" / "final",
         reward_dir=reward_dir,
@@ -241,7 +250,7 @@ def main() -> None:
         val_prompts=args.out / "data" / "prompts_validation.jsonl",
         pretrain_data=args.out / "data" / "pretrain.jsonl",
         out=args.out / name,
-        config=ppo_config(ppo_settings, ptx=False),
+        config=ppo_config(ppo_settings, ptx=args.ptx),
         resume=(args.out / name / "config.yaml").exists(),
         judge_fn=P.labelers_judge(
             dataclasses.replace(demo, settings=ppo_settings), args.out / name / "judge.json"
@@ -255,7 +264,7 @@ def main() -> None:
     answers["ppo"] = [r[0] for r in P.generate(demo, model, tok, prompts, seed=seed, desc=f"answers: {name}")]
     win = P._win_rates(demo.heldout_labelers, prompts, answers, ("ppo",))["ppo"]
     gold = {m: sum(map(world.gold_score, prompts, a)) / len(prompts) for m, a in answers.items()}
-    record({**base, "what": "ppo", "ppo_set": args.ppo_set, "win": win["mean"], "ci_low": win["ci_low"], **{
+    record({**base, "what": "ppo_ptx" if args.ptx else "ppo", "ppo_set": args.ppo_set, "win": win["mean"], "ci_low": win["ci_low"], **{
         f"gold_{m}": g for m, g in gold.items()}})  # fmt: skip
 
 
