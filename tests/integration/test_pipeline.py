@@ -259,6 +259,7 @@ def test_a_pipeline_killed_hard_after_a_step_goes_on_from_there(tiny_model_dir, 
         (("    max_new_tokens: 8\n", "    max_new_tokens: 0\n"), "pipeline.yaml:33: key 'evaluation.answers.max_new_tokens'"),
         (("round2\n", "round3\n"), "round3: no such export folder"),
         (("data:\n", "dataa:\n"), "pipeline.yaml:3: unknown key 'dataa' (a pipeline config has out, "),
+        ((PIPELINE_YAML[PIPELINE_YAML.index("data:"):PIPELINE_YAML.index("sft:")], ""), "pipeline.yaml: no 'data' section: say where the labels come from"),
     ],
 )  # fmt: skip
 def test_a_bad_pipeline_config_says_where_and_trains_nothing(
