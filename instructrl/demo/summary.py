@@ -11,8 +11,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from instructrl.datasets.io import atomic_write_text
-from instructrl.errors import UserError
-from instructrl.training.summary import read_model
+from instructrl.training.summary import read_model_in
 
 SUMMARY_FILE = "summary.json"
 
@@ -106,8 +105,5 @@ class DemoSummary(BaseModel):
     @classmethod
     def read(cls, path: str | Path) -> Self:
         """A finished demo's summary; `path` is its directory or its summary.json."""
-        file = Path(path)
-        file = file / SUMMARY_FILE if file.is_dir() else file
-        if not file.is_file():
-            raise UserError(f"{file}: no such file; the demo has not finished (go on with --resume)")
-        return read_model(cls, file)
+        missing = "{file}: no such file; the demo has not finished (go on with --resume)"
+        return read_model_in(cls, path, SUMMARY_FILE, missing)

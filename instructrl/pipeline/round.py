@@ -32,7 +32,7 @@ from instructrl.errors import UserError
 from instructrl.pipeline.config import RoundConfig
 from instructrl.ppo.summary import PPOSummary
 from instructrl.reward.summary import RMSummary
-from instructrl.training.summary import read_model
+from instructrl.training.summary import read_model_in
 
 if TYPE_CHECKING:
     from instructrl.labeling.services.rounds import Split
@@ -67,13 +67,8 @@ class RoundSummary(BaseModel):
     @classmethod
     def read(cls, path: str | Path) -> Self:
         """A finished round's record; `path` is its directory or its round.json."""
-        file = Path(path)
-        file = file / ROUND_FILE if file.is_dir() else file
-        if not file.is_file():
-            raise UserError(
-                f"{path}: not a round directory (no round.json); pass what `instructrl round --out` wrote"
-            )
-        return read_model(cls, file)
+        missing = "{path}: not a round directory (no round.json); pass what `instructrl round --out` wrote"
+        return read_model_in(cls, path, ROUND_FILE, missing)
 
     def write(self, path: str | Path) -> None:
         """OUT/round.json, into the round's directory `path`."""

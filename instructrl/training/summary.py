@@ -24,6 +24,16 @@ def read_model(cls: type[M], file: Path) -> M:
         raise UserError(f"{file}: does not hold a {cls.__name__}: {problems}") from None
 
 
+def read_model_in(cls: type[M], path: str | Path, name: str, missing: str) -> M:
+    """A `cls` from `path`: a directory holding the file `name`, or the file itself. `missing`: the error
+    when there is none, with {file} and {path} filled in."""
+    file = Path(path)
+    file = file / name if file.is_dir() else file
+    if not file.is_file():
+        raise UserError(missing.format(file=file, path=path))
+    return read_model(cls, file)
+
+
 class StageSummary(BaseModel):
     """What a stage reports of its run. Each stage's summary adds its results; the facts of how it ran,
     below, come last in the file. Keys this version does not know (written by another one) are kept, not refused.
@@ -57,11 +67,8 @@ class StageSummary(BaseModel):
     @classmethod
     def read(cls, path: str | Path) -> Self:
         """A finished run's summary; `path` is its run directory or its summary.json."""
-        file = Path(path)
-        file = file / SUMMARY_FILE if file.is_dir() else file
-        if not file.is_file():
-            raise UserError(f"{file}: no such file; the run has not finished (continue it with --resume)")
-        return read_model(cls, file)
+        missing = "{file}: no such file; the run has not finished (continue it with --resume)"
+        return read_model_in(cls, path, SUMMARY_FILE, missing)
 
 
 RUN_FACTS = tuple(k for k in StageSummary.model_fields if k != "stage")
