@@ -60,15 +60,16 @@ class RankingRecord(BaseModel):
     """Rankings written per split (rounds 2..R)."""
 
     @classmethod
-    def read(cls, demo: Demo, round_: int) -> Self:
-        return read_model(cls, record_file(demo, round_))
+    def read(cls, out: Path, round_: int) -> Self:
+        """Round `round_`'s record of the demo run in `out`."""
+        return read_model(cls, record_file(out, round_))
 
-    def write(self, demo: Demo, round_: int) -> None:
-        atomic_write_text(record_file(demo, round_), self.model_dump_json(indent=2))
+    def write(self, out: Path, round_: int) -> None:
+        atomic_write_text(record_file(out, round_), self.model_dump_json(indent=2))
 
 
-def record_file(demo: Demo, round_: int) -> Path:
-    return demo.path("data", f"rankings_round{round_}.json")
+def record_file(out: Path, round_: int) -> Path:
+    return out / "data" / f"rankings_round{round_}.json"
 
 
 class SimulatedLabels:
@@ -117,13 +118,13 @@ class SimulatedLabels:
             split: self.demo.path("data", comparisons_file(round_, split))
             for split in ("train", "validation")
         }
-        if not record_file(self.demo, round_).is_file():
+        if not record_file(self.demo.out, round_).is_file():
             if round_ == 1:
                 record = self._rank_first(policy, files)
             else:
                 assert previous_policy is not None
                 record = self._rank_later(round_, policy, previous_policy, files)
-            record.write(self.demo, round_)
+            record.write(self.demo.out, round_)
         return RoundLabels(files["train"], files["validation"])
 
     def judge(self, round_: int, out: Path) -> RewardFn | None:

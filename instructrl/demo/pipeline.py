@@ -62,7 +62,6 @@ from instructrl.pipeline.round import RoundSummary
 from instructrl.pipeline.run import Step, StepFailed, StepRecord, pipeline_steps, run_steps, step_record
 from instructrl.ppo.summary import PPOSummary
 from instructrl.reward.summary import RMSummary
-from instructrl.training.summary import read_model
 
 if TYPE_CHECKING:
     from instructrl.ppo.setup import RewardFn
@@ -491,7 +490,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
     """summary.json from the steps' records and the stages' typed summaries."""
     ev = done["evaluate"].summary
     rm = RMSummary.read(demo_dir / "round1" / "rm")
-    rankings = read_model(RankingRecord, demo_dir / "data" / "rankings_round1.json")
+    rankings = RankingRecord.read(demo_dir, 1)
     win = ev["win_rate_vs_sft"]
     loss = ev["pretrain_loss"]
     rma = ev["rm_analysis"]
@@ -565,7 +564,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
             ),
         ]
     findings += _probe_findings(ev["truthfulness"], ev["toxicity"], settings)
-    timings = _timings(done, settings, demo_dir)
+    timings = _timings(done, demo_dir)
     return DemoSummary.model_validate({
         "description": "InstructGPT (Ouyang et al. 2022) retold in a simulated world: a GPT pretrained from scratch "
         "on the world's text, SFT on labeler demonstrations, a reward model on labeler rankings, PPO and PPO-ptx; "
@@ -597,7 +596,7 @@ def build_summary(done: dict[str, StepRecord], settings: DemoSettings, demo_dir:
 # ---------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------
-def _timings(done: dict[str, StepRecord], settings: DemoSettings, demo_dir: Path) -> dict[str, float]:
+def _timings(done: dict[str, StepRecord], demo_dir: Path) -> dict[str, float]:
     """Seconds per step and in all; each round's step also split into its reward model and its PPO (their
     summaries' own times) and the rest — the rankings, mostly sampling the candidates."""
     out: dict[str, float] = {}
