@@ -13,8 +13,8 @@ demo's best-of-N candidates, regenerated with its seeds) the share of gold-order
 the gold standard does (demo/rm_gold.py), for RM + alpha * log pi_SFT(y|x) per --alpha; the held-out
 labelers' win rate of best-of-4 and best-of-16 against SFT's answer (candidate 0), and their gold score.
 `--ppo`: PPO from SFT against OUT's RM (the demo's round-1 RM when OUT trains none) with the demo's settings
-(`--ppo-set`: DemoSettings overrides, e.g. ref_temperature=0.7 or ppo_keep_by=labelers), its answers judged as
-the demo judges them. One JSON line per measurement is appended
+(`--ppo-set`: DemoSettings overrides, e.g. ref_temperature=0.7 or ppo_keep_by=labelers; `--value-from-demo-rm`:
+the value model from the demo's smaller round-1 RM), its answers judged as the demo judges them. One JSON line per measurement is appended
 to results/rm_levers.jsonl. A diagnostic: the gold standard never reaches training.
 """
 
@@ -184,6 +184,11 @@ def main() -> None:
     p.add_argument("--ppo", action="store_true")
     p.add_argument("--ptx", action="store_true", help="with --ppo: PPO-ptx (the demo's ptx_coef)")
     p.add_argument("--ppo-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--value-from-demo-rm",
+        action="store_true",
+        help="with --ppo: the value model from the demo's round-1 RM (PPO's --value-model), not from PPO's RM",
+    )
     args = p.parse_args()
 
     from instructrl.demo import pipeline as P
@@ -243,6 +248,9 @@ def main() -> None:
     )
     name = "ppo_" + "_".join(f"{k}{v}" for k, v in overrides.items()) if overrides else "ppo"
     name = name.replace("ppo", "ppo_ptx", 1) if args.ptx else name
+    value_dir = None
+    if args.value_from_demo_rm:  # the value model from the demo's (smaller) round-1 RM, not PPO's RM
+        value_dir, name = args.run / "round1" / "rm" / "final", name + "_value_demo_rm"
     run_ppo(
         policy_dir=args.out / "sft" / "final",
         reward_dir=reward_dir,
@@ -252,6 +260,7 @@ def main() -> None:
         out=args.out / name,
         config=ppo_config(ppo_settings, ptx=args.ptx),
         resume=(args.out / name / "config.yaml").exists(),
+        value_dir=value_dir,
         judge_fn=P.labelers_judge(
             dataclasses.replace(demo, settings=ppo_settings), args.out / name / "judge.json"
         ),
@@ -264,6 +273,9 @@ def main() -> None:
     answers["ppo"] = [r[0] for r in P.generate(demo, model, tok, prompts, seed=seed, desc=f"answers: {name}")]
     win = P._win_rates(demo.heldout_labelers, prompts, answers, ("ppo",))["ppo"]
     gold = {m: sum(map(world.gold_score, prompts, a)) / len(prompts) for m, a in answers.items()}
+    if value_dir is not None:
+        base["value_model"] = "the demo's round 1 RM"
+    base["ppo_time_s"] = json.loads((args.out / name / "summary.json").read_text())["time_s"]
     record({**base, "what": "ppo_ptx" if args.ptx else "ppo", "ppo_set": args.ppo_set, "win": win["mean"], "ci_low": win["ci_low"], **{
         f"gold_{m}": g for m, g in gold.items()}})  # fmt: skip
 

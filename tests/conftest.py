@@ -303,3 +303,18 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else int(e.code is not None)
     return code, out.getvalue(), err.getvalue()
+
+
+def scaled_reward_model(rm_dir: Path, out: Path, gain: float, bias: float) -> Path:
+    """A copy of the reward model in `rm_dir` that scores gain · r + bias: another value model's start whose
+    normalisation is known."""
+    import shutil
+
+    from instructrl.models.loading import load_reward_model
+    from instructrl.models.scoring import scale_reward
+
+    shutil.copytree(rm_dir, out)
+    model = load_reward_model(out)
+    scale_reward(model, gain, bias)
+    model.save_pretrained(out)
+    return out

@@ -28,7 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reward",
         required=True,
-        help="reward model directory or Hub id ORG/NAME[@REVISION] (also the value model's start)",
+        help="reward model directory or Hub id ORG/NAME[@REVISION] (also the value model's start, unless "
+        "--value-model)",
+    )
+    p.add_argument(
+        "--value-model",
+        help="the reward model the value model starts from, when not --reward's (e.g. a smaller one, whose "
+        "updates cost less); its head is put on the reward's scale by its own scores of the SFT samples",
     )
     p.add_argument("--prompts", required=True, nargs="+", help="prompts JSONL file(s) or directory")
     p.add_argument(
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         policy_dir=args.policy,
         reward_dir=args.reward,
         reference_dir=args.reference,
+        value_dir=args.value_model,
         prompts=args.prompts,
         val_prompts=args.val_prompts,
         pretrain_data=args.pretrain_data,

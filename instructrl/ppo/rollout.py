@@ -4,6 +4,7 @@ normalisation on the SFT policy's samples (`normalise_reward`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -167,18 +168,23 @@ def rollout_prompts(s: PPOSetup, it: int) -> list[int]:
 
 
 @torch.no_grad()
-def normalise_reward(s: PPOSetup) -> RewardNorm:
-    """Gain and bias that give the SFT policy's samples on `reward_norm_samples` training prompts a mean score
-    of 0 and a standard deviation of 1. The samples come from the reference (the SFT model), so that a PPO run
-    continued from an earlier policy (`reference_dir`) measures its reward, and so β, on the same scale as the
-    first round. The value model starts as the reward model, so its head gets the same gain and bias: its
-    first predictions are on the scale of the rewards it will be paid."""
+def normalise_reward(s: PPOSetup) -> tuple[RewardNorm, RewardNorm]:
+    """The reward's gain and bias, and the value model's. The reward's give the SFT policy's samples on
+    `reward_norm_samples` training prompts a mean score of 0 and a standard deviation of 1 (identity with
+    reward_norm=false). The samples come from the reference (the SFT model), so that a PPO run continued from an
+    earlier policy (`reference_dir`) measures its reward, and so β, on the same scale as the first round.
+
+    The value model's head is given the gain and bias that put its first predictions on the scale of the
+    rewards it will be paid: the reward's, when it starts as the reward model; when it starts from a model of
+    its own (`value_apart`), those that give its scores of the same samples the mean and standard deviation
+    that PPO's scores have."""
     c, acc = s.config, s.accelerator
     n = min(c.reward_norm_samples, len(s.train.queries))
     g = torch.Generator().manual_seed(mix_seed(c.seed, NORM_STREAM))
     rows = torch.randperm(len(s.train.queries), generator=g)[:n].tolist()
     mine = shard(rows, acc.num_processes, acc.process_index)
     raw: list[float] = []
+    raw_values: list[float] = []
     with s.whole():  # this process's shard of the prompts may be the shorter one
         for start in range(0, len(mine), c.forward_batch_size):
             chunk = mine[start : start + c.forward_batch_size]
@@ -194,18 +200,35 @@ def normalise_reward(s: PPOSetup) -> RewardNorm:
                     sampler=ref,
                 )
             raw += r.raw_scores.tolist()
+            if s.value_apart:
+                with acc.autocast():
+                    raw_values += score(acc.unwrap_model(s.value_model), *r.sequences()).tolist()
+    reward = measured_norm(raw, acc, "reward model", n, scale=c.reward_norm)
+    value = reward
+    if s.value_apart:
+        # its scores of the samples get the mean and standard deviation of the scores PPO sees
+        own = measured_norm(raw_values, acc, "value model", n)
+        mean, std = (0.0, 1.0) if c.reward_norm else (reward.raw_mean or 0.0, reward.raw_std or 0.0)
+        value = dataclasses.replace(own, gain=own.gain * std, bias=own.bias * std + mean)
+    scale_reward(acc.unwrap_model(s.value_model), value.gain, value.bias)
+    return reward, value
+
+
+def measured_norm(raw: list[float], acc: Accelerator, what: str, n: int, scale: bool = True) -> RewardNorm:
+    """The mean and standard deviation of every process's scores, and (`scale`) the gain and bias that make
+    them 0 and 1 (otherwise gain 1, bias 0)."""
     if acc.num_processes > 1:
         raw = gather_object(raw)
     t = torch.tensor(raw, dtype=torch.float64)
     mean, std = t.mean().item(), t.std(correction=0).item()
+    if not scale:
+        return RewardNorm(samples=n, raw_mean=mean, raw_std=std)
     if not std > 1e-6:
         raise UserError(
-            f"the reward model gives the SFT policy's {n} samples the same score ({mean:.4g}): there is nothing "
-            f"to normalise or to learn from; check --reward, or --set reward_norm=false"
+            f"the {what} gives the SFT policy's {n} samples the same score ({mean:.4g}): there is nothing "
+            f"to normalise or to learn from; check --reward and --value-model, or --set reward_norm=false"
         )
-    norm = RewardNorm(gain=1.0 / std, bias=-mean / std, samples=n, raw_mean=mean, raw_std=std)
-    scale_reward(acc.unwrap_model(s.value_model), norm.gain, norm.bias)
-    return norm
+    return RewardNorm(gain=1.0 / std, bias=-mean / std, samples=n, raw_mean=mean, raw_std=std)
 
 
 def log_rollouts(s: PPOSetup, iteration: int, r: Rollout, prompt_of: list[int]) -> None:

@@ -68,12 +68,17 @@ class PPOSetup:
     policy: torch.nn.Module  # π_θ, prepared for training (DDP-wrapped or, with sharding=fsdp, FSDP2-sharded)
     # π_SFT, frozen; None with LoRA, where it is the policy with its adapters off (`reference`)
     ref_policy: torch.nn.Module | None
-    value_model: torch.nn.Module  # V_φ, starts as the reward model; prepared for training as the policy is
+    value_model: torch.nn.Module  # V_φ, starts as the reward model (or value_dir's); prepared for training
+    value_apart: bool
+    """The value model starts from a model of its own (`value_dir`), not the reward model: its head is
+    normalised by its own scores (`normalise_reward`)."""
     reward_model: torch.nn.Module | None  # r_ψ, frozen; None when reward_fn scores instead
     reward_fn: RewardFn | None
     judge_fn: RewardFn | None
     """Scores the held-out answers for the checkpoint choice (KeepBest) instead of the reward model."""
     reward_norm: RewardNorm
+    value_norm: RewardNorm
+    """The gain and bias given to the value model's head: the reward's, or its own when `value_apart`."""
     # one AdamW, a parameter group for the policy and one for the value model (their shards, when sharded)
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -146,13 +151,16 @@ def setup_ppo(
     reward_fn: RewardFn | None = None,
     accelerator: Accelerator | None = None,
     judge_fn: RewardFn | None = None,
+    value_dir: str | Path | None = None,
 ) -> PPOSetup:
     """Validate the inputs, load the four models and the data, build the optimizer. Writes nothing but
     OUT/config.yaml, and only once every input was read.
 
     `reference_dir`: the frozen model the KL is measured to, when the policy does not start from it — PPO
     continued from an earlier round's policy keeps the SFT model as its reference (ChatGPT's loop). Default:
-    the policy's own start, `policy_dir`."""
+    the policy's own start, `policy_dir`.
+    `value_dir`: the reward model the value model starts from (default: `reward_dir`, as the paper's); e.g. a
+    smaller one than the reward model PPO optimises, whose update then costs less."""
     changed_keys = changed_keys or set()
     policy_meta = CheckpointMeta.find(policy_dir)
     if "prompt_template" not in changed_keys and policy_meta is not None:
@@ -169,6 +177,10 @@ def setup_ppo(
     tokenizer = load_tokenizer(policy_dir)
     config.max_length = run.max_length(policy_dir)
     check_same_tokenizer(tokenizer, load_tokenizer(reward_dir), reward_dir)
+    value_dir = reward_dir if value_dir is None else value_dir
+    value_apart = str(value_dir) != str(reward_dir)
+    if value_apart:
+        check_same_tokenizer(tokenizer, load_tokenizer(value_dir), value_dir, "value")
     if reference_dir != policy_dir:
         check_same_tokenizer(tokenizer, load_tokenizer(reference_dir), reference_dir, "reference")
     train_records, val_records = run.train_val(read_prompts, prompts, val_prompts)
@@ -208,9 +220,9 @@ def setup_ppo(
         reward_model = load_reward_model(reward_dir, attn_implementation=attention)
         reward_model = to_frozen_dtype(reward_model, frozen).eval().requires_grad_(False)
         reward_model = reward_model.to(reward_device or accelerator.device)
-    # V_φ starts as the RM. With LoRA it is the RM's own copy with adapters and a fully trained head: sharing the
-    # frozen RM's weights would share its config too, where the value head's gain and offset live (scale_reward)
-    value_rm: torch.nn.Module = load_reward_model(reward_dir, attn_implementation=attention)
+    # V_φ starts as the RM (or value_dir's). With LoRA it is the RM's own copy with adapters and a fully trained
+    # head: sharing the frozen RM's weights would share its config too, where the value head's gain and offset live (scale_reward)
+    value_rm: torch.nn.Module = load_reward_model(value_dir, attn_implementation=attention)
     value_model: torch.nn.Module = ScalarHead(run.adapt(value_rm, "SEQ_CLS"))
 
     iterations = config.iterations
@@ -257,6 +269,7 @@ def setup_ppo(
                 "policy_init": str(policy_dir),
                 "reference": str(reference_dir),
                 "reward_model": str(reward_dir),
+                "value_model": str(value_dir),
             },
         ],
     )
@@ -267,10 +280,12 @@ def setup_ppo(
         policy=policy,
         ref_policy=ref_policy,
         value_model=value_model,
+        value_apart=value_apart,
         reward_model=reward_model,
         reward_fn=reward_fn,
         judge_fn=judge_fn,
         reward_norm=RewardNorm(),
+        value_norm=RewardNorm(),
         optimizer=optimizer,
         scheduler=scheduler,
         kl_ctl=kl_ctl,

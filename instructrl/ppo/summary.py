@@ -25,6 +25,10 @@ class PPOSummary(StageSummary):
     kl_budget: float | None
     reward_norm: dict[str, int | float | None]
     """The reward's gain and bias, and the SFT samples they were measured on (`RewardNorm`)."""
+    value_norm: dict[str, int | float | None] | None = None
+    """The gain and bias given to the value model's head: the reward's, or, when the value model starts from a
+    model of its own (`--value-model`), those that put its scores of the same samples on the reward's scale
+    (raw_mean and raw_std: its own scores'). None in runs written before it was recorded."""
     initial_score_mean: float | None
     """Held-out mean normalised score of the starting policy; None without held-out prompts."""
     final_score_mean: float | None

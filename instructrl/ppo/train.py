@@ -59,6 +59,8 @@ class TrainState:
     kl_coef: float | None = None
     """β after the last iteration done (the adaptive KL controller moves it)."""
     reward_norm: RewardNorm = field(default_factory=RewardNorm)
+    value_norm: RewardNorm = field(default_factory=RewardNorm)
+    """The value model's head's gain and bias (the reward's unless it starts from a model of its own)."""
     initial: dict[str, float] = field(default_factory=dict)
     """The starting policy's evaluation."""
     keep_best: KeepBest = field(default_factory=KeepBest)
@@ -69,6 +71,7 @@ class TrainState:
             "step": self.step,
             "kl_coef": self.kl_coef,
             "reward_norm": asdict(self.reward_norm),
+            "value_norm": asdict(self.value_norm),
             "initial": self.initial,
             "evaluations": self.keep_best.evaluations,
             "kept": self.keep_best.kept,
@@ -81,6 +84,8 @@ class TrainState:
             step=d["step"],
             kl_coef=d["kl_coef"],
             reward_norm=RewardNorm(**d["reward_norm"]),
+            # checkpoints written before value models of their own: the value model was the reward model
+            value_norm=RewardNorm(**d.get("value_norm", d["reward_norm"])),
             initial=d["initial"],
             keep_best=KeepBest(evaluations=d["evaluations"], kept=d.get("kept")),
         )
@@ -150,6 +155,7 @@ def run_ppo(
     changed_keys: set[str] | None = None,
     reward_fn: RewardFn | None = None,
     judge_fn: RewardFn | None = None,
+    value_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """PPO (PPO-ptx when config.ptx_coef > 0) from the SFT policy against the reward model in `reward_dir`.
 
@@ -170,6 +176,7 @@ def run_ppo(
         changed_keys=changed_keys,
         reward_fn=reward_fn,
         judge_fn=judge_fn,
+        value_dir=value_dir,
     )
     return train_ppo(s)
 
@@ -180,16 +187,17 @@ def train_ppo(s: PPOSetup) -> dict[str, Any]:
     c, acc, run_dir = s.config, s.accelerator, s.run.dir
 
     if run_dir.has_checkpoint():
-        s.reward_norm = RewardNorm(**run_dir.checkpoint_state()["reward_norm"])
+        saved = TrainState.from_dict(run_dir.checkpoint_state())
+        s.reward_norm, s.value_norm = saved.reward_norm, saved.value_norm
         # the head's offset lives in the value model's config, which the checkpoint's weights do not restore
-        scale_reward(acc.unwrap_model(s.value_model), s.reward_norm.gain, s.reward_norm.bias)
+        scale_reward(acc.unwrap_model(s.value_model), s.value_norm.gain, s.value_norm.bias)
         state = TrainState.from_dict(run_dir.load_checkpoint())
         assert state.kl_coef is not None, "a checkpoint is saved after an iteration, with its β"
         s.kl_ctl.value = state.kl_coef
     else:
-        if c.reward_norm:
-            s.reward_norm = normalise_reward(s)
-        state = TrainState(reward_norm=s.reward_norm, initial=evaluate(s, "initial"))
+        if c.reward_norm or s.value_apart:
+            s.reward_norm, s.value_norm = normalise_reward(s)
+        state = TrainState(reward_norm=s.reward_norm, value_norm=s.value_norm, initial=evaluate(s, "initial"))
         state.keep_best.evaluated(s, 0, state.initial)
 
     stop = StopSignal()
@@ -235,6 +243,7 @@ def train_ppo(s: PPOSetup) -> dict[str, Any]:
         keep=c.keep,
         kl_budget=c.kl_budget,
         reward_norm=asdict(state.reward_norm),
+        value_norm=asdict(state.value_norm),
         initial_score_mean=initial.get("score_mean"),  # None without held-out prompts
         final_score_mean=final.get("score_mean"),  # the kept policy's, in final/
         last_score_mean=last.get("score_mean"),  # the last iteration's

@@ -247,12 +247,18 @@ def test_sft_stopped_by_sigterm_resumes_to_the_same_result(precision, tiny_model
 
 @pytest.mark.slow
 def test_ppo_killed_hard_resumes_from_its_last_checkpoint(sft_dir, rm_dir, data_dir, tmp_path):
+    """With a value model of its own (--value-model), whose head's normalisation the checkpoint keeps."""
+    from conftest import scaled_reward_model
+
+    value_dir = scaled_reward_model(rm_dir, tmp_path / "value_rm", 2.0, -1.0)
     args = [
         "ppo",
         "--policy",
         str(sft_dir),
         "--reward",
         str(rm_dir),
+        "--value-model",
+        str(value_dir),
         "--prompts",
         str(data_dir / "prompts.jsonl"),
         "--pretrain-data",
@@ -274,3 +280,7 @@ def test_ppo_killed_hard_resumes_from_its_last_checkpoint(sft_dir, rm_dir, data_
     assert_same_curves(metrics(tmp_path / "run"), metrics(tmp_path / "full"), rel=1e-6)
     rollouts = (tmp_path / "run" / "rollouts.jsonl").read_text()
     assert rollouts == (tmp_path / "full" / "rollouts.jsonl").read_text()  # the same episodes, logged once
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["value_norm"]["raw_std"] == pytest.approx(
+        2.0 * summary["reward_norm"]["raw_std"], rel=1e-4
+    )
