@@ -217,3 +217,21 @@ def test_every_eval_file_that_is_not_utf8_exits_2_naming_file_and_line(tiny_mode
     p = instructrl("eval", *command.format(f=f, m=tiny_model_dir, o=out).split())
     assert_user_error(p, f"{f}:3:", "UTF-8")
     assert not out.exists()
+
+
+def test_ppo_value_model_that_does_not_exist(sft_dir, rm_dir, data_dir, tmp_path):
+    p = instructrl(
+        "ppo",
+        "--policy",
+        str(sft_dir),
+        "--reward",
+        str(rm_dir),
+        "--value-model",
+        str(tmp_path / "no-such-rm"),
+        "--prompts",
+        str(data_dir / "prompts.jsonl"),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert_user_error(p, "no-such-rm: model directory does not exist")
+    assert not (tmp_path / "o").exists()
