@@ -201,6 +201,10 @@ def main() -> None:
     settings = DemoSettings.full(saved["seed"])
     if {k: v for k, v in settings.as_json().items() if k in saved} != saved:
         raise SystemExit(f"{args.run}: not a full demo run with default settings")
+    if not (args.run / "summary.json").exists():  # its data and models would be copied half-made
+        raise SystemExit(
+            f"{args.run}: the demo has not finished (no summary.json); wait for it or --resume it"
+        )
     if args.rankings_per_prompt:
         settings = dataclasses.replace(settings, rankings_per_prompt=args.rankings_per_prompt)
     world = World(settings.seed)
