@@ -217,6 +217,13 @@ def main() -> None:
             (args.out / step).symlink_to((args.run / step).resolve())
     if not (args.out / "data").exists():
         shutil.copytree(args.run / "data", args.out / "data")
+        if settings.rankings_per_prompt != saved.get("rankings_per_prompt", 1):
+            # round 1 is ranked again with this run's passes, not taken from the demo's record of it
+            from instructrl.demo.labels import comparisons_file, record_file
+
+            record_file(args.out, 1).unlink()
+            for split in ("train", "validation"):
+                (args.out / "data" / comparisons_file(1, split)).unlink()
     demo = P.Demo(
         out=args.out,
         settings=settings,
