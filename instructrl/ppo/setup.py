@@ -221,7 +221,8 @@ def setup_ppo(
         reward_model = to_frozen_dtype(reward_model, frozen).eval().requires_grad_(False)
         reward_model = reward_model.to(reward_device or accelerator.device)
     # V_φ starts as the RM (or value_dir's). With LoRA it is the RM's own copy with adapters and a fully trained
-    # head: sharing the frozen RM's weights would share its config too, where the value head's gain and offset live (scale_reward)
+    # head: sharing the frozen RM's weights would share its config too, where the value head's gain and offset
+    # live (scale_reward)
     value_rm: torch.nn.Module = load_reward_model(value_dir, attn_implementation=attention)
     value_model: torch.nn.Module = ScalarHead(run.adapt(value_rm, "SEQ_CLS"))
 

@@ -127,8 +127,8 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_run(sft_dir, comps, 
     assert_user_error(rm(sft_dir, comps, tmp_path / "fresh", "--resume"), "nothing to resume")
 
 
-def test_ppo_needs_pretraining_data_for_ptx(sft_dir, rm_dir, data_dir, tmp_path):
-    p = instructrl(
+def ppo(sft_dir, rm_dir, data_dir, out, *more):
+    return instructrl(
         "ppo",
         "--policy",
         str(sft_dir),
@@ -137,10 +137,13 @@ def test_ppo_needs_pretraining_data_for_ptx(sft_dir, rm_dir, data_dir, tmp_path)
         "--prompts",
         str(data_dir / "prompts.jsonl"),
         "--out",
-        str(tmp_path / "o"),
-        "--set",
-        "ptx_coef=1",
+        str(out),
+        *more,
     )
+
+
+def test_ppo_needs_pretraining_data_for_ptx(sft_dir, rm_dir, data_dir, tmp_path):
+    p = ppo(sft_dir, rm_dir, data_dir, tmp_path / "o", "--set", "ptx_coef=1")
     assert_user_error(p, "needs --pretrain-data")
 
 
@@ -220,18 +223,6 @@ def test_every_eval_file_that_is_not_utf8_exits_2_naming_file_and_line(tiny_mode
 
 
 def test_ppo_value_model_that_does_not_exist(sft_dir, rm_dir, data_dir, tmp_path):
-    p = instructrl(
-        "ppo",
-        "--policy",
-        str(sft_dir),
-        "--reward",
-        str(rm_dir),
-        "--value-model",
-        str(tmp_path / "no-such-rm"),
-        "--prompts",
-        str(data_dir / "prompts.jsonl"),
-        "--out",
-        str(tmp_path / "o"),
-    )
+    p = ppo(sft_dir, rm_dir, data_dir, tmp_path / "o", "--value-model", str(tmp_path / "no-such-rm"))
     assert_user_error(p, "no-such-rm: model directory does not exist")
     assert not (tmp_path / "o").exists()

@@ -207,26 +207,35 @@ def test_ppo_with_a_reward_function_raises_it_and_sees_each_response_with_its_ow
     assert all(r["raw_score"] == r["response"].split().count(MARKER) for r in rollouts)
 
 
-def test_a_value_model_of_its_own_is_put_on_the_reward_s_scale(sft_dir, rm_dir, data_dir, tmp_path):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_value_model_of_its_own_is_put_on_the_reward_s_scale(
+    precision, sft_dir, rm_dir, data_dir, tmp_path
+):
     """`value_dir`: the value model starts from a reward model other than the one PPO optimises (e.g. a smaller
     one, cheaper to train), its head normalised by its own scores of the same SFT samples. A value model that
     scores 3x the RM plus 5 is then the RM's own scale again: the run is the run with the value model from the
-    RM, number for number, and the summary records both normalisations."""
+    RM, number for number, and the summary records both normalisations. In bf16 the first iteration is the same
+    (the same rollouts, the value head in fp32); from there a rounding apart in the weights may flip a bf16
+    logit and a sampled token, so the runs are compared only up to it."""
     from conftest import scaled_reward_model
 
     value_dir = scaled_reward_model(rm_dir, tmp_path / "value_rm", 3.0, 5.0)
 
     paths = dict(policy_dir=sft_dir, reward_dir=rm_dir, prompts=data_dir / "prompts.jsonl")
-    sets = [*PPO_SET, "iterations=3", "keep=last"]
+    sets = [*PPO_SET, "iterations=3", "keep=last", f"mixed_precision={precision}"]
     same = run_stage("ppo", tmp_path / "same", sets, **paths)
     apart = run_stage("ppo", tmp_path / "apart", sets, value_dir=value_dir, **paths)
     rn, vn = apart["reward_norm"], apart["value_norm"]
     assert vn["raw_std"] == pytest.approx(3.0 * rn["raw_std"], rel=1e-4)
     assert vn["raw_mean"] == pytest.approx(3.0 * rn["raw_mean"] + 5.0, rel=1e-4)
     assert same["value_norm"] == same["reward_norm"]  # one model: one normalisation
-    for key in ("final_score_mean", "final_kl_mean"):
-        assert apart[key] == pytest.approx(same[key], rel=1e-4, abs=1e-5), key
     m_same, m_apart = read_metrics(tmp_path / "same"), read_metrics(tmp_path / "apart")
+    if precision == "bf16":
+        m_same, m_apart = m_same[:1], m_apart[:1]  # the first iteration
+    else:
+        for key in ("final_score_mean", "final_kl_mean"):
+            assert apart[key] == pytest.approx(same[key], rel=1e-4, abs=1e-5), key
+    assert "losses/value" in m_same[0]
     for a, b in zip(m_same, m_apart, strict=True):  # the value model's first predictions are the same
         if "losses/value" in a:
             assert b["losses/value"] == pytest.approx(a["losses/value"], rel=1e-3, abs=1e-5)
